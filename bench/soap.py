@@ -1,0 +1,608 @@
+"""SOAP request throughput, latency and start-up time of the device service.
+
+The server under test runs pinned to core 0, the load generator (``bench.loadgen``, one
+process, bare asyncio) to core 1. Each cell is N keep-alive connections with one request
+in flight each, a warm-up, then a fixed measured window. The comparison peer is
+``bench.naive_server`` (aiohttp + zeep, no auth), measured in the same run for the
+unauthenticated operations; the load generator's own ceiling is measured against a
+trivial aiohttp handler (``bench.static_server``).
+
+    .venv/bin/python -m bench.soap [--seconds 5] [--warmup 1] [--clients 1,8,64]
+        [--startup-runs 3] [--only ours|naive] [--no-pin] [--selftest]
+
+Prints a table and writes ``bench/results/soap.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import (
+    HOST,
+    LOADGEN_CORE,
+    REPO,
+    RESULTS,
+    SERVER_CORE,
+    ServerProcess,
+    free_port,
+    machine_info,
+    pin_prefix,
+    wait_until_answers,
+)
+from bench.loadgen import plain_request
+
+OURS_SCENARIOS = ("devinfo-digest", "devinfo-wsse", "getservices", "gsdt")
+NAIVE_SCENARIOS = ("devinfo-noauth", "getservices", "gsdt")
+#: The naive peer has no auth, so both authenticated cells compare with its bare call.
+PEER_OF = {
+    "devinfo-digest": "devinfo-noauth",
+    "devinfo-wsse": "devinfo-noauth",
+    "getservices": "getservices",
+    "gsdt": "gsdt",
+    "devinfo-noauth": "devinfo-noauth",
+}
+#: The load generator does the same work for these as for a plain GetSystemDateAndTime.
+CEILING_OF = {"devinfo-noauth": "gsdt"}
+TARGETS = {
+    "startup_s_max": 1.5,
+    "authenticated_rps_min": 2500,
+    "p99_ms_at_8_clients_max": 10.0,
+    "rps_at_64_over_rps_at_8_min": 0.9,
+    "errors_at_64_clients_max": 0,
+}
+AUTH_SCENARIOS = ("devinfo-digest", "devinfo-wsse")
+# The load generator's CPU share above which its figures are suspect.
+LOADGEN_BUSY = 0.9
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.pin = not args.no_pin
+        self.password = secrets.token_urlsafe(12)
+        self.servers: list[ServerProcess] = []
+        # ONVIF_NVR_* from the caller's shell would silently change what is measured.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("ONVIF_NVR_")}
+
+    # -- servers
+
+    def _spawn(self, argv: list[str], name: str) -> ServerProcess:
+        log = self.tmp / f"{name}.log"
+        server = ServerProcess(pin_prefix(SERVER_CORE, self.pin) + argv, log, self.env)
+        self.servers.append(server)
+        return server
+
+    def stop(self, server: ServerProcess) -> float:
+        t0 = time.perf_counter()
+        server.stop()
+        self.servers.remove(server)
+        return time.perf_counter() - t0
+
+    def stop_all(self) -> None:
+        for server in list(self.servers):
+            self.stop(server)
+
+    def ours_argv(self, data_dir: Path, port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "onvif_nvr",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--http-port",
+            str(port),
+            "--rtsp-port",
+            str(free_port()),
+            "--bind",
+            HOST,
+            "--admin-password",
+            self.password,
+        ]
+
+    def spawn(self, impl: str, port: int, data_dir: Path | None = None) -> ServerProcess:
+        if impl == "ours":
+            if data_dir is None:
+                data_dir = Path(tempfile.mkdtemp(prefix="data-", dir=self.tmp))
+            return self._spawn(self.ours_argv(data_dir, port), "ours")
+        if impl == "naive":
+            argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port)]
+            return self._spawn(argv, "naive")
+        argv = [sys.executable, "-m", "bench.static_server", "--port", str(port)]
+        if impl == "verify":
+            argv.append("--verify-auth")
+        return self._spawn(argv, impl)
+
+    def start_ready(self, impl: str) -> tuple[ServerProcess, int]:
+        port = free_port()
+        server = self.spawn(impl, port)
+        wait_until_answers(
+            server,
+            port,
+            plain_request(HOST, port, "GetSystemDateAndTime"),
+            b"GetSystemDateAndTimeResponse",
+        )
+        return server, port
+
+    # -- measurements
+
+    def startup(self, impl: str) -> dict:
+        """Median wall time from spawn to the first answered GetSystemDateAndTime."""
+        runs = self.args.startup_runs
+        probe = b"GetSystemDateAndTimeResponse"
+        out: dict = {"runs": runs}
+        # One untimed start first, so that byte-code compilation and a cold page cache
+        # are not counted; it is reported as cold_first_s.
+        samples: dict[str, list[float]] = {"cold": [], "fresh": [], "restart": []}
+        stops: list[float] = []
+        first_dir = Path(tempfile.mkdtemp(prefix="data-", dir=self.tmp))
+        plan = [("cold", None)] + [("fresh", None)] * runs
+        if impl == "ours":
+            # A box restarting on its existing data directory.
+            plan += [("restart", first_dir)] * runs
+        for kind, data_dir in plan:
+            port = free_port()
+            if kind == "cold" and impl == "ours":
+                data_dir = first_dir
+            server = self.spawn(impl, port, data_dir)
+            try:
+                t = wait_until_answers(
+                    server, port, plain_request(HOST, port, "GetSystemDateAndTime"), probe
+                )
+            finally:
+                stops.append(self.stop(server))
+            samples[kind].append(t)
+        out["cold_first_s"] = round(samples["cold"][0], 3)
+        out["samples_s"] = [round(x, 3) for x in samples["fresh"]]
+        out["median_s"] = round(statistics.median(samples["fresh"]), 3)
+        if samples["restart"]:
+            out["restart_samples_s"] = [round(x, 3) for x in samples["restart"]]
+            out["restart_median_s"] = round(statistics.median(samples["restart"]), 3)
+        out["stop_after_sigterm_max_s"] = round(max(stops), 3)
+        return out
+
+    def loadgen(self, port: int, scenario: str, clients: int, server_pid: int | None) -> dict:
+        argv = pin_prefix(LOADGEN_CORE, self.pin) + [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            "--port",
+            str(port),
+            "--scenario",
+            scenario,
+            "--clients",
+            str(clients),
+            "--seconds",
+            str(self.args.seconds),
+            "--warmup",
+            str(self.args.warmup),
+        ]
+        if server_pid is not None:
+            argv += ["--server-pid", str(server_pid)]
+        env = dict(self.env, BENCH_PASSWORD=self.password)
+        timeout = self.args.warmup + self.args.seconds + 60
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator failed ({proc.returncode}):\n{proc.stderr}")
+        return json.loads(proc.stdout)
+
+    def cells(self, impl: str, scenarios: tuple[str, ...]) -> dict[str, dict]:
+        """Every scenario at every concurrency against one long-running server."""
+        results: dict[str, dict] = {}
+        server, port = self.start_ready(impl)
+        try:
+            for scenario in scenarios:
+                for clients in self.args.clients:
+                    if not server.alive():
+                        log = server.log_tail()
+                        self.stop(server)
+                        print(
+                            f"  {impl} server died; restarting. Log tail:\n{log}", file=sys.stderr
+                        )
+                        server, port = self.start_ready(impl)
+                    r = self.loadgen(port, scenario, clients, server.pid)
+                    r["server_alive_after"] = server.alive()
+                    results[f"{scenario}/{clients}"] = r
+                    _progress(impl, r)
+        finally:
+            self.stop(server)
+        return results
+
+
+def _progress(impl: str, r: dict) -> None:
+    print(
+        f"  {impl:<7} {r['scenario']:<15} c={r['clients']:<3} {r.get('rps', 0):>9.1f} req/s"
+        f"  p99 {r.get('p99_ms', 0):>7.2f} ms  errors {r['errors']}"
+        f"  srv cpu {_pct(r.get('server_cpu'))}  lg cpu {_pct(r.get('loadgen_cpu'))}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+def ours_available() -> str | None:
+    """None if ``python -m onvif_nvr serve --help`` works, else why not."""
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "onvif_nvr", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=REPO,
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        return repr(e)
+    if p.returncode != 0:
+        return (p.stderr or p.stdout).strip()[-800:]
+    return None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
+
+
+def build_report(args, machine, ceiling, ours, naive, startup, ours_error) -> dict:
+    rows = []
+    levels = args.clients
+    scenarios = OURS_SCENARIOS if ours is not None else NAIVE_SCENARIOS
+    for scenario in scenarios:
+        for clients in levels:
+            key = f"{scenario}/{clients}"
+            peer_key = f"{PEER_OF[scenario]}/{clients}"
+            ceil_key = f"{CEILING_OF.get(scenario, scenario)}/{clients}"
+            o = (ours or {}).get(key)
+            n = (naive or {}).get(peer_key)
+            c = ceiling.get(ceil_key)
+            rows.append(
+                {
+                    "scenario": scenario,
+                    "clients": clients,
+                    "ours": o,
+                    "naive_scenario": PEER_OF[scenario],
+                    "naive": n,
+                    "rps_ratio_ours_over_naive": ratio(o and o["rps"], n and n["rps"]),
+                    "p99_ratio_ours_over_naive": ratio(o and o["p99_ms"], n and n["p99_ms"]),
+                    "loadgen_ceiling": c,
+                }
+            )
+    report = {
+        "benchmark": "soap",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "parameters": {
+            "seconds": args.seconds,
+            "warmup": args.warmup,
+            "clients": levels,
+            "startup_runs": args.startup_runs,
+            "only": args.only,
+            "pinned": not args.no_pin,
+            "server_core": SERVER_CORE if not args.no_pin else None,
+            "loadgen_core": LOADGEN_CORE if not args.no_pin else None,
+            "connections": "keep-alive, one request in flight per connection",
+            "errors_counted": "non-200, body without the expected element, connection loss, "
+            "failed set-up, no answer 5 s after the window; over set-up, warm-up and window",
+            "latency": "from writing the request to the last byte of the answer; a Digest "
+            "stale=true retry is included in its request's latency",
+        },
+        "machine": machine,
+        "peer": {
+            "name": "naive aiohttp + zeep (bench/naive_server.py)",
+            "note": "the peer has no authentication; authenticated cells compare with its "
+            "unauthenticated GetDeviceInformation",
+        },
+        "targets": TARGETS,
+        "startup": startup,
+        "cells": rows,
+        "loadgen_ceiling": ceiling,
+    }
+    if ours_error:
+        report["ours_unavailable"] = ours_error
+    report["target_check"] = check_targets(report)
+    return report
+
+
+def check_targets(report: dict) -> dict:
+    ours = {(r["scenario"], r["clients"]): r["ours"] for r in report["cells"] if r["ours"]}
+    out: dict = {}
+    s = report["startup"].get("ours")
+    if s:
+        worst = max(s["median_s"], s.get("restart_median_s", 0))
+        out["startup"] = {"value_s": worst, "met": worst < TARGETS["startup_s_max"]}
+    for scenario in AUTH_SCENARIOS:
+        best = max((r["rps"] for (sc, c), r in ours.items() if sc == scenario), default=None)
+        if best is not None:
+            out[f"{scenario}_best_rps"] = {
+                "value": best,
+                "met": best >= TARGETS["authenticated_rps_min"],
+            }
+    p99s = {sc: r["p99_ms"] for (sc, c), r in ours.items() if c == 8}
+    if p99s:
+        worst = max(p99s.values())
+        out["p99_ms_at_8"] = {
+            "value": worst,
+            "per_scenario": p99s,
+            "met": worst < TARGETS["p99_ms_at_8_clients_max"],
+        }
+    hold = {}
+    for (sc, c), r in ours.items():
+        if c == 64 and (sc, 8) in ours:
+            hold[sc] = {
+                "rps_64_over_8": ratio(r["rps"], ours[(sc, 8)]["rps"]),
+                "errors_64": r["errors"],
+            }
+    if hold:
+        out["at_64_clients"] = {
+            "per_scenario": hold,
+            "met": all(
+                (h["rps_64_over_8"] or 0) >= TARGETS["rps_at_64_over_rps_at_8_min"]
+                and h["errors_64"] <= TARGETS["errors_at_64_clients_max"]
+                for h in hold.values()
+            ),
+        }
+    return out
+
+
+def print_report(report: dict) -> None:
+    header = (
+        "scenario",
+        "clients",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "errors",
+        "naive req/s",
+        "ratio",
+        "lg ceiling",
+        "srv cpu",
+        "lg cpu",
+    )
+    lines = [header]
+    for r in report["cells"]:
+        o, n, c = r["ours"], r["naive"], r["loadgen_ceiling"]
+        # Without our figures the rows are the peer's own.
+        src = o or (n if not any(x["ours"] for x in report["cells"]) else None)
+        lines.append(
+            (
+                r["scenario"],
+                str(r["clients"]),
+                f"{src['rps']:.0f}" if src else "-",
+                f"{src['p50_ms']:.2f}" if src else "-",
+                f"{src['p99_ms']:.2f}" if src else "-",
+                str(src["errors"]) if src else "-",
+                f"{n['rps']:.0f}" if n and src is not n else "-",
+                f"{r['rps_ratio_ours_over_naive']:.2f}" if r["rps_ratio_ours_over_naive"] else "-",
+                f"{c['rps']:.0f}" if c else "-",
+                _pct(src.get("server_cpu")) if src else "-",
+                _pct(src.get("loadgen_cpu")) if src else "-",
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for i, line in enumerate(lines):
+        print(
+            "  ".join(
+                cell.ljust(w) if j == 0 else cell.rjust(w)
+                for j, (cell, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        "(ratio = ours / naive req/s; naive has no auth, so devinfo-digest and devinfo-wsse "
+        "compare with its bare GetDeviceInformation; lg ceiling = load generator against a "
+        "trivial aiohttp handler)"
+    )
+
+    for impl in ("ours", "naive"):
+        s = report["startup"].get(impl)
+        if s:
+            extra = (
+                f", restart on existing data {s['restart_median_s']:.3f} s"
+                if "restart_median_s" in s
+                else ""
+            )
+            print(
+                f"start-up {impl}: median {s['median_s']:.3f} s over {s['runs']} runs "
+                f"(samples {s['samples_s']}{extra}; first cold start {s['cold_first_s']:.3f} s)"
+            )
+    so, sn = report["startup"].get("ours"), report["startup"].get("naive")
+    if so and sn:
+        print(f"start-up ratio ours/naive: {so['median_s'] / sn['median_s']:.2f} (lower is better)")
+
+    if report.get("ours_unavailable"):
+        print(f"ours: NOT MEASURED — {report['ours_unavailable'].splitlines()[-1]}")
+
+    t = report["target_check"]
+    marks = {True: "met", False: "MISSED"}
+    if t:
+        print("targets (not asserted):")
+    if "startup" in t:
+        print(f"  start-up < 1.5 s: {t['startup']['value_s']:.3f} s  {marks[t['startup']['met']]}")
+    for scenario in AUTH_SCENARIOS:
+        k = f"{scenario}_best_rps"
+        if k in t:
+            print(
+                f"  >= 2500 authenticated req/s ({scenario}, best level): "
+                f"{t[k]['value']:.0f}  {marks[t[k]['met']]}"
+            )
+    if "p99_ms_at_8" in t:
+        print(
+            f"  p99 < 10 ms at 8 clients (worst scenario): {t['p99_ms_at_8']['value']:.2f} ms"
+            f"  {marks[t['p99_ms_at_8']['met']]}"
+        )
+    if "at_64_clients" in t:
+        h = t["at_64_clients"]["per_scenario"]
+        detail = ", ".join(f"{k} {v['rps_64_over_8']}x/{v['errors_64']} err" for k, v in h.items())
+        print(
+            f"  64 clients hold throughput (>= 0.9x of 8) with 0 errors: {detail}"
+            f"  {marks[t['at_64_clients']['met']]}"
+        )
+
+    for r in report["cells"]:
+        for impl in ("ours", "naive"):
+            x = r[impl]
+            if x and (x.get("loadgen_cpu") or 0) >= LOADGEN_BUSY:
+                print(
+                    f"WARNING: load generator at {_pct(x['loadgen_cpu'])} CPU for {impl} "
+                    f"{r['scenario']}/{r['clients']}: that figure may be the load "
+                    "generator's limit, not the server's"
+                )
+    ceilings = [r["loadgen_ceiling"] for r in report["cells"] if r["loadgen_ceiling"]]
+    if ceilings:
+        busy = [c for c in ceilings if (c.get("loadgen_cpu") or 0) >= LOADGEN_BUSY]
+        if busy:
+            print(
+                "note: against the trivial handler the load generator itself saturated its "
+                "core in some cells; one Python process on one core cannot go faster there"
+            )
+        else:
+            print(
+                "note: against the trivial handler the trivial server, not the load "
+                "generator, was the limit (load generator below "
+                f"{LOADGEN_BUSY:.0%} CPU), so the ceiling is a lower bound"
+            )
+
+
+def selftest(bench: Bench) -> int:
+    """Check the load generator against the auth-verifying stand-in and the naive peer."""
+    failures = 0
+    for impl, scenarios in (("verify", OURS_SCENARIOS), ("naive", NAIVE_SCENARIOS)):
+        server, port = bench.start_ready(impl)
+        try:
+            for scenario in scenarios:
+                for clients in (1, 8):
+                    r = bench.loadgen(port, scenario, clients, server.pid)
+                    _progress(impl, r)
+                    if r["errors"] or not r["requests"]:
+                        failures += 1
+                        print(json.dumps(r, indent=1), file=sys.stderr)
+        finally:
+            bench.stop(server)
+    print("selftest", "FAILED" if failures else "passed")
+    return 1 if failures else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.soap",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--seconds", type=float, default=5.0, help="measured window per cell")
+    p.add_argument("--warmup", type=float, default=1.0, help="warm-up per cell")
+    p.add_argument("--clients", default="1,8,64", help="concurrency levels, comma-separated")
+    p.add_argument("--startup-runs", type=int, default=3)
+    p.add_argument("--only", choices=("ours", "naive"), default=None)
+    p.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    p.add_argument(
+        "--selftest",
+        action="store_true",
+        help="check the load generator against stand-ins, 1 s cells",
+    )
+    p.add_argument("--output", type=Path, default=RESULTS / "soap.json")
+    args = p.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    if not args.no_pin:
+        if shutil.which("taskset") is None:
+            p.error("taskset not found; use --no-pin")
+        if len(os.sched_getaffinity(0)) < 2 or not {
+            SERVER_CORE,
+            LOADGEN_CORE,
+        } <= os.sched_getaffinity(0):
+            p.error(f"needs cores {SERVER_CORE} and {LOADGEN_CORE}; use --no-pin")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.selftest:
+        args.seconds, args.warmup = 1.0, 0.3
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
+    if not args.no_pin:
+        # Keep this process's own polling off the server's core.
+        os.sched_setaffinity(0, {LOADGEN_CORE})
+
+    with tempfile.TemporaryDirectory(prefix="bench-soap-") as tmp:
+        bench = Bench(args, Path(tmp))
+        try:
+            if args.selftest:
+                return selftest(bench)
+            return run(bench, args)
+        finally:
+            bench.stop_all()
+
+
+def run(bench: Bench, args: argparse.Namespace) -> int:
+    machine = machine_info()
+    ours_error = None
+    if args.only != "naive":
+        ours_error = ours_available()
+        if ours_error:
+            print(
+                f"our server is not available: {ours_error.splitlines()[-1] if ours_error else ''}",
+                file=sys.stderr,
+            )
+
+    want_ours = args.only != "naive" and not ours_error
+    want_naive = args.only != "ours"
+    scenarios = set(OURS_SCENARIOS) if want_ours else set()
+    if want_naive:
+        scenarios |= {CEILING_OF.get(s, s) for s in NAIVE_SCENARIOS}
+
+    print("loadgen ceiling (trivial aiohttp handler)", file=sys.stderr)
+    ceiling = bench.cells("static", tuple(s for s in OURS_SCENARIOS if s in scenarios))
+
+    startup: dict = {}
+    ours = naive = None
+    if want_ours:
+        print("ours: start-up", file=sys.stderr)
+        try:
+            startup["ours"] = bench.startup("ours")
+            ours = bench.cells("ours", OURS_SCENARIOS)
+        except RuntimeError as e:
+            ours_error = str(e)
+            print(f"ours failed: {e}", file=sys.stderr)
+    if want_naive:
+        print("naive: start-up", file=sys.stderr)
+        startup["naive"] = bench.startup("naive")
+        naive = bench.cells("naive", NAIVE_SCENARIOS)
+    if "ours" in startup and "naive" in startup:
+        startup["ratio_ours_over_naive"] = ratio(
+            startup["ours"]["median_s"], startup["naive"]["median_s"]
+        )
+
+    report = build_report(args, machine, ceiling, ours, naive, startup, ours_error)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.output.with_suffix(".json.tmp")
+    tmp_out.write_text(json.dumps(report, indent=1) + "\n")
+    tmp_out.replace(args.output)
+    print_report(report)
+    print(
+        f"wrote {args.output.relative_to(REPO) if args.output.is_relative_to(REPO) else args.output}"
+    )
+    return 1 if ours_error and args.only != "naive" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

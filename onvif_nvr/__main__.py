@@ -1,0 +1,5 @@
+import sys
+
+from onvif_nvr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,286 @@
+"""Composition root: builds the box from its settings and runs its HTTP front-end.
+
+Only this module (and cli.py) imports the front-ends. A SystemReboot or factory default
+ends :meth:`NvrApp.run` with a reason; the CLI then builds a fresh app from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import mimetypes
+
+from aiohttp import web
+
+from onvif_nvr import __version__
+from onvif_nvr.auth.digest import DigestAuthority
+from onvif_nvr.auth.throttle import LoginThrottle
+from onvif_nvr.clock import Clock, SystemClock
+from onvif_nvr.config import Settings
+from onvif_nvr.db.engine import Database
+from onvif_nvr.services.common import AdvertisedService
+from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
+from onvif_nvr.services.device_network import DeviceNetworkService
+from onvif_nvr.soap import wsse
+from onvif_nvr.soap.authn import Authenticator
+from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
+from onvif_nvr.system.logs import LogBuffer
+from onvif_nvr.system.secrets import Sealer, load_or_create_key
+from onvif_nvr.system.store import SettingsStore
+from onvif_nvr.system.users import UserLimits, UserStore
+from onvif_nvr.wsdl import catalog
+
+log = logging.getLogger(__name__)
+
+
+class Exit(enum.Enum):
+    STOP = "stop"
+    REBOOT = "reboot"
+
+
+class NvrApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        system_log: LogBuffer | None = None,
+        access_log: LogBuffer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.system_log = system_log or LogBuffer(self.clock)
+        self.access_log = access_log or LogBuffer(self.clock)
+        self._exit: asyncio.Future[Exit] | None = None
+        self._runner: web.AppRunner | None = None
+        self._db: Database | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.generated_admin_password: str | None = None
+        self.bound_port: int | None = None
+
+    # -- lifecycle (the device service's view) ---------------------------------------------
+    def request_reboot(self) -> None:
+        self._spawn(self._reboot_soon())
+
+    def request_factory_default(self, hard: bool) -> None:
+        self._spawn(self._factory_default(hard))
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reboot_soon(self) -> None:
+        # The response to SystemReboot must leave before the services go down.
+        await asyncio.sleep(0.3)
+        log.info("restarting the services (SystemReboot)")
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(Exit.REBOOT)
+
+    async def _factory_default(self, hard: bool) -> None:
+        await asyncio.sleep(0.3)
+        log.warning("factory default (%s)", "hard" if hard else "soft")
+        keep = {"endpoint_uuid"} if hard else {"endpoint_uuid", *NETWORK_KEYS}
+        await self.store.clear(keep)
+        if hard:
+            await self.users.reset()
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(Exit.REBOOT)
+
+    # -- start/stop ------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        data_dir = settings.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
+        sealer = Sealer(key)
+        self._db = db = Database(settings.effective_database_url)
+        await db.migrate()
+        self.store = SettingsStore(db, self.clock)
+        await self.store.load()
+        sec = settings.security
+        self.users = UserStore(
+            db,
+            sealer,
+            self.clock,
+            UserLimits(sec.max_users, sec.max_username_length, sec.min_password_length, sec.max_password_length),
+        )
+        await self.users.load()
+        self.generated_admin_password = await self.users.ensure_administrator(settings.admin_password)
+
+        device_binding = await asyncio.to_thread(catalog.load_binding, catalog.DEVICE)
+        advertised: list[AdvertisedService] = []
+        deps = DeviceDeps(
+            settings=settings,
+            clock=self.clock,
+            store=self.store,
+            users=self.users,
+            system_log=self.system_log,
+            access_log=self.access_log,
+            lifecycle=self,
+            advertised=advertised,
+        )
+        self.device = device = DeviceService(deps, device_binding)
+        await device.ensure_identity()
+        network = DeviceNetworkService(deps)
+        advertised.append(
+            AdvertisedService(
+                namespace=catalog.DEVICE.namespace,
+                path=catalog.DEVICE.path,
+                version=device_binding.version,
+                capabilities=device.capabilities_element,
+                legacy_field="Device",
+                legacy_capabilities=device.legacy_device_capabilities,
+            )
+        )
+        services = [SoapService(device_binding, {**device.handlers(), **network.handlers()})]
+        authenticator = Authenticator(
+            self.users,
+            DigestAuthority(
+                sec.realm, sealer.nonce_key, self.clock, algorithms=sec.digest_algorithms, nonce_lifetime_s=sec.nonce_lifetime_s
+            ),
+            wsse.UsernameTokenVerifier(
+                self.clock, max_skew_s=sec.wsse_max_skew_s, allow_password_text=sec.allow_password_text
+            ),
+            LoginThrottle(
+                self.clock,
+                max_failures=sec.max_failed_logins,
+                window_s=sec.failed_login_window_s,
+                lockout_s=sec.lockout_s,
+                lockout_max_s=sec.lockout_max_s,
+            ),
+        )
+        self.endpoint = SoapEndpoint(services, authenticator, self._access)
+        self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, settings.bind, settings.http_port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if server is not None and server.sockets:  # type: ignore[union-attr]
+            self.bound_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info(
+            "onvif-nvr %s: device service at http://%s:%s%s",
+            __version__,
+            settings.bind,
+            self.bound_port,
+            catalog.DEVICE.path,
+        )
+        self._exit = asyncio.get_running_loop().create_future()
+
+    async def wait(self) -> Exit:
+        assert self._exit is not None
+        return await self._exit
+
+    def stop_soon(self) -> None:
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(Exit.STOP)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._db is not None:
+            await asyncio.to_thread(self._db.close)
+            self._db = None
+
+    def _access(self, record: AccessRecord) -> None:
+        self.access_log.add(
+            f"{record.remote} {record.username or '-'} {record.service}.{record.operation} {record.outcome}"
+        )
+
+    # -- HTTP ------------------------------------------------------------------------------
+    def _web_app(self) -> web.Application:
+        app = web.Application(client_max_size=self.settings.security.max_body_bytes)
+        app.router.add_post("/onvif/{service}", self._soap)
+        app.router.add_get("/onvif/wsdl/{path:.*}", self._wsdl_file)
+        app.router.add_get("/onvif/{service}", self._service_get)
+        app.router.add_get("/", self._index)
+        return app
+
+    async def _soap(self, request: web.Request) -> web.StreamResponse:
+        limit = self.settings.security.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return web.Response(status=413, text=f"request body larger than {limit} bytes\n")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(status=413, text=f"request body larger than {limit} bytes\n")
+        transport = request.transport
+        local = transport.get_extra_info("sockname") if transport is not None else None
+        local_address = _format_address(local) if local else f"{self.settings.bind}:{self.settings.http_port}"
+        http_request = HttpRequest(
+            method=request.method,
+            path=request.path,
+            headers={"host": request.headers.get("Host", ""), "authorization": request.headers.get("Authorization", "")},
+            body=body,
+            remote=request.remote or "",
+            local_address=local_address,
+            scheme=request.scheme,
+            target=request.raw_path,
+        )
+        response = await self.endpoint.handle(http_request)
+        resp = web.Response(status=response.status, body=response.body)
+        for name, value in response.headers:
+            if name.lower() == "content-type":
+                resp.headers["Content-Type"] = value
+            else:
+                resp.headers.add(name, value)
+        return resp
+
+    async def _service_get(self, request: web.Request) -> web.StreamResponse:
+        service = self.endpoint.service_at(request.path)
+        if service is None:
+            raise web.HTTPNotFound()
+        if "wsdl" in request.query:
+            raise web.HTTPFound(f"/onvif/wsdl/{service.definition.wsdl}")
+        return web.Response(text=f"ONVIF {service.definition.key} service: POST SOAP requests here; ?wsdl for its WSDL\n")
+
+    async def _wsdl_file(self, request: web.Request) -> web.StreamResponse:
+        root = catalog.wsdl_root().resolve()
+        relative = request.match_info["path"]
+        if not relative:
+            listing = "\n".join(
+                f"{s.definition.key}: /onvif/wsdl/{s.definition.wsdl}" for s in self.endpoint.services
+            )
+            return web.Response(text=listing + "\n")
+        target = (root / relative).resolve()
+        if not target.is_relative_to(root) or not target.is_file():
+            raise web.HTTPNotFound()
+        content_type = "application/xml" if target.suffix in (".wsdl", ".xsd") else mimetypes.guess_type(target.name)[0]
+        return web.FileResponse(target, headers={"Content-Type": content_type or "application/octet-stream"})
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(
+            text=(
+                f"onvif-nvr {__version__}\n"
+                f"ONVIF device service: {request.scheme}://{request.host}{catalog.DEVICE.path}\n"
+                "WSDLs: /onvif/wsdl/\n"
+            )
+        )
+
+
+def _format_address(sockname: tuple[object, ...]) -> str:
+    host, port = str(sockname[0]), sockname[1]
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def coverage_report() -> str:
+    """Per served binding: every operation and whether it is implemented."""
+    binding = catalog.load_binding(catalog.DEVICE)
+    handled = {**DeviceService(None, binding).handlers(), **DeviceNetworkService(None).handlers()}  # type: ignore[arg-type]
+    service = SoapService(binding, handled)
+    lines = []
+    coverage = service.coverage()
+    done = sum(coverage.values())
+    lines.append(f"{catalog.DEVICE.key} ({catalog.DEVICE.binding}, {catalog.DEVICE.path}): {done}/{len(coverage)} implemented")
+    for name, implemented in coverage.items():
+        lines.append(f"  [{'x' if implemented else ' '}] {name}")
+    return "\n".join(lines)

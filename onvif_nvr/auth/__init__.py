@@ -1,0 +1,1 @@
+"""Authentication shared by the HTTP (SOAP) and RTSP front-ends."""

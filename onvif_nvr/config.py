@@ -1,0 +1,197 @@
+"""Settings: one frozen, typed object read once at start-up.
+
+Sources, later ones winning: built-in defaults < TOML file (``--config``) < ``ONVIF_NVR_*``
+environment variables < command-line options. A key in a TOML section ``[device]`` is
+``ONVIF_NVR_DEVICE_<KEY>`` in the environment; a top-level key is ``ONVIF_NVR_<KEY>``.
+``example.toml`` in this package documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ONVIF_NVR_"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceSettings:
+    """What the box says about itself (GetDeviceInformation, scopes)."""
+
+    manufacturer: str = "onvif-nvr project"
+    model: str = "onvif-nvr"
+    hardware_id: str = "onvif-nvr-x86_64"
+    #: Initial ``onvif://www.onvif.org/name/`` scope; SetScopes may change it later.
+    name: str = "onvif-nvr"
+    #: Initial ``onvif://www.onvif.org/location/`` scope path (empty: "unknown").
+    location: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SecuritySettings:
+    realm: str = "onvif-nvr"
+    #: HTTP Digest algorithms offered, one WWW-Authenticate header each, in this order.
+    digest_algorithms: tuple[str, ...] = ("MD5", "SHA-256")
+    nonce_lifetime_s: int = 300
+    #: Accepted difference between a UsernameToken's Created and the box's clock.
+    wsse_max_skew_s: int = 300
+    #: WS-UsernameToken PasswordText sends the password in clear; ONVIF clients use digests.
+    allow_password_text: bool = False
+    #: After this many failed logins from one address within the window, that address waits.
+    max_failed_logins: int = 5
+    failed_login_window_s: int = 60
+    lockout_s: int = 30
+    lockout_max_s: int = 900
+    max_users: int = 32
+    max_username_length: int = 64
+    min_password_length: int = 0
+    max_password_length: int = 64
+    #: Largest request body any HTTP front-end reads.
+    max_body_bytes: int = 1_048_576
+
+
+@dataclasses.dataclass(frozen=True)
+class HostSettings:
+    #: Apply Set{Hostname,DNS,NTP,NetworkInterfaces,NetworkDefaultGateway,SystemDateAndTime}
+    #: to this machine. Off by default: the values are stored and reported only.
+    apply_network_settings: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    #: Any SQLAlchemy URL; empty means SQLite (WAL) at ``<data_dir>/nvr.sqlite3``.
+    database_url: str = ""
+    bind: str = "0.0.0.0"
+    http_port: int = 8080
+    rtsp_port: int = 8554
+    log_level: str = "info"
+    #: Password of the first administrator on a data dir with no users; empty: generate one.
+    admin_password: str = dataclasses.field(default="", repr=False)
+    device: DeviceSettings = DeviceSettings()
+    security: SecuritySettings = SecuritySettings()
+    host: HostSettings = HostSettings()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nvr.sqlite3').resolve()}"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has the wrong type; the message names it."""
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str | Path):
+            raise ConfigError(f"{name}: expected a path, got {value!r}")
+        return Path(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return tuple(str(v) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{name}: unsupported setting type")
+    raise ConfigError(f"{name}: unsupported setting type {hint!r}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"unknown setting {prefix}{key}")
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        hint = hints[field.name]
+        raw = values[field.name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{prefix}{field.name}: expected a table")
+            kwargs[field.name] = _build(hint, raw, f"{prefix}{field.name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[field.name] = _coerce(prefix + field.name, hint, raw)
+    return cls(**kwargs)
+
+
+def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Map ``ONVIF_NVR_SECTION_KEY`` variables onto the nested settings layout."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(Settings)
+    sections = {f.name for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        section = next((s for s in sections if key.startswith(s + "_")), None)
+        if section is not None:
+            out.setdefault(section, {})[key[len(section) + 1 :]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the settings from the file, the environment and explicit overrides."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            with open(config_file, "rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    values = _merge(values, _env_values(os.environ if environ is None else environ))
+    if overrides:
+        values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
+    settings: Settings = _build(Settings, values, "")
+    if not 0 < settings.http_port < 65536 or not 0 < settings.rtsp_port < 65536:
+        raise ConfigError("http_port and rtsp_port must be between 1 and 65535")
+    return settings

@@ -1,0 +1,1 @@
+"""The SQL index and configuration store (SQLAlchemy 2, Alembic migrations)."""

@@ -1,0 +1,70 @@
+"""Open the database, migrate it, and run synchronous SQLAlchemy work off the event loop.
+
+All database work goes through :class:`Database.run`, one worker thread: SQLite allows
+one writer at a time anyway, and one queue keeps write order obvious.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable
+from importlib import resources
+from typing import Any, TypeVar
+
+import alembic.command
+import alembic.config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_db_engine(url: str) -> Engine:
+    engine = create_engine(url, future=True, pool_pre_ping=url.startswith("postgresql"))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (runs at every start; a no-op when current)."""
+    cfg = alembic.config.Config()
+    cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        alembic.command.upgrade(cfg, "head")
+
+
+class Database:
+    """The engine plus the single worker thread that all SQL runs on."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_db_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="db")
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def migrate(self) -> None:
+        await self.run(migrate, self.engine)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()

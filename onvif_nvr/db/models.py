@@ -1,0 +1,38 @@
+"""Tables. Dialect-neutral: SQLite (embedded default) and PostgreSQL run the same schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class User(Base):
+    """An account shared by SOAP, RTSP and (later) the web UI."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: tt:UserLevel: Administrator, Operator, User.
+    level: Mapped[str] = mapped_column(String(16))
+    #: The password, encrypted with the box's secret key (both Digest and UsernameToken
+    #: need the clear password to verify, so a one-way hash cannot be used).
+    password_enc: Mapped[str] = mapped_column(Text)
+    created_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    #: Created on an empty data dir from the operator's configuration.
+    bootstrap: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Setting(Base):
+    """A persisted device setting (hostname, scopes, discovery mode, NTP, ...), as JSON."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    updated_wall_ns: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,87 @@
+"""One error taxonomy for the whole box.
+
+Domain code raises these; each front-end maps them to its protocol in one small table
+(SOAP faults in ``soap/faults.py``, later RTSP and HTTP status codes). The ``subcodes``
+are ONVIF ``ter:`` local names, the most specific last, so the SOAP mapping is direct.
+"""
+
+from __future__ import annotations
+
+
+class NvrError(Exception):
+    """Base of every expected, client-visible failure."""
+
+    #: "Sender" (the request is at fault) or "Receiver" (the box cannot do it).
+    side = "Receiver"
+    #: ONVIF fault subcodes (local names in the ``ter`` namespace), outermost first.
+    subcodes: tuple[str, ...] = ("Action",)
+
+    def __init__(self, message: str, *, subcodes: tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if subcodes is not None:
+            self.subcodes = subcodes
+
+
+class InvalidArgument(NvrError):
+    """A request argument is wrong (``env:Sender/ter:InvalidArgVal/...``)."""
+
+    side = "Sender"
+    subcodes = ("InvalidArgVal",)
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message, subcodes=("InvalidArgVal", detail) if detail else None)
+
+
+class InvalidArgs(NvrError):
+    """Request arguments are inconsistent (``env:Sender/ter:InvalidArgs/...``)."""
+
+    side = "Sender"
+    subcodes = ("InvalidArgs",)
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message, subcodes=("InvalidArgs", detail) if detail else None)
+
+
+class OperationProhibited(NvrError):
+    """The request is understood but not allowed (``env:Sender/ter:OperationProhibited/...``)."""
+
+    side = "Sender"
+    subcodes = ("OperationProhibited",)
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message, subcodes=("OperationProhibited", detail) if detail else None)
+
+
+class ActionFailed(NvrError):
+    """The box could not carry out an action (``env:Receiver/ter:Action/...``)."""
+
+    side = "Receiver"
+    subcodes = ("Action",)
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message, subcodes=("Action", detail) if detail else None)
+
+
+class NotSupported(NvrError):
+    """The operation or option is not implemented (``env:Receiver/ter:ActionNotSupported``)."""
+
+    side = "Receiver"
+    subcodes = ("ActionNotSupported",)
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message, subcodes=("ActionNotSupported", detail) if detail else None)
+
+
+class NotAuthorized(NvrError):
+    """Missing, wrong or insufficient credentials (``env:Sender/ter:NotAuthorized``)."""
+
+    side = "Sender"
+    subcodes = ("NotAuthorized",)
+
+
+class ResourceProblem(NvrError):
+    """The box is out of a resource (``env:Receiver/ter:Action/ter:ResourceProblem``... )."""
+
+    side = "Receiver"
+    subcodes = ("Action", "ResourceProblem")

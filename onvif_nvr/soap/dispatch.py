@@ -1,0 +1,250 @@
+"""WSDL-driven SOAP dispatch: a request body element's QName picks the operation of the
+service at that path; zeep's schema types read the request and write the response.
+
+SOAPAction and the ``action`` media-type parameter are ignored (ODTT before 24.06 sent
+none, and some WSDLs carry typos). Every operation of a served binding answers: the ones
+without a handler fault with ``env:Receiver/ter:ActionNotSupported``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import zeep.exceptions
+from lxml import etree
+
+from onvif_nvr.auth.policy import AccessClass, UserLevel, access_class, allowed
+from onvif_nvr.errors import NotAuthorized, NvrError
+from onvif_nvr.soap import envelope as env
+from onvif_nvr.soap.authn import AuthChallenge, Authenticator, Identity
+from onvif_nvr.wsdl.catalog import Binding, Operation
+
+log = logging.getLogger(__name__)
+
+_UNDERSTOOD_HEADERS = (
+    "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}",
+    "{http://www.w3.org/2005/08/addressing}",
+    "{http://schemas.xmlsoap.org/ws/2004/08/addressing}",
+)
+_HOST_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::[0-9]{1,5})?$")
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpRequest:
+    """What the SOAP endpoint needs of an HTTP request (framework-neutral)."""
+
+    method: str
+    path: str
+    #: Header names in lower case.
+    headers: Mapping[str, str]
+    body: bytes
+    remote: str
+    #: ``host:port`` of the local socket, used when the client sent no usable Host.
+    local_address: str
+    scheme: str = "http"
+    #: The request-target as sent (path and query), for Digest's ``uri``.
+    target: str = ""
+
+
+@dataclasses.dataclass
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallContext:
+    """Passed to every handler: who is calling, and how to build addresses they can use."""
+
+    username: str | None
+    level: UserLevel
+    remote: str
+    #: ``scheme://host[:port]`` exactly as the client reached us (XAddrs are built from it).
+    base_url: str
+    operation: str
+
+    def xaddr(self, path: str) -> str:
+        return self.base_url + path
+
+
+Handler = Callable[[CallContext, Any], Awaitable[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AccessRecord:
+    """One line of the access log."""
+
+    remote: str
+    username: str | None
+    service: str
+    operation: str
+    outcome: str
+
+
+class SoapService:
+    """One WSDL binding served at one path, with the handlers that implement it."""
+
+    def __init__(self, binding: Binding, handlers: Mapping[str, Handler]) -> None:
+        unknown = set(handlers) - set(binding.operations)
+        if unknown:
+            raise ValueError(f"handlers for operations not in {binding.service.binding}: {sorted(unknown)}")
+        self.binding = binding
+        self.definition = binding.service
+        self.handlers = dict(handlers)
+        self._by_qname = binding.by_qname()
+        self._access = {name: access_class(binding.service.spec, name) for name in binding.operations}
+        self.nsmap = {binding.service.prefix: binding.service.namespace}
+
+    def operation_for(self, qname: str) -> Operation | None:
+        return self._by_qname.get(qname)
+
+    def access_class(self, operation: str) -> AccessClass:
+        return self._access[operation]
+
+    def coverage(self) -> dict[str, bool]:
+        """Operation name -> implemented, for the coverage report."""
+        return {name: name in self.handlers for name in sorted(self.binding.operations)}
+
+
+class SoapEndpoint:
+    """Turns an HTTP request into the SOAP response of the service at its path."""
+
+    def __init__(
+        self,
+        services: list[SoapService],
+        authenticator: Authenticator,
+        access_sink: Callable[[AccessRecord], None] | None = None,
+    ) -> None:
+        self._services = {s.definition.path: s for s in services}
+        self._auth = authenticator
+        self._access_sink = access_sink
+
+    @property
+    def services(self) -> list[SoapService]:
+        return list(self._services.values())
+
+    def service_at(self, path: str) -> SoapService | None:
+        return self._services.get(path)
+
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        service = self._services.get(request.path)
+        if service is None:
+            return HttpResponse(404, b"no SOAP service at this path\n", [("Content-Type", "text/plain")])
+        if not request.body.strip() and not request.headers.get("authorization"):
+            # Digest clients such as curl probe with an empty body to get the challenge.
+            return self._challenge(env.SOAP12, self._auth.missing_credentials())
+        try:
+            soap = env.parse_request(request.body)
+        except env.EnvelopeError as exc:
+            return self._fault(exc.soap_ns, exc.code, exc.subcodes, str(exc))
+        ns = soap.soap_ns
+        not_understood = _not_understood_header(soap)
+        if not_understood is not None:
+            return self._fault(ns, "MustUnderstand", (), f"header {not_understood} not understood")
+        qname = soap.payload.tag
+        operation = service.operation_for(qname) if isinstance(qname, str) else None
+        if operation is None:
+            local = etree.QName(soap.payload).localname
+            self._record(request, None, service, local, "unknown-operation")
+            return self._fault(
+                ns, "Receiver", ("ActionNotSupported",), f"{local} is not an operation of this service"
+            )
+        name = operation.name
+        cls = service.access_class(name)
+        identity = Identity(None, UserLevel.ANONYMOUS)
+        if cls is not AccessClass.PRE_AUTH:
+            try:
+                identity = self._auth.authenticate(request, soap)
+            except AuthChallenge as challenge:
+                self._record(request, challenge.username, service, name, challenge.reason)
+                return self._challenge(ns, challenge)
+            if not allowed(identity.level, cls):
+                self._record(request, identity.username, service, name, "forbidden")
+                return self._error(ns, NotAuthorized(f"{identity.level.value} users may not call {name}"))
+        handler = service.handlers.get(name)
+        if handler is None:
+            self._record(request, identity.username, service, name, "not-implemented")
+            return self._fault(ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented")
+        try:
+            value = operation.input.parse(soap.payload, service.binding.schema)
+        except (zeep.exceptions.XMLParseError, zeep.exceptions.UnexpectedElementError) as exc:
+            self._record(request, identity.username, service, name, "invalid-args")
+            return self._fault(ns, "Sender", ("InvalidArgs",), f"{name}: {exc}")
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            self._record(request, identity.username, service, name, "invalid-arg-val")
+            return self._fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
+        ctx = CallContext(
+            username=identity.username,
+            level=identity.level,
+            remote=request.remote,
+            base_url=f"{request.scheme}://{_host(request)}",
+            operation=name,
+        )
+        try:
+            result = await handler(ctx, value)
+        except NvrError as exc:
+            self._record(request, identity.username, service, name, "fault:" + exc.subcodes[-1])
+            return self._error(ns, exc)
+        except Exception:
+            log.exception("handler for %s failed", name)
+            self._record(request, identity.username, service, name, "error")
+            return self._fault(ns, "Receiver", ("Action",), f"{name} failed inside the device")
+        envelope, body = env.new_envelope(ns, service.nsmap)
+        try:
+            operation.output.render(body, result if result is not None else {})
+        except (zeep.exceptions.ValidationError, TypeError, ValueError, AttributeError):
+            log.exception("response of %s does not fit the schema", name)
+            self._record(request, identity.username, service, name, "error")
+            return self._fault(ns, "Receiver", ("Action",), f"{name} produced an invalid response")
+        self._record(request, identity.username, service, name, "ok")
+        return HttpResponse(200, env.serialize(envelope), [("Content-Type", env.CONTENT_TYPES[ns])])
+
+    @staticmethod
+    def _challenge(soap_ns: str, challenge: AuthChallenge) -> HttpResponse:
+        body = env.serialize(env.fault_envelope(soap_ns, "Sender", ("NotAuthorized",), challenge.message))
+        headers = [("Content-Type", env.CONTENT_TYPES[soap_ns])]
+        headers += [("WWW-Authenticate", value) for value in challenge.www_authenticate]
+        if challenge.retry_after_s:
+            headers.append(("Retry-After", str(challenge.retry_after_s)))
+        return HttpResponse(challenge.status, body, headers)
+
+    def _error(self, soap_ns: str, exc: NvrError) -> HttpResponse:
+        return self._fault(soap_ns, exc.side, exc.subcodes, exc.message)
+
+    @staticmethod
+    def _fault(soap_ns: str, code: str, subcodes: tuple[str, ...], reason: str) -> HttpResponse:
+        body = env.serialize(env.fault_envelope(soap_ns, code, subcodes, reason))
+        return HttpResponse(
+            env.fault_status(soap_ns, code), body, [("Content-Type", env.CONTENT_TYPES[soap_ns])]
+        )
+
+    def _record(
+        self, request: HttpRequest, username: str | None, service: SoapService, op: str, outcome: str
+    ) -> None:
+        if self._access_sink is not None:
+            self._access_sink(AccessRecord(request.remote, username, service.definition.key, op, outcome))
+
+
+def _host(request: HttpRequest) -> str:
+    """The authority the client used, if it is a plain host[:port]; else our own address."""
+    host = request.headers.get("host", "")
+    if host and len(host) <= 255 and _HOST_RE.match(host):
+        return host
+    return request.local_address
+
+
+def _not_understood_header(soap: env.Request) -> str | None:
+    if soap.header is None:
+        return None
+    must = f"{{{soap.soap_ns}}}mustUnderstand"
+    for child in soap.header:
+        if not isinstance(child.tag, str):
+            continue
+        if child.get(must) in ("1", "true") and not child.tag.startswith(_UNDERSTOOD_HEADERS):
+            return etree.QName(child).localname
+    return None

@@ -1,0 +1,1 @@
+"""The device itself: users, persisted settings, host information, logs."""

@@ -1,0 +1,121 @@
+"""Run the NVR as a real process on loopback, as a client would meet it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_SERVING = re.compile(r"serving ONVIF on http://[^:]+:(\d+)/")
+_SLOW = re.compile(r"Executing .* took [0-9.]+ seconds")
+
+
+class NvrProcess:
+    """``onvif-nvr serve`` in a subprocess with asyncio debug on, so that a callback that
+    blocks the event loop for more than 100 ms shows up in its log (see ``slow_callbacks``)."""
+
+    def __init__(self, data_dir: Path, admin_password: str = "adminpw", extra_env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.admin_password = admin_password
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+        self.output: list[str] = []
+        self._ports: list[int] = []
+        self._lock = threading.Condition()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def device_url(self) -> str:
+        return self.base + "/onvif/device_service"
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        env = {**os.environ, "PYTHONASYNCIODEBUG": "1", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env.pop("ONVIF_NVR_ADMIN_PASSWORD", None)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "onvif_nvr",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--bind",
+                "127.0.0.1",
+                "--http-port",
+                str(self.port or 0),
+                "--admin-password",
+                self.admin_password,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self.wait_serving(timeout_s, count=len(self._ports) + 1)
+
+    def wait_serving(self, timeout_s: float = 30.0, count: int | None = None) -> None:
+        """Wait for the ``count``-th "serving" line (a SystemReboot prints another)."""
+        want = count if count is not None else len(self._ports) + 1
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            while len(self._ports) < want:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc is not None and self.proc.poll() is not None and len(self._ports) < want):
+                    raise RuntimeError("NVR did not start:\n" + "".join(self.output[-50:]))
+                self._lock.wait(min(remaining, 0.2))
+            self.port = self._ports[-1]
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._lock:
+                self.output.append(line)
+                match = _SERVING.search(line)
+                if match:
+                    self._ports.append(int(match.group(1)))
+                self._lock.notify_all()
+
+    def slow_callbacks(self) -> list[str]:
+        return [line for line in self.output if _SLOW.search(line)]
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            code = self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            code = self.proc.wait(5)
+        self.proc = None
+        return code
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, **kwargs: object) -> Iterator[NvrProcess]:
+    nvr = NvrProcess(data_dir, **kwargs)  # type: ignore[arg-type]
+    nvr.start()
+    try:
+        yield nvr
+    finally:
+        nvr.stop()
