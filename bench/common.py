@@ -43,6 +43,20 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def cores_busy_s() -> dict[int, float]:
+    """Non-idle CPU seconds of each core since boot, from /proc/stat."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *ticks = line.split()
+            t = [int(x) for x in ticks]
+            # user nice system idle iowait irq softirq steal ...; idle and iowait are idle.
+            out[int(name[3:])] = (sum(t[:8]) - t[3] - t[4]) / _CLK_TCK
+    return out
+
+
 def machine_info() -> dict:
     cpu_model = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:

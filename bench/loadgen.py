@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from bench.common import DEVICE_PATH, proc_cpu_s
+from bench.common import DEVICE_PATH, cores_busy_s, proc_cpu_s
 
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 NS_DEVICE = "http://www.onvif.org/ver10/device/wsdl"
@@ -529,6 +529,7 @@ async def run_cell(
         await asyncio.sleep(warmup)
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         srv0 = proc_cpu_s(server_pid) if server_pid else None
+        core0 = cores_busy_s()
         t0 = time.perf_counter()
         run.phase = MEASURE
         await asyncio.sleep(seconds)
@@ -536,6 +537,7 @@ async def run_cell(
         t1 = time.perf_counter()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         srv1 = proc_cpu_s(server_pid) if server_pid else None
+        core1 = cores_busy_s()
         if run.inflight:
             run.idle.clear()
             try:
@@ -574,6 +576,9 @@ async def run_cell(
         server_connection_close=run.server_closes,
         loadgen_cpu=round(lg_cpu, 3),
         server_cpu=round((srv1 - srv0) / elapsed, 3) if srv0 is not None else None,
+        # Busy share of each core over the window, whoever used it: with the server
+        # pinned, core 0 busy well above server_cpu means something else competed.
+        cores_busy={c: round((core1[c] - core0[c]) / elapsed, 3) for c in core1 if c in core0},
     )
     return result
 

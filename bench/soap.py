@@ -36,6 +36,7 @@ from bench.common import (
     RESULTS,
     SERVER_CORE,
     ServerProcess,
+    cores_busy_s,
     free_port,
     machine_info,
     pin_prefix,
@@ -65,6 +66,8 @@ TARGETS = {
 AUTH_SCENARIOS = ("devinfo-digest", "devinfo-wsse")
 # The load generator's CPU share above which its figures are suspect.
 LOADGEN_BUSY = 0.9
+# Share of a benchmark core used by other processes above which a cell is marked noisy.
+NOISY = 0.15
 
 
 class Bench:
@@ -79,9 +82,11 @@ class Bench:
 
     # -- servers
 
-    def _spawn(self, argv: list[str], name: str) -> ServerProcess:
+    def _spawn(
+        self, argv: list[str], name: str, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         log = self.tmp / f"{name}.log"
-        server = ServerProcess(pin_prefix(SERVER_CORE, self.pin) + argv, log, self.env)
+        server = ServerProcess(pin_prefix(SERVER_CORE, self.pin) + argv, log, env or self.env)
         self.servers.append(server)
         return server
 
@@ -124,6 +129,7 @@ class Bench:
         argv = [sys.executable, "-m", "bench.static_server", "--port", str(port)]
         if impl == "verify":
             argv.append("--verify-auth")
+            return self._spawn(argv, impl, dict(self.env, BENCH_PASSWORD=self.password))
         return self._spawn(argv, impl)
 
     def start_ready(self, impl: str) -> tuple[ServerProcess, int]:
@@ -201,6 +207,23 @@ class Bench:
             raise RuntimeError(f"load generator failed ({proc.returncode}):\n{proc.stderr}")
         return json.loads(proc.stdout)
 
+    def loadgen_quiet(self, port: int, scenario: str, clients: int, server_pid: int) -> dict:
+        """One cell, started when nothing else keeps the two cores busy (waits up to a limit).
+
+        The machine is shared; a cell that still ran next to other load says so in its
+        ``other_load`` figures.
+        """
+        waited = wait_for_quiet(self.args.quiet_wait) if self.pin else 0.0
+        r = self.loadgen(port, scenario, clients, server_pid)
+        r["waited_for_quiet_s"] = round(waited, 2)
+        if self.pin and r.get("cores_busy"):
+            busy = {int(k): v for k, v in r["cores_busy"].items()}
+            r["other_load"] = {
+                "server_core": round(max(0.0, busy[SERVER_CORE] - (r["server_cpu"] or 0)), 3),
+                "loadgen_core": round(max(0.0, busy[LOADGEN_CORE] - r["loadgen_cpu"]), 3),
+            }
+        return r
+
     def cells(self, impl: str, scenarios: tuple[str, ...]) -> dict[str, dict]:
         """Every scenario at every concurrency against one long-running server."""
         results: dict[str, dict] = {}
@@ -215,7 +238,7 @@ class Bench:
                             f"  {impl} server died; restarting. Log tail:\n{log}", file=sys.stderr
                         )
                         server, port = self.start_ready(impl)
-                    r = self.loadgen(port, scenario, clients, server.pid)
+                    r = self.loadgen_quiet(port, scenario, clients, server.pid)
                     r["server_alive_after"] = server.alive()
                     results[f"{scenario}/{clients}"] = r
                     _progress(impl, r)
@@ -224,11 +247,33 @@ class Bench:
         return results
 
 
+def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> float:
+    """Wait until both cores are less than ``threshold`` busy over 0.3 s; give up at ``limit_s``."""
+    t0 = time.perf_counter()
+    while True:
+        b0 = cores_busy_s()
+        time.sleep(0.3)
+        b1 = cores_busy_s()
+        busy = max((b1[c] - b0[c]) / 0.3 for c in (SERVER_CORE, LOADGEN_CORE))
+        waited = time.perf_counter() - t0
+        if busy < threshold or waited >= limit_s:
+            return waited
+
+
+def _other(r: dict) -> str:
+    o = r.get("other_load")
+    if not o:
+        return "-"
+    flag = "!" if max(o.values()) > NOISY else ""
+    return f"{o['server_core'] * 100:.0f}/{o['loadgen_core'] * 100:.0f}%{flag}"
+
+
 def _progress(impl: str, r: dict) -> None:
     print(
         f"  {impl:<7} {r['scenario']:<15} c={r['clients']:<3} {r.get('rps', 0):>9.1f} req/s"
         f"  p99 {r.get('p99_ms', 0):>7.2f} ms  errors {r['errors']}"
-        f"  srv cpu {_pct(r.get('server_cpu'))}  lg cpu {_pct(r.get('loadgen_cpu'))}",
+        f"  srv cpu {_pct(r.get('server_cpu'))}  lg cpu {_pct(r.get('loadgen_cpu'))}"
+        f"  other {_other(r)}",
         file=sys.stderr,
         flush=True,
     )
@@ -372,6 +417,7 @@ def print_report(report: dict) -> None:
         "lg ceiling",
         "srv cpu",
         "lg cpu",
+        "other",
     )
     lines = [header]
     for r in report["cells"]:
@@ -391,6 +437,7 @@ def print_report(report: dict) -> None:
                 f"{c['rps']:.0f}" if c else "-",
                 _pct(src.get("server_cpu")) if src else "-",
                 _pct(src.get("loadgen_cpu")) if src else "-",
+                _other(src) if src else "-",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -406,7 +453,9 @@ def print_report(report: dict) -> None:
     print(
         "(ratio = ours / naive req/s; naive has no auth, so devinfo-digest and devinfo-wsse "
         "compare with its bare GetDeviceInformation; lg ceiling = load generator against a "
-        "trivial aiohttp handler)"
+        "trivial aiohttp handler; srv/lg cpu = CPU of the server / load generator process "
+        "in the window; other = CPU taken by other processes on the server/load-generator "
+        f"core, '!' above {NOISY:.0%}: that cell ran on a busy machine)"
     )
 
     for impl in ("ours", "naive"):
@@ -463,6 +512,18 @@ def print_report(report: dict) -> None:
                     f"{r['scenario']}/{r['clients']}: that figure may be the load "
                     "generator's limit, not the server's"
                 )
+    noisy = [
+        f"{impl} {r['scenario']}/{r['clients']}"
+        for r in report["cells"]
+        for impl in ("ours", "naive")
+        if r[impl] and max((r[impl].get("other_load") or {}).values(), default=0) > NOISY
+    ]
+    if noisy:
+        print(
+            f"WARNING: other processes used the benchmark cores during {len(noisy)} cell(s) "
+            f"({', '.join(noisy[:6])}{', ...' if len(noisy) > 6 else ''}); re-run on a quiet machine "
+            "before trusting those figures"
+        )
     ceilings = [r["loadgen_ceiling"] for r in report["cells"] if r["loadgen_ceiling"]]
     if ceilings:
         busy = [c for c in ceilings if (c.get("loadgen_cpu") or 0) >= LOADGEN_BUSY]
@@ -516,6 +577,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="check the load generator against stand-ins, 1 s cells",
     )
     p.add_argument("--output", type=Path, default=RESULTS / "soap.json")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        help="before each cell, wait up to this long for other load on the two cores to end",
+    )
     args = p.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     if not args.no_pin:

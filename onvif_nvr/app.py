@@ -105,10 +105,17 @@ class NvrApp:
             db,
             sealer,
             self.clock,
-            UserLimits(sec.max_users, sec.max_username_length, sec.min_password_length, sec.max_password_length),
+            UserLimits(
+                sec.max_users,
+                sec.max_username_length,
+                sec.min_password_length,
+                sec.max_password_length,
+            ),
         )
         await self.users.load()
-        self.generated_admin_password = await self.users.ensure_administrator(settings.admin_password)
+        self.generated_admin_password = await self.users.ensure_administrator(
+            settings.admin_password
+        )
 
         device_binding = await asyncio.to_thread(catalog.load_binding, catalog.DEVICE)
         advertised: list[AdvertisedService] = []
@@ -139,10 +146,16 @@ class NvrApp:
         authenticator = Authenticator(
             self.users,
             DigestAuthority(
-                sec.realm, sealer.nonce_key, self.clock, algorithms=sec.digest_algorithms, nonce_lifetime_s=sec.nonce_lifetime_s
+                sec.realm,
+                sealer.nonce_key,
+                self.clock,
+                algorithms=sec.digest_algorithms,
+                nonce_lifetime_s=sec.nonce_lifetime_s,
             ),
             wsse.UsernameTokenVerifier(
-                self.clock, max_skew_s=sec.wsse_max_skew_s, allow_password_text=sec.allow_password_text
+                self.clock,
+                max_skew_s=sec.wsse_max_skew_s,
+                allow_password_text=sec.allow_password_text,
             ),
             LoginThrottle(
                 self.clock,
@@ -160,6 +173,7 @@ class NvrApp:
         server = site._server
         if server is not None and server.sockets:  # type: ignore[union-attr]
             self.bound_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            deps.ports["HTTP"] = self.bound_port
         log.info(
             "onvif-nvr %s: device service at http://%s:%s%s",
             __version__,
@@ -213,11 +227,16 @@ class NvrApp:
             return web.Response(status=413, text=f"request body larger than {limit} bytes\n")
         transport = request.transport
         local = transport.get_extra_info("sockname") if transport is not None else None
-        local_address = _format_address(local) if local else f"{self.settings.bind}:{self.settings.http_port}"
+        local_address = (
+            _format_address(local) if local else f"{self.settings.bind}:{self.settings.http_port}"
+        )
         http_request = HttpRequest(
             method=request.method,
             path=request.path,
-            headers={"host": request.headers.get("Host", ""), "authorization": request.headers.get("Authorization", "")},
+            headers={
+                "host": request.headers.get("Host", ""),
+                "authorization": request.headers.get("Authorization", ""),
+            },
             body=body,
             remote=request.remote or "",
             local_address=local_address,
@@ -239,21 +258,30 @@ class NvrApp:
             raise web.HTTPNotFound()
         if "wsdl" in request.query:
             raise web.HTTPFound(f"/onvif/wsdl/{service.definition.wsdl}")
-        return web.Response(text=f"ONVIF {service.definition.key} service: POST SOAP requests here; ?wsdl for its WSDL\n")
+        return web.Response(
+            text=f"ONVIF {service.definition.key} service: POST SOAP requests here; ?wsdl for its WSDL\n"
+        )
 
     async def _wsdl_file(self, request: web.Request) -> web.StreamResponse:
         root = catalog.wsdl_root().resolve()
         relative = request.match_info["path"]
         if not relative:
             listing = "\n".join(
-                f"{s.definition.key}: /onvif/wsdl/{s.definition.wsdl}" for s in self.endpoint.services
+                f"{s.definition.key}: /onvif/wsdl/{s.definition.wsdl}"
+                for s in self.endpoint.services
             )
             return web.Response(text=listing + "\n")
         target = (root / relative).resolve()
         if not target.is_relative_to(root) or not target.is_file():
             raise web.HTTPNotFound()
-        content_type = "application/xml" if target.suffix in (".wsdl", ".xsd") else mimetypes.guess_type(target.name)[0]
-        return web.FileResponse(target, headers={"Content-Type": content_type or "application/octet-stream"})
+        content_type = (
+            "application/xml"
+            if target.suffix in (".wsdl", ".xsd")
+            else mimetypes.guess_type(target.name)[0]
+        )
+        return web.FileResponse(
+            target, headers={"Content-Type": content_type or "application/octet-stream"}
+        )
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.Response(
@@ -280,7 +308,9 @@ def coverage_report() -> str:
     lines = []
     coverage = service.coverage()
     done = sum(coverage.values())
-    lines.append(f"{catalog.DEVICE.key} ({catalog.DEVICE.binding}, {catalog.DEVICE.path}): {done}/{len(coverage)} implemented")
+    lines.append(
+        f"{catalog.DEVICE.key} ({catalog.DEVICE.binding}, {catalog.DEVICE.path}): {done}/{len(coverage)} implemented"
+    )
     for name, implemented in coverage.items():
         lines.append(f"  [{'x' if implemented else ' '}] {name}")
     return "\n".join(lines)

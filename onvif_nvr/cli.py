@@ -30,7 +30,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 async def _serve(settings: Settings) -> int:
-    from onvif_nvr.app import Exit, NvrApp  # imported late: `--help` stays fast
+    from onvif_nvr.app import Exit, NvrApp  # already imported by main(), off the event loop
 
     system_log = LogBuffer(_clock())
     access_log = LogBuffer(_clock())
@@ -59,7 +59,10 @@ async def _serve(settings: Settings) -> int:
                 f"onvif-nvr: created user 'admin' with generated password: {app.generated_admin_password}",
                 flush=True,
             )
-        print(f"onvif-nvr: serving ONVIF on http://{settings.bind}:{app.bound_port}/onvif/device_service", flush=True)
+        print(
+            f"onvif-nvr: serving ONVIF on http://{settings.bind}:{app.bound_port}/onvif/device_service",
+            flush=True,
+        )
         reason = await app.wait()
         await app.close()
         if reason is not Exit.REBOOT:
@@ -95,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="password of the first 'admin' on a data dir with no users (else generated and printed)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error")
-    sub.add_parser("coverage", help="list the operations of each served ONVIF binding and which are implemented")
+    sub.add_parser(
+        "coverage",
+        help="list the operations of each served ONVIF binding and which are implemented",
+    )
     return parser
 
 
@@ -113,6 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    import onvif_nvr.app  # noqa: F401  (heavy imports before the event loop starts)
+
+    if settings.loop_guard:
+        from onvif_nvr import loopguard
+
+        loopguard.install()
+
     try:
         return asyncio.run(_serve(settings))
     except KeyboardInterrupt:

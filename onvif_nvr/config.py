@@ -72,6 +72,8 @@ class Settings:
     http_port: int = 8080
     rtsp_port: int = 8554
     log_level: str = "info"
+    #: Log every blocking call made on the event loop thread (diagnostics; the tests use it).
+    loop_guard: bool = False
     #: Password of the first administrator on a data dir with no users; empty: generate one.
     admin_password: str = dataclasses.field(default="", repr=False)
     device: DeviceSettings = DeviceSettings()
@@ -150,7 +152,9 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     """Map ``ONVIF_NVR_SECTION_KEY`` variables onto the nested settings layout."""
     out: dict[str, Any] = {}
     hints = typing.get_type_hints(Settings)
-    sections = {f.name for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
+    sections = {
+        f.name for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])
+    }
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
@@ -192,6 +196,6 @@ def load_settings(
     if overrides:
         values = _merge(values, {k: v for k, v in overrides.items() if v is not None})
     settings: Settings = _build(Settings, values, "")
-    if not 0 < settings.http_port < 65536 or not 0 < settings.rtsp_port < 65536:
-        raise ConfigError("http_port and rtsp_port must be between 1 and 65535")
+    if not 0 <= settings.http_port < 65536 or not 0 <= settings.rtsp_port < 65536:
+        raise ConfigError("http_port and rtsp_port must be between 0 (any free port) and 65535")
     return settings

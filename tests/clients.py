@@ -17,7 +17,9 @@ from onvif_nvr.wsdl.catalog import DEVICE, wsdl_root
 DEVICE_BINDING = DEVICE.binding_qname
 
 
-def device_client(url: str, user: str | None = None, password: str | None = None, *, digest: bool = False):
+def device_client(
+    url: str, user: str | None = None, password: str | None = None, *, digest: bool = False
+):
     """A zeep service proxy for the device service at ``url``."""
     session = requests.Session()
     wsse = None
@@ -28,6 +30,9 @@ def device_client(url: str, user: str | None = None, password: str | None = None
             wsse = UsernameToken(user, password, use_digest=True)
     transport = zeep.Transport(session=session, timeout=20, operation_timeout=20)
     client = zeep.Client(
-        str(wsdl_root() / DEVICE.wsdl), wsse=wsse, transport=transport, settings=zeep.Settings(strict=False)
+        str(wsdl_root() / DEVICE.wsdl),
+        wsse=wsse,
+        transport=transport,
+        settings=zeep.Settings(strict=False),
     )
     return client, client.create_service(DEVICE_BINDING, url)

@@ -15,14 +15,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVING = re.compile(r"serving ONVIF on http://[^:]+:(\d+)/")
-_SLOW = re.compile(r"Executing .* took [0-9.]+ seconds")
+_BLOCKING = re.compile(r"blocking call on the event loop")
 
 
 class NvrProcess:
-    """``onvif-nvr serve`` in a subprocess with asyncio debug on, so that a callback that
-    blocks the event loop for more than 100 ms shows up in its log (see ``slow_callbacks``)."""
+    """``onvif-nvr serve`` in a subprocess with the loop guard on (onvif_nvr/loopguard.py):
+    a blocking call made on the event loop shows up in its log (see ``blocking_calls``)."""
 
-    def __init__(self, data_dir: Path, admin_password: str = "adminpw", extra_env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        admin_password: str = "adminpw",
+        extra_env: dict[str, str] | None = None,
+    ):
         self.data_dir = data_dir
         self.admin_password = admin_password
         self.extra_env = extra_env or {}
@@ -41,7 +46,7 @@ class NvrProcess:
         return self.base + "/onvif/device_service"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        env = {**os.environ, "PYTHONASYNCIODEBUG": "1", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {**os.environ, "ONVIF_NVR_LOOP_GUARD": "1", "PYTHONUNBUFFERED": "1", **self.extra_env}
         env.pop("ONVIF_NVR_ADMIN_PASSWORD", None)
         self.proc = subprocess.Popen(
             [
@@ -65,7 +70,8 @@ class NvrProcess:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        self._reader = threading.Thread(target=self._pump, args=(self.proc,), daemon=True)
+        self._reader.start()
         self.wait_serving(timeout_s, count=len(self._ports) + 1)
 
     def wait_serving(self, timeout_s: float = 30.0, count: int | None = None) -> None:
@@ -75,8 +81,14 @@ class NvrProcess:
         with self._lock:
             while len(self._ports) < want:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or (self.proc is not None and self.proc.poll() is not None and len(self._ports) < want):
-                    raise RuntimeError("NVR did not start:\n" + "".join(self.output[-50:]))
+                if remaining <= 0 or (self.proc is not None and self.proc.poll() is not None):
+                    output = "".join(self.output[-50:])
+                    self._lock.release()
+                    try:
+                        self.stop()
+                    finally:
+                        self._lock.acquire()
+                    raise RuntimeError("NVR did not start:\n" + output)
                 self._lock.wait(min(remaining, 0.2))
             self.port = self._ports[-1]
 
@@ -90,8 +102,8 @@ class NvrProcess:
                     self._ports.append(int(match.group(1)))
                 self._lock.notify_all()
 
-    def slow_callbacks(self) -> list[str]:
-        return [line for line in self.output if _SLOW.search(line)]
+    def blocking_calls(self) -> list[str]:
+        return [line for line in self.output if _BLOCKING.search(line)]
 
     def stop(self) -> int | None:
         if self.proc is None:
@@ -103,6 +115,9 @@ class NvrProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             code = self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self._reader.join(5)
+            self.proc.stdout.close()
         self.proc = None
         return code
 

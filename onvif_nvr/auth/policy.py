@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from onvif_nvr.auth import _access_table
 
 
-class UserLevel(str, enum.Enum):
+class UserLevel(enum.StrEnum):
     ADMINISTRATOR = "Administrator"
     OPERATOR = "Operator"
     USER = "User"
@@ -16,7 +16,7 @@ class UserLevel(str, enum.Enum):
     EXTENDED = "Extended"
 
 
-class AccessClass(str, enum.Enum):
+class AccessClass(enum.StrEnum):
     PRE_AUTH = "PRE_AUTH"
     READ_SYSTEM = "READ_SYSTEM"
     READ_SYSTEM_SENSITIVE = "READ_SYSTEM_SENSITIVE"

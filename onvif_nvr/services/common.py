@@ -11,7 +11,7 @@ from lxml import etree
 
 from onvif_nvr.soap.dispatch import CallContext
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 
 
 def datetime_fields(dt: datetime.datetime) -> dict[str, Any]:

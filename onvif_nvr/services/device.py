@@ -20,7 +20,13 @@ from onvif_nvr import __version__
 from onvif_nvr.auth.policy import UserLevel
 from onvif_nvr.clock import Clock
 from onvif_nvr.config import Settings
-from onvif_nvr.errors import ActionFailed, InvalidArgs, InvalidArgument, NotSupported, OperationProhibited
+from onvif_nvr.errors import (
+    ActionFailed,
+    InvalidArgs,
+    InvalidArgument,
+    NotSupported,
+    OperationProhibited,
+)
 from onvif_nvr.services.common import (
     AdvertisedService,
     Lifecycle,
@@ -67,6 +73,9 @@ class DeviceDeps:
     lifecycle: Lifecycle
     #: Every service the box serves, for GetServices/GetCapabilities (the device first).
     advertised: list[AdvertisedService]
+    #: Ports actually listened on ("HTTP", "RTSP"), filled in once bound (a configured 0
+    #: means "any free port").
+    ports: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class DeviceService:
@@ -216,7 +225,12 @@ class DeviceService:
     def legacy_device_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         version = self.binding.version
         return {
-            "Network": {"IPFilter": False, "ZeroConfiguration": False, "IPVersion6": _host_has_ipv6(), "DynDNS": False},
+            "Network": {
+                "IPFilter": False,
+                "ZeroConfiguration": False,
+                "IPVersion6": _host_has_ipv6(),
+                "DynDNS": False,
+            },
             "System": {
                 "DiscoveryResolve": False,
                 "DiscoveryBye": False,
@@ -247,7 +261,7 @@ class DeviceService:
         stored = self._time_settings().get("tz")
         if stored:
             try:
-                return posixtz.parse_any(stored)
+                return posixtz.parse(stored)  # always stored in POSIX form
             except ValueError:
                 pass
         text = await asyncio.to_thread(hostinfo.read_posix_tz)
@@ -280,7 +294,9 @@ class DeviceService:
         tz_text = (optional(tz_value, "TZ") or "").strip() if tz_value is not None else ""
         if tz_text:
             try:
-                tz = posixtz.parse_any(tz_text)
+                # POSIX is what Core specifies; an IANA name (some clients send one) is
+                # converted to the POSIX rule of its zone file, read off the event loop.
+                tz = await asyncio.to_thread(posixtz.parse_any, tz_text)
             except ValueError as exc:
                 raise InvalidArgument(f"invalid time zone: {exc}", "InvalidTimeZone") from None
             stored["tz"] = tz.text
@@ -339,7 +355,9 @@ class DeviceService:
         fixed = set(self.fixed_scopes())
         configurable = [s for s in items if s not in fixed]
         if len(configurable) > MAX_CONFIGURABLE_SCOPES:
-            raise ActionFailed(f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes")
+            raise ActionFailed(
+                f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes"
+            )
         await self.deps.store.set(K_SCOPES, configurable)
 
     async def add_scopes(self, ctx: CallContext, req: Any) -> None:
@@ -350,7 +368,9 @@ class DeviceService:
             if item not in current and item not in fixed:
                 current.append(item)
         if len(current) > MAX_CONFIGURABLE_SCOPES:
-            raise ActionFailed(f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes")
+            raise ActionFailed(
+                f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes"
+            )
         await self.deps.store.set(K_SCOPES, current)
 
     async def remove_scopes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -379,7 +399,11 @@ class DeviceService:
 
     # -- users -----------------------------------------------------------------------------
     async def get_users(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        return {"User": [{"Username": a.username, "UserLevel": a.level.value} for a in self.deps.users.list()]}
+        return {
+            "User": [
+                {"Username": a.username, "UserLevel": a.level.value} for a in self.deps.users.list()
+            ]
+        }
 
     async def create_users(self, ctx: CallContext, req: Any) -> None:
         await self.deps.users.create(_user_changes(req, "User"))
@@ -501,7 +525,11 @@ def _user_changes(req: Any, field: str) -> list[UserChange]:
     if not users:
         raise InvalidArgs("no User given")
     return [
-        UserChange(username=(u.Username or ""), level=str(u.UserLevel or ""), password=optional(u, "Password"))
+        UserChange(
+            username=(u.Username or ""),
+            level=str(u.UserLevel or ""),
+            password=optional(u, "Password"),
+        )
         for u in users
     ]
 
@@ -511,10 +539,18 @@ def _datetime_from_fields(value: Any) -> int:
     try:
         t, d = value.Time, value.Date
         dt = datetime.datetime(
-            int(d.Year), int(d.Month), int(d.Day), int(t.Hour), int(t.Minute), int(t.Second), tzinfo=datetime.timezone.utc
+            int(d.Year),
+            int(d.Month),
+            int(d.Day),
+            int(t.Hour),
+            int(t.Minute),
+            int(t.Second),
+            tzinfo=datetime.UTC,
         )
     except (AttributeError, TypeError, ValueError, OverflowError):
-        raise InvalidArgument("the date and time is not a valid UTC date", "InvalidDateTime") from None
+        raise InvalidArgument(
+            "the date and time is not a valid UTC date", "InvalidDateTime"
+        ) from None
     if dt.year < 1970 or dt.year > 2105:
         raise InvalidArgument("the date must lie between 1970 and 2105", "InvalidDateTime")
     return int(dt.timestamp())

@@ -98,13 +98,18 @@ class DeviceNetworkService:
         from_dhcp = bool(req.FromDHCP)
         if self._apply and not from_dhcp:
             await self._host_call(hostinfo.apply_dns, search, servers)
-        await self.deps.store.set("dns", {"from_dhcp": from_dhcp, "search": search, "servers": servers})
+        await self.deps.store.set(
+            "dns", {"from_dhcp": from_dhcp, "search": search, "servers": servers}
+        )
 
     # -- NTP -------------------------------------------------------------------------------
     async def get_ntp(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         stored = self.deps.store.get("ntp")
         if stored is None:
-            stored = {"from_dhcp": False, "servers": list(await asyncio.to_thread(hostinfo.read_ntp_servers))}
+            stored = {
+                "from_dhcp": False,
+                "servers": list(await asyncio.to_thread(hostinfo.read_ntp_servers)),
+            }
         info: dict[str, Any] = {"FromDHCP": stored["from_dhcp"]}
         if not stored["from_dhcp"]:
             info["NTPManual"] = [_network_host(s) for s in stored["servers"][:MAX_NTP_SERVERS]]
@@ -152,7 +157,10 @@ class DeviceNetworkService:
             ipv4_config: dict[str, Any] = {"DHCP": dhcp}
             if dhcp:
                 if iface.ipv4:
-                    ipv4_config["FromDHCP"] = {"Address": iface.ipv4[0][0], "PrefixLength": iface.ipv4[0][1]}
+                    ipv4_config["FromDHCP"] = {
+                        "Address": iface.ipv4[0][0],
+                        "PrefixLength": iface.ipv4[0][1],
+                    }
             else:
                 ipv4_config["Manual"] = [{"Address": a, "PrefixLength": p} for a, p in manual]
             entry: dict[str, Any] = {
@@ -193,8 +201,12 @@ class DeviceNetworkService:
             if not 68 <= int(mtu) <= 9216:
                 raise InvalidArgument(f"MTU {mtu} is outside 68..9216", "InvalidMtuValue")
             stored["mtu"] = int(mtu)
-        if optional(config, "Link") is not None and not optional(config.Link, "AutoNegotiation", True):
-            raise InvalidArgument("fixed link speed and duplex are not supported", "InvalidInterfaceSpeed")
+        if optional(config, "Link") is not None and not optional(
+            config.Link, "AutoNegotiation", True
+        ):
+            raise InvalidArgument(
+                "fixed link speed and duplex are not supported", "InvalidInterfaceSpeed"
+            )
         ipv4 = optional(config, "IPv4")
         manual: list[list[Any]] | None = None
         if ipv4 is not None:
@@ -207,7 +219,9 @@ class DeviceNetworkService:
                     address = _ip(entry.Address, 4, "InvalidIPv4Address")
                     prefix = int(entry.PrefixLength)
                     if not 1 <= prefix <= 32:
-                        raise InvalidArgument(f"prefix length {prefix} is invalid", "InvalidIPv4Address")
+                        raise InvalidArgument(
+                            f"prefix length {prefix} is invalid", "InvalidIPv4Address"
+                        )
                     manual.append([address, prefix])
                 stored["ipv4_manual"] = manual
         if self._apply and manual and not stored.get("dhcp", False):
@@ -222,9 +236,17 @@ class DeviceNetworkService:
         if stored is not None:
             return stored
         return [
-            {"Name": "HTTP", "Enabled": True, "Port": [self.deps.settings.http_port]},
+            {
+                "Name": "HTTP",
+                "Enabled": True,
+                "Port": [self.deps.ports.get("HTTP", self.deps.settings.http_port)],
+            },
             {"Name": "HTTPS", "Enabled": False, "Port": [443]},
-            {"Name": "RTSP", "Enabled": True, "Port": [self.deps.settings.rtsp_port]},
+            {
+                "Name": "RTSP",
+                "Enabled": True,
+                "Port": [self.deps.ports.get("RTSP", self.deps.settings.rtsp_port)],
+            },
         ]
 
     async def get_network_protocols(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -237,7 +259,9 @@ class DeviceNetworkService:
             if name not in current:
                 raise InvalidArgument(f"protocol {name} is not supported", "ServiceNotSupported")
             if name == "HTTPS" and protocol.Enabled:
-                raise InvalidArgument("HTTPS is not available on this device", "ServiceNotSupported")
+                raise InvalidArgument(
+                    "HTTPS is not available on this device", "ServiceNotSupported"
+                )
             ports = [int(p) for p in (optional(protocol, "Port") or [])]
             if not ports or any(not 0 < p < 65536 for p in ports):
                 raise InvalidArgument(f"{name} needs ports between 1 and 65535")
@@ -283,4 +307,8 @@ def _network_host(server: str) -> dict[str, Any]:
         version = ipaddress.ip_address(server).version
     except ValueError:
         return {"Type": "DNS", "DNSname": server}
-    return {"Type": "IPv4", "IPv4Address": server} if version == 4 else {"Type": "IPv6", "IPv6Address": server}
+    return (
+        {"Type": "IPv4", "IPv4Address": server}
+        if version == 4
+        else {"Type": "IPv6", "IPv6Address": server}
+    )

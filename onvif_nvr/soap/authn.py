@@ -73,7 +73,10 @@ class Authenticator:
 
     def missing_credentials(self) -> AuthChallenge:
         return AuthChallenge(
-            401, "authentication required", "no-credentials", www_authenticate=self._digest.challenges()
+            401,
+            "authentication required",
+            "no-credentials",
+            www_authenticate=self._digest.challenges(),
         )
 
     def authenticate(self, request: HttpRequest, soap: Request) -> Identity:
@@ -87,7 +90,10 @@ class Authenticator:
         authorization = request.headers.get("authorization", "")
         if authorization[:7].lower() == "digest ":
             result = self._digest.verify(
-                request.method, request.target or request.path, authorization, self._users.password_for
+                request.method,
+                request.target or request.path,
+                authorization,
+                self._users.password_for,
             )
             if result.stale:
                 raise AuthChallenge(
@@ -122,6 +128,8 @@ class Authenticator:
         level = self._users.level_for(username)
         if level is None:  # deleted between the password lookup and now
             self._throttle.failure(remote)
-            raise AuthChallenge(401, "wrong username or password", "unknown-user", username=username)
+            raise AuthChallenge(
+                401, "wrong username or password", "unknown-user", username=username
+            )
         self._throttle.success(remote)
         return Identity(username, level)

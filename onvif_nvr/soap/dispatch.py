@@ -8,6 +8,7 @@ without a handler fault with ``env:Receiver/ter:ActionNotSupported``.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import re
@@ -24,6 +25,26 @@ from onvif_nvr.soap.authn import AuthChallenge, Authenticator, Identity
 from onvif_nvr.wsdl.catalog import Binding, Operation
 
 log = logging.getLogger(__name__)
+
+# zeep turns a value it cannot convert (``<Port>eighty</Port>``) into None and only logs the
+# error. This filter hands such errors to the request being parsed, which then faults with
+# ter:InvalidArgVal instead of acting on a silently missing value.
+_conversion_errors: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "soap_conversion_errors", default=None
+)
+
+
+class _ConversionErrorFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        errors = _conversion_errors.get()
+        if errors is None:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        errors.append(str(exc) if exc else record.getMessage())
+        return False
+
+
+logging.getLogger("zeep.xsd.types.simple").addFilter(_ConversionErrorFilter())
 
 _UNDERSTOOD_HEADERS = (
     "{http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd}",
@@ -92,12 +113,16 @@ class SoapService:
     def __init__(self, binding: Binding, handlers: Mapping[str, Handler]) -> None:
         unknown = set(handlers) - set(binding.operations)
         if unknown:
-            raise ValueError(f"handlers for operations not in {binding.service.binding}: {sorted(unknown)}")
+            raise ValueError(
+                f"handlers for operations not in {binding.service.binding}: {sorted(unknown)}"
+            )
         self.binding = binding
         self.definition = binding.service
         self.handlers = dict(handlers)
         self._by_qname = binding.by_qname()
-        self._access = {name: access_class(binding.service.spec, name) for name in binding.operations}
+        self._access = {
+            name: access_class(binding.service.spec, name) for name in binding.operations
+        }
         self.nsmap = {binding.service.prefix: binding.service.namespace}
 
     def operation_for(self, qname: str) -> Operation | None:
@@ -134,7 +159,9 @@ class SoapEndpoint:
     async def handle(self, request: HttpRequest) -> HttpResponse:
         service = self._services.get(request.path)
         if service is None:
-            return HttpResponse(404, b"no SOAP service at this path\n", [("Content-Type", "text/plain")])
+            return HttpResponse(
+                404, b"no SOAP service at this path\n", [("Content-Type", "text/plain")]
+            )
         if not request.body.strip() and not request.headers.get("authorization"):
             # Digest clients such as curl probe with an empty body to get the challenge.
             return self._challenge(env.SOAP12, self._auth.missing_credentials())
@@ -152,7 +179,10 @@ class SoapEndpoint:
             local = etree.QName(soap.payload).localname
             self._record(request, None, service, local, "unknown-operation")
             return self._fault(
-                ns, "Receiver", ("ActionNotSupported",), f"{local} is not an operation of this service"
+                ns,
+                "Receiver",
+                ("ActionNotSupported",),
+                f"{local} is not an operation of this service",
             )
         name = operation.name
         cls = service.access_class(name)
@@ -165,11 +195,17 @@ class SoapEndpoint:
                 return self._challenge(ns, challenge)
             if not allowed(identity.level, cls):
                 self._record(request, identity.username, service, name, "forbidden")
-                return self._error(ns, NotAuthorized(f"{identity.level.value} users may not call {name}"))
+                return self._error(
+                    ns, NotAuthorized(f"{identity.level.value} users may not call {name}")
+                )
         handler = service.handlers.get(name)
         if handler is None:
             self._record(request, identity.username, service, name, "not-implemented")
-            return self._fault(ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented")
+            return self._fault(
+                ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented"
+            )
+        errors: list[str] = []
+        token = _conversion_errors.set(errors)
         try:
             value = operation.input.parse(soap.payload, service.binding.schema)
         except (zeep.exceptions.XMLParseError, zeep.exceptions.UnexpectedElementError) as exc:
@@ -178,6 +214,13 @@ class SoapEndpoint:
         except (ValueError, TypeError, ArithmeticError) as exc:
             self._record(request, identity.username, service, name, "invalid-arg-val")
             return self._fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
+        finally:
+            _conversion_errors.reset(token)
+        if errors:
+            self._record(request, identity.username, service, name, "invalid-arg-val")
+            return self._fault(
+                ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {errors[0]}"
+            )
         ctx = CallContext(
             username=identity.username,
             level=identity.level,
@@ -206,7 +249,9 @@ class SoapEndpoint:
 
     @staticmethod
     def _challenge(soap_ns: str, challenge: AuthChallenge) -> HttpResponse:
-        body = env.serialize(env.fault_envelope(soap_ns, "Sender", ("NotAuthorized",), challenge.message))
+        body = env.serialize(
+            env.fault_envelope(soap_ns, "Sender", ("NotAuthorized",), challenge.message)
+        )
         headers = [("Content-Type", env.CONTENT_TYPES[soap_ns])]
         headers += [("WWW-Authenticate", value) for value in challenge.www_authenticate]
         if challenge.retry_after_s:
@@ -224,10 +269,17 @@ class SoapEndpoint:
         )
 
     def _record(
-        self, request: HttpRequest, username: str | None, service: SoapService, op: str, outcome: str
+        self,
+        request: HttpRequest,
+        username: str | None,
+        service: SoapService,
+        op: str,
+        outcome: str,
     ) -> None:
         if self._access_sink is not None:
-            self._access_sink(AccessRecord(request.remote, username, service.definition.key, op, outcome))
+            self._access_sink(
+                AccessRecord(request.remote, username, service.definition.key, op, outcome)
+            )
 
 
 def _host(request: HttpRequest) -> str:

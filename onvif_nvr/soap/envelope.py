@@ -51,7 +51,9 @@ _PARSER = etree.XMLParser(
 class EnvelopeError(ValueError):
     """The bytes are not a usable SOAP envelope; carries the fault to answer with."""
 
-    def __init__(self, message: str, code: str, subcodes: tuple[str, ...] = (), soap_ns: str = SOAP12):
+    def __init__(
+        self, message: str, code: str, subcodes: tuple[str, ...] = (), soap_ns: str = SOAP12
+    ):
         super().__init__(message)
         self.code = code
         self.subcodes = subcodes
@@ -71,12 +73,19 @@ def parse_request(data: bytes) -> Request:
     """Parse a SOAP request; raise :class:`EnvelopeError` with the fault to send back."""
     if not data.strip():
         raise EnvelopeError("empty request body", "Sender", ("WellFormed",))
+    if b"<!DOCTYPE" in data:
+        # Refuse before libxml2 reads any declaration (entity bombs, external entities).
+        raise EnvelopeError("a DTD is not allowed in a SOAP message", "Sender", ("WellFormed",))
     try:
         root = etree.fromstring(data, _PARSER)
     except etree.XMLSyntaxError as exc:
-        raise EnvelopeError(f"request is not well-formed XML: {exc.msg}", "Sender", ("WellFormed",)) from None
+        raise EnvelopeError(
+            f"request is not well-formed XML: {exc.msg}", "Sender", ("WellFormed",)
+        ) from None
     except ValueError as exc:  # e.g. an encoding declaration in a str, or NUL bytes
-        raise EnvelopeError(f"request is not well-formed XML: {exc}", "Sender", ("WellFormed",)) from None
+        raise EnvelopeError(
+            f"request is not well-formed XML: {exc}", "Sender", ("WellFormed",)
+        ) from None
     tree = root.getroottree()
     if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
         raise EnvelopeError("a DTD is not allowed in a SOAP message", "Sender", ("WellFormed",))
@@ -102,14 +111,20 @@ def parse_request(data: bytes) -> Request:
             body = child
         else:
             raise EnvelopeError(
-                f"unexpected element {cq.localname} in Envelope", "Sender", ("TagMismatch",), soap_ns
+                f"unexpected element {cq.localname} in Envelope",
+                "Sender",
+                ("TagMismatch",),
+                soap_ns,
             )
     if body is None:
         raise EnvelopeError("SOAP Envelope has no Body", "Sender", ("Tag",), soap_ns)
     elements = [c for c in body if isinstance(c.tag, str)]
     if len(elements) != 1:
         raise EnvelopeError(
-            f"SOAP Body must hold exactly one element, found {len(elements)}", "Sender", ("Tag",), soap_ns
+            f"SOAP Body must hold exactly one element, found {len(elements)}",
+            "Sender",
+            ("Tag",),
+            soap_ns,
         )
     return Request(soap_ns=soap_ns, header=header, body=body, payload=elements[0])
 

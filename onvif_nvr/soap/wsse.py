@@ -22,13 +22,11 @@ from onvif_nvr.clock import Clock
 
 WSSE = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-PASSWORD_DIGEST = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
+PASSWORD_DIGEST = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordDigest"
+PASSWORD_TEXT = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText"
+_BASE64_BINARY = (
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 )
-PASSWORD_TEXT = (
-    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText"
-)
-_BASE64_BINARY = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-soap-message-security-1.0#Base64Binary"
 
 
 class TokenError(ValueError):
@@ -101,13 +99,15 @@ def parse_created(text: str) -> int:
         raise ValueError(f"Created is not an xs:dateTime: {text!r}") from None
     if parsed.tzinfo is None:
         # WSS says Created is UTC; a value without a zone is read as UTC.
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    delta = parsed - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
+    delta = parsed - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
     return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 
 def password_digest(nonce: bytes, created: str, password: str) -> str:
-    return base64.b64encode(hashlib.sha1(nonce + created.encode() + password.encode()).digest()).decode()
+    return base64.b64encode(
+        hashlib.sha1(nonce + created.encode() + password.encode()).digest()
+    ).decode()
 
 
 class UsernameTokenVerifier:
@@ -137,7 +137,9 @@ class UsernameTokenVerifier:
             if not self._allow_text:
                 raise TokenError("PasswordText is not accepted; use PasswordDigest", name)
             expected = password_for(name)
-            if expected is None or not hmac.compare_digest(expected.encode(), token.password.encode()):
+            if expected is None or not hmac.compare_digest(
+                expected.encode(), token.password.encode()
+            ):
                 raise TokenError("wrong username or password", name)
             return name
         if token.password_type != PASSWORD_DIGEST:
@@ -157,7 +159,9 @@ class UsernameTokenVerifier:
             raise TokenError("UsernameToken Created is outside the accepted time window", name)
         expected = password_for(name)
         # Compute a digest even for unknown users so timing says nothing about names.
-        candidate = password_digest(token.nonce, token.created, expected if expected is not None else "")
+        candidate = password_digest(
+            token.nonce, token.created, expected if expected is not None else ""
+        )
         if expected is None or not hmac.compare_digest(candidate, token.password.strip()):
             raise TokenError("wrong username or password", name)
         self._expire(now)

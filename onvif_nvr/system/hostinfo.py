@@ -4,9 +4,10 @@ Readers back GetHostname, GetDNS, GetNetworkInterfaces, GetNetworkDefaultGateway
 GetSystemDateAndTime (the TZ string) and GetStorageConfigurations. The ``apply_*``
 functions change the host and are called only when the operator's config allows it.
 
-Every function is synchronous (callers run it in a thread) and takes ``root``: the
-directory that stands for ``/`` when finding ``/etc``, ``/proc``, ``/sys``, ``/run`` and
-``/var/lib`` files, so tests point it at a fake tree. Symlinks are followed inside
+Everything is synchronous (callers run it in a thread). The file readers and writers take
+``root``: the directory that stands for ``/`` when finding ``/etc``, ``/proc``, ``/sys``,
+``/run`` and ``/var/lib`` files, so tests point it at a fake tree. ``volume_info`` asks
+the kernel about a real path, and the ``ip`` appliers take a network namespace instead. Symlinks are followed inside
 ``root`` as a chroot would, so ``/etc/resolv.conf -> /run/...`` works in a fake tree.
 
 IPv4 addresses are the one thing no file under /proc or /sys lists per interface

@@ -10,7 +10,7 @@ from onvif_nvr.clock import Clock
 
 
 def _stamp(wall_ns: int) -> str:
-    dt = datetime.datetime.fromtimestamp(wall_ns / 1e9, tz=datetime.timezone.utc)
+    dt = datetime.datetime.fromtimestamp(wall_ns / 1e9, tz=datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 

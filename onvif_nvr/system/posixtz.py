@@ -184,6 +184,8 @@ def parse(text: str) -> PosixTZ:
         return PosixTZ(text, std_name, std_offset_s)
     if cur.peek() == ",":
         raise ValueError(f"transition rules at index {cur.pos} need a daylight saving time name")
+    if cur.peek() != "<" and not (cur.peek().isascii() and cur.peek().isalpha()):
+        raise ValueError(f"unexpected {text[cur.pos :]!r} at index {cur.pos}")
     dst_name = _parse_name(cur, "daylight saving time")
     if cur.peek() != "" and cur.peek() in "+-0123456789":
         dst_offset_s = -_parse_hms(cur, "DST UTC offset", 24)
@@ -372,10 +374,12 @@ def from_iana(name: str, zoneinfo_dir: Path = Path("/usr/share/zoneinfo")) -> Po
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         raise ValueError(f"unknown IANA time zone {name!r}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ValueError(f"unknown IANA time zone {name!r}")
-        data = f.read(MAX_TZIF_BYTES + 1)
+        data = os.read(fd, MAX_TZIF_BYTES + 1)
+    finally:
+        os.close(fd)
     if len(data) > MAX_TZIF_BYTES:
         raise ValueError(f"time zone file of {name!r} is larger than {MAX_TZIF_BYTES} bytes")
     try:

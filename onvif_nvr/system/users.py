@@ -79,7 +79,10 @@ class UserStore:
         rows = await self._db.run(self._read_rows)
         self._accounts = {
             r.username: Account(
-                r.username, UserLevel(r.level), self._sealer.open(r.password_enc, r.username), r.bootstrap
+                r.username,
+                UserLevel(r.level),
+                self._sealer.open(r.password_enc, r.username),
+                r.bootstrap,
             )
             for r in rows
         }
@@ -105,13 +108,17 @@ class UserStore:
         for change in changes:
             self._check_name(change.username)
             if change.username in self._accounts or change.username in new:
-                raise OperationProhibited(f"user {change.username!r} already exists", "UsernameClash")
+                raise OperationProhibited(
+                    f"user {change.username!r} already exists", "UsernameClash"
+                )
             level = self._check_level(change.level)
             password = change.password or ""
             self._check_password(password)
             new[change.username] = Account(change.username, level, password)
         if len(self._accounts) + len(new) > self.limits.max_users:
-            raise ActionFailed(f"at most {self.limits.max_users} users are supported", "TooManyUsers")
+            raise ActionFailed(
+                f"at most {self.limits.max_users} users are supported", "TooManyUsers"
+            )
         await self._write(new, ())
 
     async def delete(self, usernames: Iterable[str]) -> None:
@@ -150,21 +157,28 @@ class UserStore:
             raise OperationProhibited("the username is empty", "UsernameTooShort")
         if len(name) > self.limits.max_username_length:
             raise OperationProhibited(
-                f"usernames are at most {self.limits.max_username_length} characters", "UsernameTooLong"
+                f"usernames are at most {self.limits.max_username_length} characters",
+                "UsernameTooLong",
             )
         if ":" in name or any(ord(c) < 0x20 or c == "\x7f" for c in name) or name != name.strip():
             # ':' would make the HTTP Digest HA1 (user:realm:password) ambiguous.
-            raise InvalidArgument("usernames may not contain ':', control characters or edge spaces")
+            raise InvalidArgument(
+                "usernames may not contain ':', control characters or edge spaces"
+            )
 
     def _check_level(self, text: str) -> UserLevel:
         if text == UserLevel.ANONYMOUS.value:
-            raise OperationProhibited("user level Anonymous cannot be assigned", "AnonymousNotAllowed")
+            raise OperationProhibited(
+                "user level Anonymous cannot be assigned", "AnonymousNotAllowed"
+            )
         try:
             level = UserLevel(text)
         except ValueError:
             raise InvalidArgument(f"unknown user level {text!r}") from None
         if level not in _ASSIGNABLE:
-            raise OperationProhibited(f"user level {text} needs user roles, which are not supported")
+            raise OperationProhibited(
+                f"user level {text} needs user roles, which are not supported"
+            )
         return level
 
     def _check_password(self, password: str) -> None:
@@ -175,12 +189,16 @@ class UserStore:
         if len(password) < max(self.limits.min_password_length, 1):
             raise OperationProhibited("the password is too weak", "PasswordTooWeak")
         if any(ord(c) < 0x20 or c == "\x7f" for c in password):
-            raise OperationProhibited("passwords may not contain control characters", "PasswordTooWeak")
+            raise OperationProhibited(
+                "passwords may not contain control characters", "PasswordTooWeak"
+            )
 
     @staticmethod
     def _keep_an_administrator(accounts: dict[str, Account]) -> None:
         if not any(a.level is UserLevel.ADMINISTRATOR for a in accounts.values()):
-            raise InvalidArgument("the last Administrator cannot be removed or demoted", "FixedUser")
+            raise InvalidArgument(
+                "the last Administrator cannot be removed or demoted", "FixedUser"
+            )
 
     # -- persistence ----------------------------------------------------------------------
     async def _write(self, upserts: dict[str, Account], deletions: Iterable[str]) -> None:
@@ -195,7 +213,9 @@ class UserStore:
                 for name, account in upserts.items():
                     row = session.get(models.User, name)
                     if row is None:
-                        row = models.User(username=name, created_wall_ns=now, bootstrap=account.bootstrap)
+                        row = models.User(
+                            username=name, created_wall_ns=now, bootstrap=account.bootstrap
+                        )
                         session.add(row)
                     row.level = account.level.value
                     row.password_enc = sealed[name]

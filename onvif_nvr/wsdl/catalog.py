@@ -109,7 +109,9 @@ def schema_version(wsdl_path: Path) -> tuple[int, int]:
 def load_binding(service: ServiceDef, root: Path | None = None) -> Binding:
     """Parse the service's WSDL with zeep and index its operations."""
     path = (root or wsdl_root()) / service.wsdl
-    settings = zeep.Settings(strict=False, forbid_dtd=True, forbid_entities=True, xml_huge_tree=False)
+    settings = zeep.Settings(
+        strict=False, forbid_dtd=True, forbid_entities=True, xml_huge_tree=False
+    )
     document = zeep.wsdl.Document(str(path), transport=zeep.Transport(), settings=settings)
     binding = document.bindings[service.binding_qname]
     operations = {}
