@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import signal
@@ -72,7 +73,17 @@ def machine_info() -> dict:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
+        "server_source_sha256": source_digest(),
     }
+
+
+def source_digest(package: str = "onvif_nvr") -> str:
+    """SHA-256 over the package's Python sources, naming the code state measured
+    (the working tree may be uncommitted)."""
+    h = hashlib.sha256()
+    for path in sorted((REPO / package).rglob("*.py")):
+        h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def git_commit() -> str | None:

@@ -305,6 +305,7 @@ class _Run:
         self.errors: dict[str, int] = {}
         self.error_samples: list[str] = []
         self.stale_retries = 0
+        self.response_bytes = 0
         self.reconnects = 0
         self.server_closes = 0
         self.inflight = 0
@@ -425,6 +426,7 @@ class _Conn(asyncio.Protocol):
         if ok:
             if phase == MEASURE:
                 run.latencies_ns.append(now - self.t0)
+                run.response_bytes = len(body)
             elif phase == WARMUP:
                 run.warmup_ok += 1
         else:
@@ -568,6 +570,7 @@ async def run_cell(
         max_ms=round((lat[-1] if lat else 0) * ms, 3),
         mean_ms=round((sum(lat) / n if n else 0) * ms, 3),
         warmup_ok=run.warmup_ok,
+        response_body_bytes=run.response_bytes,
         errors=sum(run.errors.values()),
         error_kinds=run.errors,
         error_samples=run.error_samples,

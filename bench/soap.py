@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import naive_server
 from bench.common import (
     HOST,
     LOADGEN_CORE,
@@ -512,6 +513,19 @@ def print_report(report: dict) -> None:
                     f"{r['scenario']}/{r['clients']}: that figure may be the load "
                     "generator's limit, not the server's"
                 )
+    sizes = {}
+    for r in report["cells"]:
+        if r["ours"] and r["naive"] and r["scenario"] not in sizes:
+            sizes[r["scenario"]] = (
+                r["ours"].get("response_body_bytes"),
+                r["naive"].get("response_body_bytes"),
+            )
+    if sizes:
+        print(
+            "answer sizes, ours/naive bytes: "
+            + ", ".join(f"{k} {a}/{b}" for k, (a, b) in sizes.items())
+            + f" (the naive GetServices lists {len(naive_server.SERVICES)} services)"
+        )
     noisy = [
         f"{impl} {r['scenario']}/{r['clients']}"
         for r in report["cells"]

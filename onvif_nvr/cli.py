@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import signal
 import sys
@@ -63,6 +64,9 @@ async def _serve(settings: Settings) -> int:
             f"onvif-nvr: serving ONVIF on http://{settings.bind}:{app.bound_port}/onvif/device_service",
             flush=True,
         )
+        if settings.http_port == 0 and app.bound_port:
+            # "Any free port" is chosen once: a SystemReboot comes back where clients are.
+            settings = dataclasses.replace(settings, http_port=app.bound_port)
         reason = await app.wait()
         await app.close()
         if reason is not Exit.REBOOT:
