@@ -94,10 +94,16 @@ class NvrApp:
         settings = self.settings
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # The WSDL parse (the slowest step) runs in a worker while the database comes up.
+        binding_task = asyncio.ensure_future(asyncio.to_thread(catalog.load_binding, catalog.DEVICE))
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
-        await db.migrate()
+        try:
+            await db.migrate()
+        except BaseException:
+            binding_task.cancel()
+            raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
         sec = settings.security
@@ -117,7 +123,7 @@ class NvrApp:
             settings.admin_password
         )
 
-        device_binding = await asyncio.to_thread(catalog.load_binding, catalog.DEVICE)
+        device_binding = await binding_task
         advertised: list[AdvertisedService] = []
         deps = DeviceDeps(
             settings=settings,

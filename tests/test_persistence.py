@@ -119,3 +119,16 @@ def test_hard_factory_default_wipes_configuration(fresh_nvr):
     _, keeper = device_client(fresh_nvr.device_url, "keeper", "keeper-pw")
     with pytest.raises(zeep.exceptions.Fault):
         keeper.GetDeviceInformation()
+
+
+def test_head_revision_constant_matches_the_migrations():
+    from importlib import resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from onvif_nvr.db.engine import HEAD_REVISION
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION

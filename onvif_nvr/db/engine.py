@@ -13,12 +13,14 @@ from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
 
-import alembic.command
-import alembic.config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+
+#: The newest migration in ``migrations/versions``; a test checks it against Alembic's head.
+#: Knowing it lets start-up skip importing Alembic (≈0.4 s) when the schema is current.
+HEAD_REVISION = "0001"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,8 +39,20 @@ def create_db_engine(url: str) -> Engine:
     return engine
 
 
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (runs at every start; a no-op when current)."""
+    if current_revision(engine) == HEAD_REVISION:
+        return
+    import alembic.command  # only when there is something to do
+    import alembic.config
+
     cfg = alembic.config.Config()
     cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
     with engine.begin() as connection:
