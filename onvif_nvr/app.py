@@ -95,7 +95,9 @@ class NvrApp:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         # The WSDL parse (the slowest step) runs in a worker while the database comes up.
-        binding_task = asyncio.ensure_future(asyncio.to_thread(catalog.load_binding, catalog.DEVICE))
+        binding_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_binding, catalog.DEVICE)
+        )
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)

@@ -84,6 +84,7 @@ class DeviceService:
     def __init__(self, deps: DeviceDeps, binding: Binding) -> None:
         self.deps = deps
         self.binding = binding
+        self._serial: tuple[str, str] | None = None
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -96,7 +97,10 @@ class DeviceService:
             await self.deps.store.set(K_ENDPOINT, str(uuid.uuid4()))
 
     def serial_number(self) -> str:
-        return uuid.UUID(self.endpoint_uuid).hex[:12].upper()
+        endpoint = self.endpoint_uuid
+        if self._serial is None or self._serial[0] != endpoint:
+            self._serial = (endpoint, uuid.UUID(endpoint).hex[:12].upper())
+        return self._serial[1]
 
     async def get_device_information(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         device = self.deps.settings.device

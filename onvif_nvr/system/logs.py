@@ -17,13 +17,14 @@ def _stamp(wall_ns: int) -> str:
 class LogBuffer:
     def __init__(self, clock: Clock, max_lines: int = 2000) -> None:
         self._clock = clock
-        self._lines: collections.deque[str] = collections.deque(maxlen=max_lines)
+        # (wall_ns, text): the time stamp is formatted when the log is read, not per line.
+        self._lines: collections.deque[tuple[int, str]] = collections.deque(maxlen=max_lines)
 
     def add(self, text: str) -> None:
-        self._lines.append(f"{_stamp(self._clock.wall_ns())} {text}")
+        self._lines.append((self._clock.wall_ns(), text))
 
     def text(self) -> str:
-        return "\n".join(self._lines) + ("\n" if self._lines else "")
+        return "".join(f"{_stamp(ns)} {line}\n" for ns, line in list(self._lines))
 
     def clear(self) -> None:
         self._lines.clear()

@@ -77,7 +77,11 @@ async def wrong_password(host: str, port: int, user: str, password: str) -> dict
             "message": fault.message,
         }
     except Exception as exc:  # HA maps any other error to "cannot connect"; report which
-        return {"raised": type(exc).__name__, "is_auth_error": is_auth_error(exc), "message": str(exc)}
+        return {
+            "raised": type(exc).__name__,
+            "is_auth_error": is_auth_error(exc),
+            "message": str(exc),
+        }
     finally:
         await cam.close()
     return {"raised": None, "is_auth_error": False, "message": None}

@@ -1,0 +1,1 @@
+"""Write side: ingest, hub, segment writer, index, retention, jobs (from the recording-core milestone on)."""
