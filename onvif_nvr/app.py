@@ -11,6 +11,8 @@ import contextlib
 import enum
 import logging
 import mimetypes
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -67,8 +69,8 @@ class NvrApp:
     def request_factory_default(self, hard: bool) -> None:
         self._spawn(self._factory_default(hard))
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -82,7 +84,7 @@ class NvrApp:
     async def _factory_default(self, hard: bool) -> None:
         await asyncio.sleep(0.3)
         log.warning("factory default (%s)", "hard" if hard else "soft")
-        keep = {"endpoint_uuid"} if hard else {"endpoint_uuid", *NETWORK_KEYS}
+        keep = frozenset({"endpoint_uuid"} if hard else {"endpoint_uuid", *NETWORK_KEYS})
         await self.store.clear(keep)
         if hard:
             await self.users.reset()
@@ -178,9 +180,9 @@ class NvrApp:
         await self._runner.setup()
         site = web.TCPSite(self._runner, settings.bind, settings.http_port, reuse_address=True)
         await site.start()
-        server = site._server
-        if server is not None and server.sockets:  # type: ignore[union-attr]
-            self.bound_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        addresses = self._runner.addresses
+        if addresses:
+            self.bound_port = int(addresses[0][1])
             deps.ports["HTTP"] = self.bound_port
         log.info(
             "onvif-nvr %s: device service at http://%s:%s%s",

@@ -29,11 +29,13 @@ XS = "http://www.w3.org/2001/XMLSchema"
 TDS = DEVICE.namespace
 TT = "http://www.onvif.org/ver10/schema"
 SOAP_ENVELOPE_XSD = "schema/common/soap-envelope"
+#: Where the tds schema embedded in the WSDL is written: next to it, so its imports resolve.
+TDS_XSD = posixpath.splitext(DEVICE.wsdl)[0] + ".xsd"
 #: Operations after which the box restarts (a second "serving" line).
 RESTARTING = {"SystemReboot", "SetSystemFactoryDefault"}
 #: An NVR has no Wi-Fi, so this one stays unimplemented and answers ActionNotSupported.
 UNIMPLEMENTED = "ScanAvailableDot11Networks"
-RESPONSE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+RESPONSE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True)
 
 
 # -- the schema ------------------------------------------------------------------------------
@@ -44,7 +46,7 @@ class _Recorder(etree.Resolver):
         super().__init__()
         self.urls: list[str] = []
 
-    def resolve(self, system_url, public_id, context):  # noqa: ANN001 - lxml's signature
+    def resolve(self, system_url: str, public_id: str | None, context: object) -> None:
         self.urls.append(system_url)
         return None
 
@@ -78,7 +80,7 @@ def _schema_closure(dest: Path) -> None:
     # A root of its own with every prefix in scope at the WSDL (QName-valued attributes use them).
     tds = etree.Element(embedded.tag, attrib=dict(embedded.attrib), nsmap=embedded.nsmap)
     tds.extend(copy.deepcopy(child) for child in embedded)
-    pending = [(posixpath.splitext(DEVICE.wsdl)[0] + ".xsd", tds)]
+    pending = [(TDS_XSD, tds)]
     pending.append(
         (SOAP_ENVELOPE_XSD, etree.parse(str(root / SOAP_ENVELOPE_XSD), parser).getroot())
     )
@@ -108,7 +110,7 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> etree.XMLSchema:
     (dest / "wrapper.xsd").write_text(
         f'<xs:schema xmlns:xs="{XS}" targetNamespace="urn:onvif-nvr:test:wrapper">'
         f'<xs:import namespace="{SOAP12}" schemaLocation="{SOAP_ENVELOPE_XSD}"/>'
-        f'<xs:import namespace="{TDS}" schemaLocation="{posixpath.splitext(DEVICE.wsdl)[0]}.xsd"/>'
+        f'<xs:import namespace="{TDS}" schemaLocation="{TDS_XSD}"/>'
         "</xs:schema>"
     )
     recorder = _Recorder()
@@ -210,7 +212,8 @@ def _interface(device: Device) -> str:
     return (
         f"<tds:InterfaceToken>{first.get('token')}</tds:InterfaceToken>"
         f"<tds:NetworkInterface><tt:Enabled>true</tt:Enabled><tt:MTU>{mtu}</tt:MTU>"
-        "<tt:IPv4><tt:Enabled>true</tt:Enabled><tt:DHCP>true</tt:DHCP></tt:IPv4></tds:NetworkInterface>"
+        "<tt:IPv4><tt:Enabled>true</tt:Enabled><tt:DHCP>true</tt:DHCP></tt:IPv4>"
+        "</tds:NetworkInterface>"
     )
 
 
@@ -270,7 +273,8 @@ CALLS = [
     Call(
         "SetSystemDateAndTime",
         # Stored, not applied: host.apply_network_settings is off by default.
-        "<tds:DateTimeType>Manual</tds:DateTimeType><tds:DaylightSavings>false</tds:DaylightSavings>"
+        "<tds:DateTimeType>Manual</tds:DateTimeType>"
+        "<tds:DaylightSavings>false</tds:DaylightSavings>"
         "<tds:TimeZone><tt:TZ>UTC0</tt:TZ></tds:TimeZone><tds:UTCDateTime>"
         "<tt:Time><tt:Hour>3</tt:Hour><tt:Minute>4</tt:Minute><tt:Second>5</tt:Second></tt:Time>"
         "<tt:Date><tt:Year>2030</tt:Year><tt:Month>1</tt:Month><tt:Day>2</tt:Day></tt:Date>"
@@ -313,7 +317,8 @@ CALLS = [
     Call(
         "SetDNS",
         "<tds:FromDHCP>false</tds:FromDHCP><tds:SearchDomain>example.org</tds:SearchDomain>"
-        "<tds:DNSManual><tt:Type>IPv4</tt:Type><tt:IPv4Address>192.0.2.53</tt:IPv4Address></tds:DNSManual>",
+        "<tds:DNSManual><tt:Type>IPv4</tt:Type><tt:IPv4Address>192.0.2.53</tt:IPv4Address>"
+        "</tds:DNSManual>",
         state=True,
     ),
     Call("GetNTP"),

@@ -89,12 +89,12 @@ class DeviceService:
     # -- identity --------------------------------------------------------------------------
     @property
     def endpoint_uuid(self) -> str:
-        return self.deps.store.get(K_ENDPOINT)
+        return str(self.deps.store.get(K_ENDPOINT))
 
     async def ensure_identity(self) -> None:
         """Give the box its stable endpoint UUID on first start."""
         if not self.deps.store.get(K_ENDPOINT):
-            await self.deps.store.set(K_ENDPOINT, str(uuid.uuid4()))
+            await self.deps.store.put(K_ENDPOINT, str(uuid.uuid4()))
 
     def serial_number(self) -> str:
         endpoint = self.endpoint_uuid
@@ -317,7 +317,7 @@ class DeviceService:
                 await asyncio.to_thread(time.clock_settime, time.CLOCK_REALTIME, float(new_wall_s))
             except OSError as exc:
                 raise ActionFailed(f"cannot set the system clock: {exc.strerror}") from None
-        await self.deps.store.set(K_TIME, stored)
+        await self.deps.store.put(K_TIME, stored)
 
     async def _ntp_servers_defined(self) -> bool:
         ntp = self.deps.store.get("ntp")
@@ -362,7 +362,7 @@ class DeviceService:
             raise ActionFailed(
                 f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes"
             )
-        await self.deps.store.set(K_SCOPES, configurable)
+        await self.deps.store.put(K_SCOPES, configurable)
 
     async def add_scopes(self, ctx: CallContext, req: Any) -> None:
         items = _scope_list(optional(req, "ScopeItem") or [])
@@ -375,7 +375,7 @@ class DeviceService:
             raise ActionFailed(
                 f"at most {MAX_CONFIGURABLE_SCOPES} configurable scopes", "TooManyScopes"
             )
-        await self.deps.store.set(K_SCOPES, current)
+        await self.deps.store.put(K_SCOPES, current)
 
     async def remove_scopes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         items = _scope_list(optional(req, "ScopeItem") or [])
@@ -386,11 +386,11 @@ class DeviceService:
                 raise OperationProhibited(f"{item} is a fixed scope", "FixedScope")
             if item not in current:
                 raise InvalidArgument(f"{item} is not a scope of this device", "NoScope")
-        await self.deps.store.set(K_SCOPES, [s for s in current if s not in items])
+        await self.deps.store.put(K_SCOPES, [s for s in current if s not in items])
         return {"ScopeItem": items}
 
     def discovery_mode(self) -> str:
-        return self.deps.store.get(K_DISCOVERY, "Discoverable")
+        return str(self.deps.store.get(K_DISCOVERY, "Discoverable"))
 
     async def get_discovery_mode(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         return {"DiscoveryMode": self.discovery_mode()}
@@ -399,13 +399,14 @@ class DeviceService:
         mode = req.DiscoveryMode
         if mode not in ("Discoverable", "NonDiscoverable"):
             raise InvalidArgument(f"unknown discovery mode {mode!r}")
-        await self.deps.store.set(K_DISCOVERY, mode)
+        await self.deps.store.put(K_DISCOVERY, mode)
 
     # -- users -----------------------------------------------------------------------------
     async def get_users(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         return {
             "User": [
-                {"Username": a.username, "UserLevel": a.level.value} for a in self.deps.users.list()
+                {"Username": a.username, "UserLevel": a.level.value}
+                for a in self.deps.users.accounts()
             ]
         }
 

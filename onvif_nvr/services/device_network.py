@@ -63,7 +63,7 @@ class DeviceNetworkService:
             raise InvalidArgument(str(exc), "InvalidHostname") from None
         if self._apply:
             await self._host_call(hostinfo.apply_hostname, name)
-        await self.deps.store.set("hostname", name)
+        await self.deps.store.put("hostname", name)
 
     # -- DNS -------------------------------------------------------------------------------
     async def get_dns(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -98,7 +98,7 @@ class DeviceNetworkService:
         from_dhcp = bool(req.FromDHCP)
         if self._apply and not from_dhcp:
             await self._host_call(hostinfo.apply_dns, search, servers)
-        await self.deps.store.set(
+        await self.deps.store.put(
             "dns", {"from_dhcp": from_dhcp, "search": search, "servers": servers}
         )
 
@@ -137,7 +137,7 @@ class DeviceNetworkService:
         from_dhcp = bool(req.FromDHCP)
         if self._apply and not from_dhcp:
             await self._host_call(hostinfo.apply_ntp, servers)
-        await self.deps.store.set("ntp", {"from_dhcp": from_dhcp, "servers": servers})
+        await self.deps.store.put("ntp", {"from_dhcp": from_dhcp, "servers": servers})
 
     # -- interfaces ------------------------------------------------------------------------
     async def _interfaces(self) -> list[hostinfo.InterfaceInfo]:
@@ -227,14 +227,14 @@ class DeviceNetworkService:
         if self._apply and manual and not stored.get("dhcp", False):
             await self._host_call(hostinfo.apply_ipv4_address, token, manual[0][0], manual[0][1])
         overrides[token] = stored
-        await self.deps.store.set("network_interfaces", overrides)
+        await self.deps.store.put("network_interfaces", overrides)
         return {"RebootNeeded": False}
 
     # -- protocols -------------------------------------------------------------------------
     def _protocols(self) -> list[dict[str, Any]]:
         stored = self.deps.store.get("network_protocols")
         if stored is not None:
-            return stored
+            return list(stored)
         return [
             {
                 "Name": "HTTP",
@@ -266,7 +266,7 @@ class DeviceNetworkService:
             if not ports or any(not 0 < p < 65536 for p in ports):
                 raise InvalidArgument(f"{name} needs ports between 1 and 65535")
             current[name] = {"Name": name, "Enabled": bool(protocol.Enabled), "Port": ports}
-        await self.deps.store.set("network_protocols", list(current.values()))
+        await self.deps.store.put("network_protocols", list(current.values()))
 
     # -- default gateway -------------------------------------------------------------------
     async def get_network_default_gateway(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -283,7 +283,7 @@ class DeviceNetworkService:
             await self._host_call(
                 hostinfo.apply_default_gateway, ipv4[0] if ipv4 else None, ipv6[0] if ipv6 else None
             )
-        await self.deps.store.set("default_gateway", {"ipv4": ipv4, "ipv6": ipv6})
+        await self.deps.store.put("default_gateway", {"ipv4": ipv4, "ipv6": ipv6})
 
     def handlers(self) -> dict[str, Handler]:
         return {

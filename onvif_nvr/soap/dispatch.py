@@ -298,5 +298,5 @@ def _not_understood_header(soap: env.Request) -> str | None:
         if not isinstance(child.tag, str):
             continue
         if child.get(must) in ("1", "true") and not child.tag.startswith(_UNDERSTOOD_HEADERS):
-            return etree.QName(child).localname
+            return str(etree.QName(child).localname)
     return None

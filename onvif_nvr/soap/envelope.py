@@ -143,7 +143,8 @@ def new_envelope(
 
 
 def serialize(envelope: etree._Element) -> bytes:
-    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+    data: bytes = etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+    return data
 
 
 def fault_envelope(

@@ -31,7 +31,7 @@ class SettingsStore:
             return copy.deepcopy(default)
         return copy.deepcopy(self._values[key])
 
-    async def set(self, key: str, value: Any) -> None:
+    async def put(self, key: str, value: Any) -> None:
         await self.set_many({key: value})
 
     async def set_many(self, values: dict[str, Any]) -> None:
@@ -51,7 +51,7 @@ class SettingsStore:
         await self._db.run(write)
         self._values.update(stored)
 
-    async def clear(self, keep: set[str] | frozenset[str] = frozenset()) -> None:
+    async def clear(self, keep: frozenset[str] = frozenset()) -> None:
         """Forget every setting except ``keep`` (factory default)."""
 
         def wipe() -> None:

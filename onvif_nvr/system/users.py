@@ -71,7 +71,7 @@ class UserStore:
         account = self._accounts.get(username)
         return account.level if account else None
 
-    def list(self) -> list[Account]:
+    def accounts(self) -> list[Account]:
         return sorted(self._accounts.values(), key=lambda a: a.username)
 
     # -- loading --------------------------------------------------------------------------

@@ -63,7 +63,7 @@ class Operation:
 
     @property
     def input_qname(self) -> str:
-        return self.input.qname.text
+        return str(self.input.qname.text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +112,7 @@ def load_binding(service: ServiceDef, root: Path | None = None) -> Binding:
     settings = zeep.Settings(
         strict=False, forbid_dtd=True, forbid_entities=True, xml_huge_tree=False
     )
-    document = zeep.wsdl.Document(str(path), transport=zeep.Transport(), settings=settings)
+    document = zeep.wsdl.Document(str(path), transport=zeep.Transport(), settings=settings)  # type: ignore[arg-type]
     binding = document.bindings[service.binding_qname]
     operations = {}
     for name, op in binding._operations.items():
