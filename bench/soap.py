@@ -381,10 +381,23 @@ def build_report(args, machine, ceiling, ours, naive, startup, ours_error) -> di
         "cells": rows,
         "loadgen_ceiling": ceiling,
     }
+    report["loadgen_capacity_estimate_rps"] = loadgen_capacity(ceiling)
     if ours_error:
         report["ours_unavailable"] = ours_error
     report["target_check"] = check_targets(report)
     return report
+
+
+def loadgen_capacity(ceiling: dict[str, dict]) -> dict[str, int]:
+    """What one load generator process could do on its core, per scenario: the rate it
+    reached against the trivial handler divided by the share of its core that took."""
+    capacity: dict[str, int] = {}
+    for key, c in ceiling.items():
+        scenario = key.split("/")[0]
+        if c.get("loadgen_cpu"):
+            est = round(c["rps"] / c["loadgen_cpu"])
+            capacity[scenario] = max(capacity.get(scenario, 0), est)
+    return capacity
 
 
 def check_targets(report: dict) -> dict:
@@ -563,6 +576,14 @@ def print_report(report: dict) -> None:
             f"({', '.join(noisy[:6])}{', ...' if len(noisy) > 6 else ''}); re-run on a quiet machine "
             "before trusting those figures"
         )
+    capacity = report.get("loadgen_capacity_estimate_rps") or loadgen_capacity(
+        report.get("loadgen_ceiling") or {}
+    )
+    if capacity:
+        print(
+            "load generator capacity on one core (ceiling req/s / its CPU share): "
+            + ", ".join(f"{k} ~{v}" for k, v in capacity.items())
+        )
     ceilings = [r["loadgen_ceiling"] for r in report["cells"] if r["loadgen_ceiling"]]
     if ceilings:
         busy = [c for c in ceilings if (c.get("loadgen_cpu") or 0) >= LOADGEN_BUSY]
@@ -616,6 +637,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="check the load generator against stand-ins, 1 s cells",
     )
     p.add_argument("--output", type=Path, default=RESULTS / "soap.json")
+    p.add_argument("--show", action="store_true", help="print the table of --output and exit")
     p.add_argument(
         "--repeat",
         type=int,
@@ -643,6 +665,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.show:
+        print_report(json.loads(args.output.read_text()))
+        return 0
     if args.selftest:
         args.seconds, args.warmup = 1.0, 0.3
 

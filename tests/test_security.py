@@ -284,3 +284,26 @@ def test_passwords_are_not_stored_or_logged_in_clear(fresh_nvr):
     for blob in (logs.encode(), access.encode(), raw, "".join(fresh_nvr.output).encode()):
         assert b"Very-Distinct-Pw-42" not in blob
         assert ADMIN_PASSWORD.encode() not in blob
+
+
+def test_missing_required_argument_is_invalid_args(nvr):
+    r = post(
+        nvr.device_url,
+        envelope(op("GetStorageConfiguration"), username_token("admin", ADMIN_PASSWORD)),
+    )
+    assert r.status_code == 400
+    assert fault_codes(r) == ("s:Sender", ["ter:InvalidArgs"])
+    assert "missing Token" in r.text
+
+
+def test_fault_headers_name_what_was_wrong(nvr):
+    mismatch = post(nvr.device_url, b'<Envelope xmlns="urn:not-soap"><Body/></Envelope>')
+    root = etree.fromstring(mismatch.content)
+    supported = root.find(f"{{{SOAP12}}}Header/{{{SOAP12}}}Upgrade/{{{SOAP12}}}SupportedEnvelope")
+    assert supported is not None and supported.get("qname") == "s:Envelope"
+    header = '<x:Billing xmlns:x="urn:x" s:mustUnderstand="true">1</x:Billing>'
+    must = post(nvr.device_url, envelope(op("GetSystemDateAndTime"), header))
+    marker = etree.fromstring(must.content).find(f"{{{SOAP12}}}Header/{{{SOAP12}}}NotUnderstood")
+    qname = marker.get("qname")
+    prefix, local = qname.split(":")
+    assert (marker.nsmap[prefix], local) == ("urn:x", "Billing")

@@ -279,9 +279,10 @@ class DeviceService:
         tz = await self._timezone()
         local, is_dst = posixtz.local_fields(tz, now_ns)
         stored = self._time_settings()
+        kind = stored.get("type") or ("NTP" if await self._ntp_servers_defined() else "Manual")
         return {
             "SystemDateAndTime": {
-                "DateTimeType": stored.get("type", "NTP"),
+                "DateTimeType": kind,
                 "DaylightSavings": is_dst,
                 "TimeZone": {"TZ": tz.text},
                 "UTCDateTime": datetime_fields(wall_ns_to_datetime(now_ns)),
@@ -469,7 +470,7 @@ class DeviceService:
         return {"StorageConfigurations": [await self._storage_configuration()]}
 
     async def get_storage_configuration(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        if req.Token != "storage0":
+        if req.Token != "storage0":  # present: the dispatcher rejects a missing Token
             raise InvalidArgument(f"no storage configuration {req.Token!r}", "NoConfig")
         return {"StorageConfiguration": await self._storage_configuration()}
 

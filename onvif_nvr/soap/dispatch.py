@@ -123,6 +123,7 @@ class SoapService:
         self._access = {
             name: access_class(binding.service.spec, name) for name in binding.operations
         }
+        self._required = {name: _required_children(op) for name, op in binding.operations.items()}
         self.nsmap = {binding.service.prefix: binding.service.namespace}
 
     def operation_for(self, qname: str) -> Operation | None:
@@ -130,6 +131,10 @@ class SoapService:
 
     def access_class(self, operation: str) -> AccessClass:
         return self._access[operation]
+
+    def missing_arguments(self, operation: str, value: Any) -> list[str]:
+        """Required top-level request elements that are absent (zeep yields None or [])."""
+        return [n for n in self._required[operation] if getattr(value, n, None) in (None, [])]
 
     def coverage(self) -> dict[str, bool]:
         """Operation name -> implemented, for the coverage report."""
@@ -172,7 +177,16 @@ class SoapEndpoint:
         ns = soap.soap_ns
         not_understood = _not_understood_header(soap)
         if not_understood is not None:
-            return self._fault(ns, "MustUnderstand", (), f"header {not_understood} not understood")
+            body = env.serialize(
+                env.fault_envelope(
+                    ns,
+                    "MustUnderstand",
+                    (),
+                    f"header {not_understood.localname} not understood",
+                    not_understood=not_understood,
+                )
+            )
+            return HttpResponse(500, body, [("Content-Type", env.CONTENT_TYPES[ns])])
         qname = soap.payload.tag
         operation = service.operation_for(qname) if isinstance(qname, str) else None
         if operation is None:
@@ -220,6 +234,12 @@ class SoapEndpoint:
             self._record(request, identity.username, service, name, "invalid-arg-val")
             return self._fault(
                 ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {errors[0]}"
+            )
+        missing = service.missing_arguments(name, value)
+        if missing:
+            self._record(request, identity.username, service, name, "invalid-args")
+            return self._fault(
+                ns, "Sender", ("InvalidArgs",), f"{name}: missing {', '.join(missing)}"
             )
         ctx = CallContext(
             username=identity.username,
@@ -282,6 +302,11 @@ class SoapEndpoint:
             )
 
 
+def _required_children(operation: Operation) -> tuple[str, ...]:
+    elements = getattr(operation.input.type, "elements", None) or []
+    return tuple(name for name, element in elements if getattr(element, "min_occurs", 0) >= 1)
+
+
 def _host(request: HttpRequest) -> str:
     """The authority the client used, if it is a plain host[:port]; else our own address."""
     host = request.headers.get("host", "")
@@ -290,7 +315,7 @@ def _host(request: HttpRequest) -> str:
     return request.local_address
 
 
-def _not_understood_header(soap: env.Request) -> str | None:
+def _not_understood_header(soap: env.Request) -> etree.QName | None:
     if soap.header is None:
         return None
     must = f"{{{soap.soap_ns}}}mustUnderstand"
@@ -298,5 +323,5 @@ def _not_understood_header(soap: env.Request) -> str | None:
         if not isinstance(child.tag, str):
             continue
         if child.get(must) in ("1", "true") and not child.tag.startswith(_UNDERSTOOD_HEADERS):
-            return str(etree.QName(child).localname)
+            return etree.QName(child)
     return None

@@ -94,10 +94,8 @@ def parse_request(data: bytes) -> Request:
     qname = etree.QName(root)
     if qname.localname != "Envelope" or qname.namespace not in (SOAP12, SOAP11):
         # SOAP 1.2 part 1 §5.4.8: anything but a 1.2 (or, leniently, 1.1) Envelope.
-        raise EnvelopeError(
-            f"expected a SOAP Envelope, found {{{qname.namespace or ''}}}{qname.localname}",
-            "VersionMismatch",
-        )
+        found = f"{{{qname.namespace}}}{qname.localname}" if qname.namespace else qname.localname
+        raise EnvelopeError(f"expected a SOAP Envelope, found {found}", "VersionMismatch")
     soap_ns = qname.namespace
     header = None
     body = None
@@ -153,10 +151,25 @@ def fault_envelope(
     subcodes: Sequence[str],
     reason: str,
     detail: str | None = None,
+    not_understood: etree.QName | None = None,
 ) -> etree._Element:
     """A fault in the request's SOAP version. ``code`` is the SOAP 1.2 code local name
-    (Sender, Receiver, VersionMismatch, MustUnderstand); ``subcodes`` are ``ter:`` names."""
+    (Sender, Receiver, VersionMismatch, MustUnderstand); ``subcodes`` are ``ter:`` names.
+    SOAP 1.2 §5.4.7-8: a VersionMismatch fault names the supported envelope in an Upgrade
+    header, a MustUnderstand fault the header it did not understand in NotUnderstood."""
     env, body = new_envelope(soap_ns)
+    if soap_ns == SOAP12 and code == "VersionMismatch":
+        header = etree.Element(f"{{{SOAP12}}}Header")
+        upgrade = etree.SubElement(header, f"{{{SOAP12}}}Upgrade")
+        etree.SubElement(upgrade, f"{{{SOAP12}}}SupportedEnvelope", qname="s:Envelope")
+        env.insert(0, header)
+    if soap_ns == SOAP12 and code == "MustUnderstand" and not_understood is not None:
+        header = etree.Element(f"{{{SOAP12}}}Header")
+        marker = etree.SubElement(
+            header, f"{{{SOAP12}}}NotUnderstood", nsmap={"h": not_understood.namespace or ""}
+        )
+        marker.set("qname", f"h:{not_understood.localname}")
+        env.insert(0, header)
     if soap_ns == SOAP11:
         # SOAP 1.1 has no subcodes: faultcode carries the most specific one (WS-I BP style).
         fault = etree.SubElement(body, f"{{{SOAP11}}}Fault")
