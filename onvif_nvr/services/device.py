@@ -227,34 +227,39 @@ class DeviceService:
         return {"Capabilities": caps}
 
     def legacy_device_capabilities(self, ctx: CallContext) -> dict[str, Any]:
+        """GetCapabilities' ``Device`` part, taken from the service capabilities so that
+        the two answers cannot disagree (DEVICE-1-1-30)."""
+        caps = self.device_capabilities(ctx)
+
+        def pick(section: str, *keys: str) -> dict[str, Any]:
+            return {key: caps[section][key] for key in keys}
+
         version = self.binding.version
+        system = pick(
+            "System",
+            "DiscoveryResolve",
+            "DiscoveryBye",
+            "RemoteDiscovery",
+            "SystemBackup",
+            "SystemLogging",
+        )
+        system["FirmwareUpgrade"] = caps["System"]["HttpFirmwareUpgrade"]
+        system["SupportedVersions"] = [{"Major": version[0], "Minor": version[1]}]
         return {
-            "Network": {
-                "IPFilter": False,
-                "ZeroConfiguration": False,
-                "IPVersion6": _host_has_ipv6(),
-                "DynDNS": False,
-            },
-            "System": {
-                "DiscoveryResolve": False,
-                "DiscoveryBye": False,
-                "RemoteDiscovery": False,
-                "SystemBackup": False,
-                "SystemLogging": True,
-                "FirmwareUpgrade": False,
-                "SupportedVersions": [{"Major": version[0], "Minor": version[1]}],
-            },
+            "Network": pick("Network", "IPFilter", "ZeroConfiguration", "IPVersion6", "DynDNS"),
+            "System": system,
             "IO": {"InputConnectors": 0, "RelayOutputs": 0},
-            "Security": {
-                "TLS1.1": False,
-                "TLS1.2": False,
-                "OnboardKeyGeneration": False,
-                "AccessPolicyConfig": False,
-                "X.509Token": False,
-                "SAMLToken": False,
-                "KerberosToken": False,
-                "RELToken": False,
-            },
+            "Security": pick(
+                "Security",
+                "TLS1.1",
+                "TLS1.2",
+                "OnboardKeyGeneration",
+                "AccessPolicyConfig",
+                "X.509Token",
+                "SAMLToken",
+                "KerberosToken",
+                "RELToken",
+            ),
         }
 
     # -- date and time ---------------------------------------------------------------------
