@@ -27,7 +27,7 @@ class DeviceSettings:
     manufacturer: str = "onvif-nvr project"
     model: str = "onvif-nvr"
     hardware_id: str = "onvif-nvr-x86_64"
-    #: Initial ``onvif://www.onvif.org/name/`` scope; SetScopes may change it later.
+    #: The fixed ``onvif://www.onvif.org/name/`` scope (Core requires a fixed name scope).
     name: str = "onvif-nvr"
     #: Initial ``onvif://www.onvif.org/location/`` scope path (empty: "unknown").
     location: str = ""

@@ -158,8 +158,9 @@ def test_scopes(fresh_nvr):
     assert "onvif://www.onvif.org/Profile/Streaming" in fixed
     assert "onvif://www.onvif.org/Profile/G" in fixed
     assert any(s.startswith("onvif://www.onvif.org/hardware/") for s in fixed)
+    assert "onvif://www.onvif.org/name/onvif-nvr" in fixed  # Core: a fixed name scope
     configurable = [s.ScopeItem for s in scopes if s.ScopeDef == "Configurable"]
-    assert "onvif://www.onvif.org/name/onvif-nvr" in configurable
+    assert configurable == ["onvif://www.onvif.org/location/unknown"]
 
     admin.SetScopes(
         ["onvif://www.onvif.org/name/Lobby%20NVR", "onvif://www.onvif.org/location/building/hq"]
@@ -187,7 +188,7 @@ def test_scopes(fresh_nvr):
     assert fault_subcodes(info) == ["Action", "TooManyScopes"]
     # With every configurable scope removed, the fixed ones keep the list non-empty.
     admin.RemoveScopes([s.ScopeItem for s in admin.GetScopes() if s.ScopeDef == "Configurable"])
-    assert [s.ScopeDef for s in admin.GetScopes()] == ["Fixed"] * 5
+    assert [s.ScopeDef for s in admin.GetScopes()] == ["Fixed"] * 6
 
 
 def test_discovery_mode(fresh_nvr):

@@ -98,10 +98,7 @@ def test_soft_factory_default_keeps_network_and_users(fresh_nvr):
     for key in ("users", "hostname", "dns", "ntp", "guid", "serial", "keeper_can_log_in"):
         assert after[key] == before[key], key
     # Reset: scopes, discovery mode, time zone.
-    assert after["scopes"] == [
-        "onvif://www.onvif.org/name/onvif-nvr",
-        "onvif://www.onvif.org/location/unknown",
-    ]
+    assert after["scopes"] == ["onvif://www.onvif.org/location/unknown"]
     assert after["mode"] == "Discoverable"
 
 

@@ -333,24 +333,22 @@ class DeviceService:
 
     # -- scopes and discovery mode ---------------------------------------------------------
     def fixed_scopes(self) -> list[str]:
-        hardware = quote_scope_part(self.deps.settings.device.hardware_id)
+        """Core §7.3.2.2: at least one fixed profile, hardware and name scope."""
+        device = self.deps.settings.device
         return [
             ONVIF_SCOPE + "type/video_encoder",
             ONVIF_SCOPE + "type/Network_Video_Storage",
             ONVIF_SCOPE + "Profile/Streaming",
             ONVIF_SCOPE + "Profile/G",
-            ONVIF_SCOPE + f"hardware/{hardware}",
+            ONVIF_SCOPE + f"hardware/{quote_scope_part(device.hardware_id)}",
+            ONVIF_SCOPE + f"name/{quote_scope_part(device.name)}",
         ]
 
     def configurable_scopes(self) -> list[str]:
         stored = self.deps.store.get(K_SCOPES)
         if stored is not None:
             return list(stored)
-        device = self.deps.settings.device
-        return [
-            ONVIF_SCOPE + f"name/{quote_scope_part(device.name)}",
-            ONVIF_SCOPE + f"location/{quote_scope_part(device.location)}",
-        ]
+        return [ONVIF_SCOPE + f"location/{quote_scope_part(self.deps.settings.device.location)}"]
 
     def scopes(self) -> list[str]:
         return self.fixed_scopes() + self.configurable_scopes()
