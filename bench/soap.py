@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lxml import etree
+
 from bench import naive_server
 from bench.common import (
     HOST,
@@ -42,6 +44,7 @@ from bench.common import (
     ServerProcess,
     cores_busy_s,
     free_port,
+    http_exchange,
     machine_info,
     pin_prefix,
     wait_until_answers,
@@ -81,6 +84,9 @@ class Bench:
         self.pin = not args.no_pin
         self.password = secrets.token_urlsafe(12)
         self.servers: list[ServerProcess] = []
+        #: Our GetServices list, for the naive peer to answer with the same one.
+        self.services_file: Path | None = None
+        self.services: list | None = None
         # ONVIF_NVR_* from the caller's shell would silently change what is measured.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ONVIF_NVR_")}
 
@@ -129,6 +135,8 @@ class Bench:
             return self._spawn(self.ours_argv(data_dir, port), "ours")
         if impl == "naive":
             argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port)]
+            if self.services_file is not None:
+                argv += ["--services", str(self.services_file)]
             return self._spawn(argv, "naive")
         argv = [sys.executable, "-m", "bench.static_server", "--port", str(port)]
         if impl == "verify":
@@ -211,6 +219,22 @@ class Bench:
             raise RuntimeError(f"load generator failed ({proc.returncode}):\n{proc.stderr}")
         return json.loads(proc.stdout)
 
+    def mirror_services(self, port: int) -> None:
+        """Record our GetServices list so that the naive peer renders the same answer."""
+        status, body = http_exchange(port, plain_request(HOST, port, "GetServices"))
+        if status != 200:
+            return
+        services = []
+        for svc in etree.fromstring(body).iter("{http://www.onvif.org/ver10/device/wsdl}Service"):
+            fields = {etree.QName(e).localname: (e.text or "") for e in svc.iter()}
+            path = "/" + fields.get("XAddr", "").split("/", 3)[-1]
+            services.append(
+                [fields.get("Namespace", ""), path, int(fields["Major"]), int(fields["Minor"])]
+            )
+        self.services = services
+        self.services_file = self.tmp / "services.json"
+        self.services_file.write_text(json.dumps(services))
+
     def loadgen_quiet(self, port: int, scenario: str, clients: int, server_pid: int) -> dict:
         """One cell, ``--repeat`` times, each started once the two cores are quiet (or a
         time limit passed).
@@ -245,6 +269,8 @@ class Bench:
         """Every scenario at every concurrency against one long-running server."""
         results: dict[str, dict] = {}
         server, port = self.start_ready(impl)
+        if impl == "ours":
+            self.mirror_services(port)
         try:
             for scenario in scenarios:
                 for clients in self.args.clients:
@@ -560,7 +586,11 @@ def print_report(report: dict) -> None:
         print(
             "answer sizes, ours/naive bytes: "
             + ", ".join(f"{k} {a}/{b}" for k, (a, b) in sizes.items())
-            + f" (the naive GetServices lists {len(naive_server.SERVICES)} services)"
+            + (
+                " (the naive GetServices lists the same services as ours)"
+                if report["peer"].get("getservices_list", {}).get("mirrors_ours")
+                else ""
+            )
         )
     noisy = sorted(
         {
@@ -676,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
+    machine = machine_info()
     if not args.no_pin:
         # Keep this process's own polling off the server's core.
         os.sched_setaffinity(0, {LOADGEN_CORE})
@@ -685,13 +716,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.selftest:
                 return selftest(bench)
-            return run(bench, args)
+            return run(bench, args, machine)
         finally:
             bench.stop_all()
 
 
-def run(bench: Bench, args: argparse.Namespace) -> int:
-    machine = machine_info()
+def run(bench: Bench, args: argparse.Namespace, machine: dict) -> int:
     ours_error = None
     if args.only != "naive":
         ours_error = ours_available()
@@ -730,6 +760,10 @@ def run(bench: Bench, args: argparse.Namespace) -> int:
         )
 
     report = build_report(args, machine, ceiling, ours, naive, startup, ours_error)
+    report["peer"]["getservices_list"] = {
+        "mirrors_ours": bench.services is not None,
+        "services": bench.services if bench.services is not None else naive_server.SERVICES,
+    }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.output.with_suffix(".json.tmp")
     tmp_out.write_text(json.dumps(report, indent=1) + "\n")

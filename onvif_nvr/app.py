@@ -22,12 +22,14 @@ from onvif_nvr.auth.throttle import LoginThrottle
 from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
+from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
+from onvif_nvr.system import hostinfo
 from onvif_nvr.system.logs import LogBuffer
 from onvif_nvr.system.secrets import Sealer, load_or_create_key
 from onvif_nvr.system.store import SettingsStore
@@ -61,6 +63,7 @@ class NvrApp:
         self._tasks: set[asyncio.Task[None]] = set()
         self.generated_admin_password: str | None = None
         self.bound_port: int | None = None
+        self.discovery: DiscoveryTarget | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -138,6 +141,7 @@ class NvrApp:
             access_log=self.access_log,
             lifecycle=self,
             advertised=advertised,
+            discovery=settings.discovery.enabled,
         )
         self.device = device = DeviceService(deps, device_binding)
         await device.ensure_identity()
@@ -191,7 +195,56 @@ class NvrApp:
             self.bound_port,
             catalog.DEVICE.path,
         )
+        if settings.discovery.enabled:
+            await self._start_discovery()
         self._exit = asyncio.get_running_loop().create_future()
+
+    # -- WS-Discovery ----------------------------------------------------------------------
+    async def _start_discovery(self) -> None:
+        cfg = self.settings.discovery
+        interfaces = await asyncio.to_thread(hostinfo.read_interfaces)
+        addresses = local_addresses(interfaces, cfg.interfaces, self.settings.bind)
+        stored = self.store.get("discovery", {}) or {}
+        state = TargetState(
+            endpoint_address=f"urn:uuid:{self.device.endpoint_uuid}",
+            scopes=tuple(self.device.scopes()),
+            discoverable=self.device.discovery_mode() == "Discoverable",
+            metadata_version=int(stored.get("metadata_version", 1)),
+            # WS-Discovery: InstanceId grows every time the service starts again.
+            instance_id=int(stored.get("instance_id", 0)) + 1,
+        )
+        await self._save_discovery_state(state)
+        self.discovery = DiscoveryTarget(
+            state, addresses, http_port=self.bound_port or 0, port=cfg.port
+        )
+        await self.discovery.start()
+        self.store.listen(self._settings_changed)
+        self._spawn(self._watch_addresses())
+
+    async def _save_discovery_state(self, state: TargetState) -> None:
+        await self.store.put(
+            "discovery",
+            {"metadata_version": state.metadata_version, "instance_id": state.instance_id},
+        )
+
+    def _settings_changed(self, keys: frozenset[str]) -> None:
+        target = self.discovery
+        if target is None:
+            return
+        if "discovery_mode" in keys:
+            target.set_discoverable(self.device.discovery_mode() == "Discoverable")
+        if "scopes" in keys and target.update(scopes=tuple(self.device.scopes())):
+            self._spawn(self._save_discovery_state(target.state))
+
+    async def _watch_addresses(self) -> None:
+        """Addresses come and go (DHCP, cables); XAddrs follow with a new Hello."""
+        while self.discovery is not None:
+            await asyncio.sleep(10)
+            cfg = self.settings.discovery
+            interfaces = await asyncio.to_thread(hostinfo.read_interfaces)
+            addresses = local_addresses(interfaces, cfg.interfaces, self.settings.bind)
+            if self.discovery is not None and self.discovery.update(addresses=addresses):
+                await self._save_discovery_state(self.discovery.state)
 
     async def wait(self) -> Exit:
         assert self._exit is not None
@@ -202,6 +255,9 @@ class NvrApp:
             self._exit.set_result(Exit.STOP)
 
     async def close(self) -> None:
+        if self.discovery is not None:
+            target, self.discovery = self.discovery, None
+            await target.stop()  # Bye, while the network is still there
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("zeep").setLevel(max(logging.INFO, logging.getLogger().level))
     import onvif_nvr.app  # noqa: F401  (heavy imports before the event loop starts)
 
     if settings.loop_guard:

@@ -64,6 +64,17 @@ class HostSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class DiscoverySettings:
+    #: Run the WS-Discovery target service (Hello/Bye, answers to Probe and Resolve).
+    enabled: bool = True
+    #: Interface names to announce on and listen to; empty: every interface that is up
+    #: (only the one holding ``bind`` when ``bind`` is a specific address).
+    interfaces: tuple[str, ...] = ()
+    #: UDP port (3702 is the standard; other values only for tests and special set-ups).
+    port: int = 3702
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./data")
     #: Any SQLAlchemy URL; empty means SQLite (WAL) at ``<data_dir>/nvr.sqlite3``.
@@ -79,6 +90,7 @@ class Settings:
     device: DeviceSettings = DeviceSettings()
     security: SecuritySettings = SecuritySettings()
     host: HostSettings = HostSettings()
+    discovery: DiscoverySettings = DiscoverySettings()
 
     @property
     def effective_database_url(self) -> str:

@@ -46,7 +46,14 @@ class NvrProcess:
         return self.base + "/onvif/device_service"
 
     def start(self, timeout_s: float = 30.0) -> None:
-        env = {**os.environ, "ONVIF_NVR_LOOP_GUARD": "1", "PYTHONUNBUFFERED": "1", **self.extra_env}
+        env = {
+            **os.environ,
+            "ONVIF_NVR_LOOP_GUARD": "1",
+            "PYTHONUNBUFFERED": "1",
+            # WS-Discovery only where a test asks for it (tests/test_discovery.py).
+            "ONVIF_NVR_DISCOVERY_ENABLED": "false",
+            **self.extra_env,
+        }
         env.pop("ONVIF_NVR_ADMIN_PASSWORD", None)
         self.proc = subprocess.Popen(
             [

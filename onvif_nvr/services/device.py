@@ -73,6 +73,8 @@ class DeviceDeps:
     lifecycle: Lifecycle
     #: Every service the box serves, for GetServices/GetCapabilities (the device first).
     advertised: list[AdvertisedService]
+    #: Whether the WS-Discovery target service runs (capabilities say so).
+    discovery: bool = False
     #: Ports actually listened on ("HTTP", "RTSP"), filled in once bound (a configured 0
     #: means "any free port").
     ports: dict[str, int] = dataclasses.field(default_factory=dict)
@@ -155,10 +157,8 @@ class DeviceService:
                 "HashingAlgorithms": list(sec.digest_algorithms),
             },
             "System": {
-                # WS-Discovery comes with its own service module; until it runs here the
-                # box says so instead of claiming Resolve/Bye.
-                "DiscoveryResolve": False,
-                "DiscoveryBye": False,
+                "DiscoveryResolve": self.deps.discovery,
+                "DiscoveryBye": self.deps.discovery,
                 "RemoteDiscovery": False,
                 "SystemBackup": False,
                 "SystemLogging": True,
@@ -169,7 +169,7 @@ class DeviceService:
                 "HttpSupportInformation": False,
                 "StorageConfiguration": True,
                 "MaxStorageConfigurations": 1,
-                "DiscoveryNotSupported": True,
+                "DiscoveryNotSupported": not self.deps.discovery,
                 "NetworkConfigNotSupported": False,
                 "UserConfigNotSupported": False,
                 "HardwareType": "Recorder",

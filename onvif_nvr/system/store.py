@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -17,6 +18,15 @@ class SettingsStore:
         self._db = db
         self._clock = clock
         self._values: dict[str, Any] = {}
+        self._listeners: list[Callable[[frozenset[str]], None]] = []
+
+    def listen(self, callback: Callable[[frozenset[str]], None]) -> None:
+        """Call ``callback(changed_keys)`` after every successful change."""
+        self._listeners.append(callback)
+
+    def _notify(self, keys: frozenset[str]) -> None:
+        for callback in list(self._listeners):
+            callback(keys)
 
     async def load(self) -> None:
         def read() -> dict[str, Any]:
@@ -50,6 +60,7 @@ class SettingsStore:
 
         await self._db.run(write)
         self._values.update(stored)
+        self._notify(frozenset(stored))
 
     async def clear(self, keep: frozenset[str] = frozenset()) -> None:
         """Forget every setting except ``keep`` (factory default)."""
@@ -59,4 +70,6 @@ class SettingsStore:
                 session.execute(delete(models.Setting).where(models.Setting.key.not_in(list(keep))))
 
         await self._db.run(wipe)
+        removed = frozenset(k for k in self._values if k not in keep)
         self._values = {k: v for k, v in self._values.items() if k in keep}
+        self._notify(removed)
