@@ -5,7 +5,9 @@ process, bare asyncio) to core 1. Each cell is N keep-alive connections with one
 in flight each, a warm-up, then a fixed measured window. The comparison peer is
 ``bench.naive_server`` (aiohttp + zeep, no auth), measured in the same run for the
 unauthenticated operations; the load generator's own ceiling is measured against a
-trivial aiohttp handler (``bench.static_server``).
+trivial aiohttp handler (``bench.static_server``). The three take turns cell by cell, so
+that drift in the machine's speed does not masquerade as a difference between them.
+Start-up is the wall time from spawning a server to its first answered request.
 
     .venv/bin/python -m bench.soap [--seconds 5] [--warmup 1] [--clients 1,8,64]
         [--startup-runs 3] [--only ours|naive] [--no-pin] [--repeat 1] [--selftest]
@@ -61,6 +63,13 @@ PEER_OF = {
     "gsdt": "gsdt",
     "devinfo-noauth": "devinfo-noauth",
 }
+#: What each implementation runs for one row of the table ("static" is the ceiling).
+ROWS = (
+    {"ours": "devinfo-digest", "naive": "devinfo-noauth", "static": "devinfo-digest"},
+    {"ours": "devinfo-wsse", "static": "devinfo-wsse"},
+    {"ours": "getservices", "naive": "getservices", "static": "getservices"},
+    {"ours": "gsdt", "naive": "gsdt", "static": "gsdt"},
+)
 #: The load generator does the same work for these as for a plain GetSystemDateAndTime.
 CEILING_OF = {"devinfo-noauth": "gsdt"}
 TARGETS = {
@@ -82,7 +91,8 @@ class Bench:
         self.args = args
         self.tmp = tmp
         self.pin = not args.no_pin
-        self.password = secrets.token_urlsafe(12)
+        # Never starting with "-", which a command line would take for an option.
+        self.password = "bench-" + secrets.token_hex(8)
         self.servers: list[ServerProcess] = []
         #: Our GetServices list, for the naive peer to answer with the same one.
         self.services_file: Path | None = None
@@ -235,59 +245,78 @@ class Bench:
         self.services_file = self.tmp / "services.json"
         self.services_file.write_text(json.dumps(services))
 
-    def loadgen_quiet(self, port: int, scenario: str, clients: int, server_pid: int) -> dict:
-        """One cell, ``--repeat`` times, each started once the two cores are quiet (or a
-        time limit passed).
+    def sample(self, port: int, scenario: str, clients: int, server_pid: int) -> dict:
+        """One run of one cell, started once the two cores are quiet (or a time limit
+        passed), with the CPU that other processes took on them during the window."""
+        waited = wait_for_quiet(self.args.quiet_wait) if self.pin else 0.0
+        r = self.loadgen(port, scenario, clients, server_pid)
+        r["waited_for_quiet_s"] = round(waited, 2)
+        if self.pin and r.get("cores_busy"):
+            busy = {int(k): v for k, v in r["cores_busy"].items()}
+            r["other_load"] = {
+                "server_core": round(max(0.0, busy[SERVER_CORE] - (r["server_cpu"] or 0)), 3),
+                "loadgen_core": round(max(0.0, busy[LOADGEN_CORE] - r["loadgen_cpu"]), 3),
+            }
+        return r
 
-        The machine may be shared: the kept sample is the fastest of those that ran without
-        other load on the benchmark cores (the fastest of all if none did); every sample is
-        kept under ``repeats`` and ``errors`` counts the failures of all of them.
+    def measure(self, impls: list[str], static_scenarios: set[str]) -> dict[str, dict[str, dict]]:
+        """Every cell of every implementation, interleaved.
+
+        All servers run at once, pinned to the same core; only the one being measured is
+        busy. For each row and concurrency the implementations take turns, ``--repeat``
+        times, so that slow drift of the machine's speed (a shared host) hits ours, the
+        peer and the ceiling alike and their ratio stays meaningful.
         """
-        samples = []
-        for _ in range(self.args.repeat):
-            waited = wait_for_quiet(self.args.quiet_wait) if self.pin else 0.0
-            r = self.loadgen(port, scenario, clients, server_pid)
-            r["waited_for_quiet_s"] = round(waited, 2)
-            if self.pin and r.get("cores_busy"):
-                busy = {int(k): v for k, v in r["cores_busy"].items()}
-                r["other_load"] = {
-                    "server_core": round(max(0.0, busy[SERVER_CORE] - (r["server_cpu"] or 0)), 3),
-                    "loadgen_core": round(max(0.0, busy[LOADGEN_CORE] - r["loadgen_cpu"]), 3),
-                }
-            samples.append(r)
-        best = max(samples, key=lambda r: (not _noisy(r), r.get("rps", 0)))
-        best = dict(best)
-        best["errors_kept_sample"] = best["errors"]
-        best["errors"] = sum(r["errors"] for r in samples)
-        best["repeats"] = [
-            {k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors", "other_load")}
-            for r in samples
-        ]
-        return best
-
-    def cells(self, impl: str, scenarios: tuple[str, ...]) -> dict[str, dict]:
-        """Every scenario at every concurrency against one long-running server."""
-        results: dict[str, dict] = {}
-        server, port = self.start_ready(impl)
-        if impl == "ours":
-            self.mirror_services(port)
+        servers: dict[str, tuple[ServerProcess, int]] = {}
+        samples: dict[tuple[str, str, int], list[dict]] = {}
         try:
-            for scenario in scenarios:
+            for impl in impls:  # ours first: the peer mirrors its GetServices list
+                servers[impl] = self.start_ready(impl)
+                if impl == "ours":
+                    self.mirror_services(servers[impl][1])
+            for row in ROWS:
                 for clients in self.args.clients:
-                    if not server.alive():
-                        log = server.log_tail()
-                        self.stop(server)
-                        print(
-                            f"  {impl} server died; restarting. Log tail:\n{log}", file=sys.stderr
-                        )
-                        server, port = self.start_ready(impl)
-                    r = self.loadgen_quiet(port, scenario, clients, server.pid)
-                    r["server_alive_after"] = server.alive()
-                    results[f"{scenario}/{clients}"] = r
-                    _progress(impl, r)
+                    turn = [
+                        (impl, row[impl])
+                        for impl in impls
+                        if row.get(impl)
+                        and (impl != "static" or row[impl] in static_scenarios)
+                        and (impl, row[impl], clients) not in samples
+                    ]
+                    for _ in range(self.args.repeat):
+                        for impl, scenario in turn:
+                            server, port = servers[impl]
+                            if not server.alive():
+                                print(
+                                    f"  {impl} server died; restarting. Log tail:\n"
+                                    + server.log_tail(),
+                                    file=sys.stderr,
+                                )
+                                self.stop(server)
+                                servers[impl] = server, port = self.start_ready(impl)
+                            r = self.sample(port, scenario, clients, server.pid)
+                            r["server_alive_after"] = server.alive()
+                            samples.setdefault((impl, scenario, clients), []).append(r)
+                            _progress(impl, r)
         finally:
-            self.stop(server)
+            for server, _ in servers.values():
+                self.stop(server)
+        results: dict[str, dict[str, dict]] = {impl: {} for impl in impls}
+        for (impl, scenario, clients), runs in samples.items():
+            results[impl][f"{scenario}/{clients}"] = keep_best(runs)
         return results
+
+
+def keep_best(runs: list[dict]) -> dict:
+    """The fastest run without other load on the benchmark cores (the fastest of all if
+    none was quiet); ``errors`` counts the failures of every run, ``repeats`` lists them."""
+    best = dict(max(runs, key=lambda r: (not _noisy(r), r.get("rps", 0))))
+    best["errors_kept_sample"] = best["errors"]
+    best["errors"] = sum(r["errors"] for r in runs)
+    best["repeats"] = [
+        {k: r.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors", "other_load")} for r in runs
+    ]
+    return best
 
 
 def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> float:
@@ -301,6 +330,14 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> float:
         waited = time.perf_counter() - t0
         if busy < threshold or waited >= limit_s:
             return waited
+
+
+def _spread(r: dict) -> str:
+    """How far apart the repeats' req/s were, as a share of the best."""
+    rates = [x["rps"] for x in r.get("repeats") or () if x.get("rps")]
+    if len(rates) < 2:
+        return "-"
+    return f"{(max(rates) - min(rates)) / max(rates) * 100:.0f}%"
 
 
 def _noisy(r: dict) -> bool:
@@ -481,6 +518,7 @@ def print_report(report: dict) -> None:
         "srv cpu",
         "lg cpu",
         "other",
+        "spread",
     )
     lines = [header]
     for r in report["cells"]:
@@ -501,6 +539,7 @@ def print_report(report: dict) -> None:
                 _pct(src.get("server_cpu")) if src else "-",
                 _pct(src.get("loadgen_cpu")) if src else "-",
                 _other(src) if src else "-",
+                _spread(src) if src else "-",
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -518,7 +557,8 @@ def print_report(report: dict) -> None:
         "compare with its bare GetDeviceInformation; lg ceiling = load generator against a "
         "trivial aiohttp handler; srv/lg cpu = CPU of the server / load generator process "
         "in the window; other = CPU taken by other processes on the server/load-generator "
-        f"core, '!' above {NOISY:.0%}: that cell ran on a busy machine)"
+        f"core, '!' above {NOISY:.0%}: that cell ran on a busy machine; with --repeat, req/s "
+        "is the fastest quiet repeat and spread = (max - min) / max req/s over the repeats)"
     )
 
     for impl in ("ours", "naive"):
@@ -733,27 +773,26 @@ def run(bench: Bench, args: argparse.Namespace, machine: dict) -> int:
 
     want_ours = args.only != "naive" and not ours_error
     want_naive = args.only != "ours"
-    scenarios = set(OURS_SCENARIOS) if want_ours else set()
-    if want_naive:
-        scenarios |= {CEILING_OF.get(s, s) for s in NAIVE_SCENARIOS}
-
-    print("loadgen ceiling (trivial aiohttp handler)", file=sys.stderr)
-    ceiling = bench.cells("static", tuple(s for s in OURS_SCENARIOS if s in scenarios))
-
     startup: dict = {}
-    ours = naive = None
     if want_ours:
         print("ours: start-up", file=sys.stderr)
         try:
             startup["ours"] = bench.startup("ours")
-            ours = bench.cells("ours", OURS_SCENARIOS)
         except RuntimeError as e:
             ours_error = str(e)
+            want_ours = False
             print(f"ours failed: {e}", file=sys.stderr)
     if want_naive:
         print("naive: start-up", file=sys.stderr)
         startup["naive"] = bench.startup("naive")
-        naive = bench.cells("naive", NAIVE_SCENARIOS)
+
+    static_scenarios = set(OURS_SCENARIOS) if want_ours else set()
+    if want_naive:
+        static_scenarios |= {CEILING_OF.get(s, s) for s in NAIVE_SCENARIOS}
+    impls = ["ours"] * want_ours + ["naive"] * want_naive + ["static"]
+    print("throughput: " + ", ".join(impls) + " in turn", file=sys.stderr)
+    results = bench.measure(impls, static_scenarios)
+    ours, naive, ceiling = results.get("ours"), results.get("naive"), results["static"]
     if "ours" in startup and "naive" in startup:
         startup["ratio_ours_over_naive"] = ratio(
             startup["ours"]["median_s"], startup["naive"]["median_s"]

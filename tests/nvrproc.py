@@ -27,10 +27,16 @@ class NvrProcess:
         data_dir: Path,
         admin_password: str = "adminpw",
         extra_env: dict[str, str] | None = None,
+        *,
+        bind: str = "127.0.0.1",
+        prefix: list[str] | None = None,
     ):
         self.data_dir = data_dir
         self.admin_password = admin_password
         self.extra_env = extra_env or {}
+        self.bind = bind
+        #: Prepended to the command, e.g. ``ip netns exec NS`` to run on a test host.
+        self.prefix = prefix or []
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.output: list[str] = []
@@ -57,6 +63,7 @@ class NvrProcess:
         env.pop("ONVIF_NVR_ADMIN_PASSWORD", None)
         self.proc = subprocess.Popen(
             [
+                *self.prefix,
                 sys.executable,
                 "-m",
                 "onvif_nvr",
@@ -64,7 +71,7 @@ class NvrProcess:
                 "--data-dir",
                 str(self.data_dir),
                 "--bind",
-                "127.0.0.1",
+                self.bind,
                 "--http-port",
                 str(self.port or 0),
                 "--admin-password",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import urllib.parse
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from lxml import etree
 
@@ -281,14 +281,18 @@ def _envelope(
     return env, body
 
 
-def _types_text(element: etree._Element, types: Iterable[QName]) -> str:
-    tokens = []
-    for namespace, local in types:
-        prefix = next((p for p, ns in element.nsmap.items() if ns == namespace and p), None)
-        if prefix is None:
-            raise ValueError(f"no prefix declared for type namespace {namespace}")
-        tokens.append(f"{prefix}:{local}")
-    return " ".join(tokens)
+def _types_element(parent: etree._Element, types: Sequence[QName]) -> etree._Element:
+    """``d:Types`` with ``prefix:Local`` tokens; namespaces outside the envelope's map get a
+    prefix declared on the element itself."""
+    known = {ns: p for p, ns in _NSMAP.items()}
+    extra: dict[str, str] = {}
+    for namespace, _local in types:
+        if namespace not in known and namespace not in extra.values():
+            extra[f"t{len(extra)}"] = namespace
+    element = etree.SubElement(parent, f"{{{WSD}}}Types", nsmap=extra or None)
+    prefixes = {**known, **{ns: p for p, ns in extra.items()}}
+    element.text = " ".join(f"{prefixes[ns]}:{local}" for ns, local in types)
+    return element
 
 
 def _endpoint_children(
@@ -297,8 +301,7 @@ def _endpoint_children(
     epr = etree.SubElement(parent, f"{{{WSA}}}EndpointReference")
     etree.SubElement(epr, f"{{{WSA}}}Address").text = endpoint.address
     if endpoint.types:
-        types = etree.SubElement(parent, f"{{{WSD}}}Types")
-        types.text = _types_text(types, endpoint.types)
+        _types_element(parent, endpoint.types)
     if endpoint.scopes:
         etree.SubElement(parent, f"{{{WSD}}}Scopes").text = " ".join(endpoint.scopes)
     if with_xaddrs and endpoint.xaddrs:
@@ -379,8 +382,7 @@ def build_probe(
     env, body = _envelope(ACTION_PROBE, message_id or new_message_id(), TO_MULTICAST, None, None)
     probe = etree.SubElement(body, f"{{{WSD}}}Probe")
     if types:
-        el = etree.SubElement(probe, f"{{{WSD}}}Types")
-        el.text = _types_text(el, types)
+        _types_element(probe, types)
     if scopes:
         el = etree.SubElement(probe, f"{{{WSD}}}Scopes")
         el.text = " ".join(scopes)
