@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -79,6 +80,68 @@ def _clock() -> Any:
     return SystemClock()
 
 
+def _format_reports(reports: list[Any]) -> str:
+    if not reports:
+        return "no ONVIF devices answered"
+    lines = []
+    for r in reports:
+        title = r.name or r.model or r.endpoint
+        maker = f"{r.model} ({r.manufacturer})" if r.model else ""
+        lines.append(
+            f"{title}  {maker}  {r.xaddr}  [{r.status}]{'  ' + r.reason if r.reason else ''}"
+        )
+        for p in r.profiles:
+            size = f"{p.width}x{p.height}" if p.width and p.height else "?"
+            fps = f"{p.frame_rate:g} fps" if p.frame_rate else "? fps"
+            rate = f"{p.bitrate_kbps} kbit/s" if p.bitrate_kbps else ""
+            lines.append(
+                f"    {p.token}  {p.name}  {p.encoding or '?'} {size} {fps} {rate}  {p.uri or '-'}"
+            )
+    return "\n".join(lines)
+
+
+async def _discover(settings: Settings, args: argparse.Namespace) -> int:
+    from onvif_nvr.clock import SystemClock
+    from onvif_nvr.db.engine import Database
+    from onvif_nvr.discovery import cameras, inventory, probe
+    from onvif_nvr.discovery.target import local_addresses
+    from onvif_nvr.system import hostinfo
+
+    db = None
+    if not args.no_save or args.saved:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.effective_database_url)
+        await db.migrate()
+    try:
+        if args.saved:
+            assert db is not None
+            reports = await inventory.load(db)
+        else:
+            unicast = [_host_port(a) for a in args.address or []]
+            addresses = []
+            if args.interface or not unicast:
+                interfaces = await asyncio.to_thread(hostinfo.read_interfaces)
+                addresses = local_addresses(interfaces, args.interface or (), "0.0.0.0")
+            found = await probe.probe(addresses=addresses, unicast=unicast, timeout_s=args.timeout)
+            interrogator = await asyncio.to_thread(cameras.Interrogator, args.user, args.password)
+            reports = await cameras.interrogate_all(found, interrogator)
+            if db is not None:
+                await inventory.save(db, reports, SystemClock().wall_ns())
+    finally:
+        if db is not None:
+            await asyncio.to_thread(db.close)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        print(_format_reports(reports))
+    return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    return (host or text, int(port) if port else 3702)
+
+
 def _coverage() -> int:
     from onvif_nvr.app import coverage_report
 
@@ -102,6 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="password of the first 'admin' on a data dir with no users (else generated and printed)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error")
+    discover = sub.add_parser(
+        "discover",
+        help="find ONVIF cameras with WS-Discovery and list their profiles and RTSP URIs",
+    )
+    discover.add_argument("--config", help="TOML settings file (for the data dir / database)")
+    discover.add_argument("--data-dir", type=Path, help="where the results are kept")
+    discover.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+    discover.add_argument("--user", help="user name to log in to the cameras with")
+    discover.add_argument("--password", help="password to log in to the cameras with")
+    discover.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers")
+    discover.add_argument(
+        "--interface", action="append", help="probe on this interface (repeatable)"
+    )
+    discover.add_argument(
+        "--address", action="append", help="also probe this host[:port] directly (repeatable)"
+    )
+    discover.add_argument("--json", action="store_true", help="print JSON")
+    discover.add_argument("--no-save", action="store_true", help="do not keep the results")
+    discover.add_argument(
+        "--saved", action="store_true", help="list the results kept from earlier runs"
+    )
     sub.add_parser(
         "coverage",
         help="list the operations of each served ONVIF binding and which are implemented",
@@ -113,6 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "coverage":
         return _coverage()
+    if args.command == "discover":
+        try:
+            settings = load_settings(
+                Path(args.config) if args.config else None,
+                overrides={"data_dir": args.data_dir, "database_url": args.database_url},
+            )
+        except ConfigError as exc:
+            print(f"onvif-nvr: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        return asyncio.run(_discover(settings, args))
     try:
         settings = _settings_from_args(args)
     except ConfigError as exc:

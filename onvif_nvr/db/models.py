@@ -36,3 +36,24 @@ class Setting(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[Any] = mapped_column(JSON)
     updated_wall_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class DiscoveredDevice(Base):
+    """An ONVIF device found by ``onvif-nvr discover``, kept for the camera set-up."""
+
+    __tablename__ = "discovered_devices"
+
+    endpoint: Mapped[str] = mapped_column(String(128), primary_key=True)
+    xaddr: Mapped[str] = mapped_column(Text)
+    #: ok, unreachable, unauthorized or error (then ``reason`` says why).
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    name: Mapped[str] = mapped_column(Text, default="")
+    manufacturer: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str] = mapped_column(Text, default="")
+    serial: Mapped[str] = mapped_column(Text, default="")
+    firmware: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[Any] = mapped_column(JSON)
+    #: [{token, name, encoding, width, height, frame_rate, bitrate_kbps, uri}, ...]
+    profiles: Mapped[Any] = mapped_column(JSON)
+    seen_wall_ns: Mapped[int] = mapped_column(BigInteger)
