@@ -8,6 +8,7 @@ multicast route, so WS-Discovery multicast really crosses a (virtual) network.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -18,8 +19,19 @@ from dataclasses import dataclass
 class NetPair:
     nvr_ns: str
     client_ns: str
+    nvr_dev: str = ""
+    client_dev: str = ""
     nvr_ip: str = "192.0.2.1"
     client_ip: str = "192.0.2.2"
+
+    def ifindex(self, ns: str, dev: str) -> int:
+        out = subprocess.run(
+            ["ip", "-n", ns, "-j", "link", "show", "dev", dev],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return int(json.loads(out.stdout)[0]["ifindex"])
 
     def argv(self, ns: str, *argv: str) -> list[str]:
         return ["ip", "netns", "exec", ns, *argv]
@@ -46,8 +58,8 @@ def available() -> str | None:
 @contextlib.contextmanager
 def netpair(tag: str) -> Iterator[NetPair]:
     suffix = f"{os.getpid()}-{tag}"[:20]
-    pair = NetPair(f"onvt-n-{suffix}", f"onvt-c-{suffix}")
     veth_n, veth_c = f"vn{os.getpid() % 100000}{tag[:2]}", f"vc{os.getpid() % 100000}{tag[:2]}"
+    pair = NetPair(f"onvt-n-{suffix}", f"onvt-c-{suffix}", veth_n, veth_c)
     try:
         _ip("netns", "add", pair.nvr_ns)
         _ip("netns", "add", pair.client_ns)

@@ -147,3 +147,14 @@ def test_matching_rule_fault_lists_supported_rules():
     data = m.build_matching_rule_fault("urn:uuid:9")
     assert b"d:MatchingRuleNotSupported" in data and m.MATCH_RFC3986.encode() in data
     assert m.ACTION_FAULT.encode() in data
+
+
+def test_bare_probe_match_from_lenient_cameras_is_read():
+    good = m.build_probe_matches(ENDPOINT, "urn:uuid:1", m.AppSequence(1, 1))
+    bare = (
+        good.replace(b"<d:ProbeMatches>", b"")
+        .replace(b"</d:ProbeMatches>", b"")
+        .replace(b"/ProbeMatches<", b"/ProbeMatch<")
+    )
+    answer = m.parse(bare)
+    assert answer.action == m.ACTION_PROBE_MATCHES and answer.endpoints == (ENDPOINT,)

@@ -159,6 +159,9 @@ def parse(data: bytes) -> Message:
         f"{{{WSD}}}Bye": (ACTION_BYE, None),
         f"{{{WSD}}}ProbeMatches": (ACTION_PROBE_MATCHES, f"{{{WSD}}}ProbeMatch"),
         f"{{{WSD}}}ResolveMatches": (ACTION_RESOLVE_MATCHES, f"{{{WSD}}}ResolveMatch"),
+        # Some cameras answer with a bare ProbeMatch (no ProbeMatches wrapper, action
+        # ".../ProbeMatch"); a client finding cameras takes it as the one match it is.
+        f"{{{WSD}}}ProbeMatch": (ACTION_PROBE_MATCHES, None),
     }
     if tag not in kinds:
         raise DiscoveryError(f"unsupported discovery message {etree.QName(tag).localname}")
@@ -196,8 +199,25 @@ def _qnames(element: etree._Element) -> tuple[QName, ...]:
     return tuple(out)
 
 
-def _endpoint(element: etree._Element) -> Endpoint:
+def _epr_address(element: etree._Element) -> str:
+    """The EndpointReference address; some cameras put EndpointReference (or Address) in
+    the discovery namespace instead of WS-Addressing's, so take the local names."""
     address = _text(element.find(f"{{{WSA}}}EndpointReference/{{{WSA}}}Address"))
+    if address:
+        return address
+    for child in element:
+        if isinstance(child.tag, str) and etree.QName(child).localname == "EndpointReference":
+            for grandchild in child:
+                if (
+                    isinstance(grandchild.tag, str)
+                    and etree.QName(grandchild).localname == "Address"
+                ):
+                    return _text(grandchild)
+    return ""
+
+
+def _endpoint(element: etree._Element) -> Endpoint:
+    address = _epr_address(element)
     types_el = element.find(f"{{{WSD}}}Types")
     try:
         types = _qnames(types_el) if types_el is not None else ()
