@@ -11,6 +11,7 @@ import datetime
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ ONVIF_SCOPE = "onvif://www.onvif.org/"
 NVR_NS = "urn:onvif-nvr:schema:1"
 MAX_CONFIGURABLE_SCOPES = 32
 MAX_NTP_SERVERS = 4
+HOST_FACTS_TTL_S = 30
 
 # Keys in the settings store.
 K_ENDPOINT = "endpoint_uuid"
@@ -87,6 +89,18 @@ class DeviceService:
         self.deps = deps
         self.binding = binding
         self._serial: tuple[str, str] | None = None
+        # Host facts read from files (time zone, NTP servers), re-read at most every
+        # HOST_FACTS_TTL_S: GetSystemDateAndTime is every client's first call.
+        self._host_facts: dict[str, tuple[int, Any]] = {}
+
+    async def _host_fact(self, key: str, read: Callable[[], Any]) -> Any:
+        now = self.deps.clock.monotonic_ns()
+        cached = self._host_facts.get(key)
+        if cached is not None and now - cached[0] < HOST_FACTS_TTL_S * 10**9:
+            return cached[1]
+        value = await asyncio.to_thread(read)
+        self._host_facts[key] = (now, value)
+        return value
 
     # -- identity --------------------------------------------------------------------------
     @property
@@ -162,7 +176,6 @@ class DeviceService:
                 "RemoteDiscovery": False,
                 "SystemBackup": False,
                 "SystemLogging": True,
-                "FirmwareUpgrade": False,
                 "HttpFirmwareUpgrade": False,
                 "HttpSystemBackup": False,
                 "HttpSystemLogging": False,
@@ -273,7 +286,7 @@ class DeviceService:
                 return posixtz.parse(stored)  # always stored in POSIX form
             except ValueError:
                 pass
-        text = await asyncio.to_thread(hostinfo.read_posix_tz)
+        text = await self._host_fact("tz", hostinfo.read_posix_tz)
         try:
             return posixtz.parse(text)
         except ValueError:
@@ -329,7 +342,7 @@ class DeviceService:
         ntp = self.deps.store.get("ntp")
         if ntp is not None:
             return bool(ntp.get("from_dhcp")) or bool(ntp.get("servers"))
-        return bool(await asyncio.to_thread(hostinfo.read_ntp_servers))
+        return bool(await self._host_fact("ntp", hostinfo.read_ntp_servers))
 
     # -- scopes and discovery mode ---------------------------------------------------------
     def fixed_scopes(self) -> list[str]:

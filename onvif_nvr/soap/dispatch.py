@@ -22,6 +22,7 @@ from onvif_nvr.auth.policy import AccessClass, UserLevel, access_class, allowed
 from onvif_nvr.errors import NotAuthorized, NvrError
 from onvif_nvr.soap import envelope as env
 from onvif_nvr.soap.authn import AuthChallenge, Authenticator, Identity
+from onvif_nvr.soap.render import CompiledElement
 from onvif_nvr.wsdl.catalog import Binding, Operation
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class SoapService:
             name: access_class(binding.service.spec, name) for name in binding.operations
         }
         self._required = {name: _required_children(op) for name, op in binding.operations.items()}
+        self._renderers: dict[str, CompiledElement] = {}
         self.nsmap = {binding.service.prefix: binding.service.namespace}
 
     def operation_for(self, qname: str) -> Operation | None:
@@ -131,6 +133,13 @@ class SoapService:
 
     def access_class(self, operation: str) -> AccessClass:
         return self._access[operation]
+
+    def renderer(self, operation: Operation) -> CompiledElement:
+        """The operation's response writer, compiled on first use."""
+        compiled = self._renderers.get(operation.name)
+        if compiled is None:
+            compiled = self._renderers[operation.name] = CompiledElement(operation.output)
+        return compiled
 
     def missing_arguments(self, operation: str, value: Any) -> list[str]:
         """Required top-level request elements that are absent (zeep yields None or [])."""
@@ -259,7 +268,7 @@ class SoapEndpoint:
             return self._fault(ns, "Receiver", ("Action",), f"{name} failed inside the device")
         envelope, body = env.new_envelope(ns, service.nsmap)
         try:
-            operation.output.render(body, result if result is not None else {})
+            service.renderer(operation).render(body, result if result is not None else {})
         except (zeep.exceptions.ValidationError, TypeError, ValueError, AttributeError):
             log.exception("response of %s does not fit the schema", name)
             self._record(request, identity.username, service, name, "error")
