@@ -247,17 +247,7 @@ def _is_auth_fault(fault: zeep.exceptions.Fault) -> bool:
     )
 
 
-async def _media1_profile(media: Any, profile: Any) -> StreamProfile:
-    encoder = profile.VideoEncoderConfiguration
-    uri = None
-    try:
-        answer = await media.GetStreamUri(
-            StreamSetup={"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
-            ProfileToken=profile.token,
-        )
-        uri = answer.Uri
-    except zeep.exceptions.Fault as fault:
-        log.info("GetStreamUri for %s failed: %s", profile.token, fault.message)
+def _stream_profile(profile: Any, encoder: Any, uri: str | None) -> StreamProfile:
     rate = getattr(encoder, "RateControl", None) if encoder is not None else None
     resolution = getattr(encoder, "Resolution", None) if encoder is not None else None
     return StreamProfile(
@@ -276,29 +266,28 @@ async def _media1_profile(media: Any, profile: Any) -> StreamProfile:
     )
 
 
-async def _media2_profile(media2: Any, profile: Any) -> StreamProfile:
-    encoder = profile.Configurations.VideoEncoder if profile.Configurations is not None else None
+async def _media1_profile(media: Any, profile: Any) -> StreamProfile:
     uri = None
     try:
-        uri = await media2.GetStreamUri(Protocol="RTSP", ProfileToken=profile.token)
+        answer = await media.GetStreamUri(
+            StreamSetup={"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}},
+            ProfileToken=profile.token,
+        )
+        uri = answer.Uri
     except zeep.exceptions.Fault as fault:
         log.info("GetStreamUri for %s failed: %s", profile.token, fault.message)
-    rate = getattr(encoder, "RateControl", None) if encoder is not None else None
-    resolution = getattr(encoder, "Resolution", None) if encoder is not None else None
-    return StreamProfile(
-        token=profile.token,
-        name=profile.Name or profile.token,
-        encoding=str(encoder.Encoding) if encoder is not None and encoder.Encoding else None,
-        width=int(resolution.Width) if resolution is not None else None,
-        height=int(resolution.Height) if resolution is not None else None,
-        frame_rate=float(rate.FrameRateLimit)
-        if rate is not None and rate.FrameRateLimit is not None
-        else None,
-        bitrate_kbps=int(rate.BitrateLimit)
-        if rate is not None and rate.BitrateLimit is not None
-        else None,
-        uri=uri if isinstance(uri, str) else getattr(uri, "Uri", None),
-    )
+    return _stream_profile(profile, profile.VideoEncoderConfiguration, uri)
+
+
+async def _media2_profile(media2: Any, profile: Any) -> StreamProfile:
+    uri = None
+    try:
+        answer = await media2.GetStreamUri(Protocol="RTSP", ProfileToken=profile.token)
+        uri = answer if isinstance(answer, str) else getattr(answer, "Uri", None)
+    except zeep.exceptions.Fault as fault:
+        log.info("GetStreamUri for %s failed: %s", profile.token, fault.message)
+    encoder = profile.Configurations.VideoEncoder if profile.Configurations is not None else None
+    return _stream_profile(profile, encoder, uri)
 
 
 def _pick_xaddr(xaddrs: tuple[str, ...], source: str) -> str:

@@ -350,26 +350,49 @@ def build_bye(endpoint: Endpoint, sequence: AppSequence, message_id: str | None 
     return _bytes(env)
 
 
+def _build_matches(
+    action: str,
+    wrapper: str,
+    item: str,
+    endpoint: Endpoint,
+    relates_to: str,
+    sequence: AppSequence,
+    message_id: str | None,
+) -> bytes:
+    env, body = _envelope(
+        action, message_id or new_message_id(), TO_ANONYMOUS, relates_to, sequence
+    )
+    matches_el = etree.SubElement(body, f"{{{WSD}}}{wrapper}")
+    _endpoint_children(etree.SubElement(matches_el, f"{{{WSD}}}{item}"), endpoint)
+    return _bytes(env)
+
+
 def build_probe_matches(
     endpoint: Endpoint, relates_to: str, sequence: AppSequence, message_id: str | None = None
 ) -> bytes:
-    env, body = _envelope(
-        ACTION_PROBE_MATCHES, message_id or new_message_id(), TO_ANONYMOUS, relates_to, sequence
+    return _build_matches(
+        ACTION_PROBE_MATCHES,
+        "ProbeMatches",
+        "ProbeMatch",
+        endpoint,
+        relates_to,
+        sequence,
+        message_id,
     )
-    matches_el = etree.SubElement(body, f"{{{WSD}}}ProbeMatches")
-    _endpoint_children(etree.SubElement(matches_el, f"{{{WSD}}}ProbeMatch"), endpoint)
-    return _bytes(env)
 
 
 def build_resolve_matches(
     endpoint: Endpoint, relates_to: str, sequence: AppSequence, message_id: str | None = None
 ) -> bytes:
-    env, body = _envelope(
-        ACTION_RESOLVE_MATCHES, message_id or new_message_id(), TO_ANONYMOUS, relates_to, sequence
+    return _build_matches(
+        ACTION_RESOLVE_MATCHES,
+        "ResolveMatches",
+        "ResolveMatch",
+        endpoint,
+        relates_to,
+        sequence,
+        message_id,
     )
-    matches_el = etree.SubElement(body, f"{{{WSD}}}ResolveMatches")
-    _endpoint_children(etree.SubElement(matches_el, f"{{{WSD}}}ResolveMatch"), endpoint)
-    return _bytes(env)
 
 
 def build_matching_rule_fault(relates_to: str, message_id: str | None = None) -> bytes:

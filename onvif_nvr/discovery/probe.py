@@ -11,11 +11,10 @@ import contextlib
 import dataclasses
 import logging
 import socket
-import struct
 from collections.abc import Sequence
 
 from onvif_nvr.discovery import messages as m
-from onvif_nvr.discovery.target import GROUP_V4, LocalAddress
+from onvif_nvr.discovery.target import GROUP_V4, LocalAddress, mreq_v4
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +69,8 @@ async def probe(
             for address in addresses:
                 if address.family != socket.AF_INET:
                     continue
-                mreq = struct.pack(
-                    "4s4si",
-                    socket.inet_aton(GROUP_V4),
-                    socket.inet_aton(address.address),
-                    address.index,
-                )
                 with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreq)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreq_v4(address))
                     transport.sendto(data, (GROUP_V4, port))
             for host, host_port in unicast:
                 transport.sendto(data, (host, host_port))

@@ -59,6 +59,17 @@ class TargetState:
 Announce = Callable[[], Awaitable[None]]
 
 
+def mreq_v4(address: LocalAddress) -> bytes:
+    """struct ip_mreqn for the discovery group on ``address``'s interface."""
+    return struct.pack(
+        "4s4si", socket.inet_aton(GROUP_V4), socket.inet_aton(address.address), address.index
+    )
+
+
+def _mreq_v6(index: int) -> bytes:
+    return socket.inet_pton(socket.AF_INET6, GROUP_V6) + struct.pack("@I", index)
+
+
 def local_addresses(
     interfaces: Sequence[InterfaceInfo], wanted: Sequence[str], bind: str
 ) -> list[LocalAddress]:
@@ -156,25 +167,13 @@ class DiscoveryTarget:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
                 sock.bind(("0.0.0.0", self.port))
-                for address in self._family_addresses(family):
-                    mreq = struct.pack(
-                        "4s4si",
-                        socket.inet_aton(GROUP_V4),
-                        socket.inet_aton(address.address),
-                        address.index,
-                    )
-                    with contextlib.suppress(OSError):  # already joined on that interface
-                        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
             else:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVPKTINFO, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 1)
                 sock.bind(("::", self.port))
-                for index in sorted({a.index for a in self._family_addresses(family)}):
-                    mreq = socket.inet_pton(socket.AF_INET6, GROUP_V6) + struct.pack("@I", index)
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+            self._join(sock, family)
         except BaseException:
             sock.close()
             raise
@@ -227,12 +226,7 @@ class DiscoveryTarget:
                 continue
             try:
                 if address.family == socket.AF_INET:
-                    mreq = struct.pack(
-                        "4s4si",
-                        socket.inet_aton(GROUP_V4),
-                        socket.inet_aton(address.address),
-                        address.index,
-                    )
+                    mreq = mreq_v4(address)
                     sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreq)
                     sock.sendto(data, (GROUP_V4, self.port))
                 else:
@@ -332,7 +326,7 @@ class DiscoveryTarget:
             self.addresses = addresses
             for family, sock in self._sockets.items():
                 if family in old:
-                    self._rejoin(sock, family)
+                    self._join(sock, family)
             changed = True
         if changed:
             self.state.metadata_version += 1
@@ -340,22 +334,16 @@ class DiscoveryTarget:
                 self.send_hello()
         return changed
 
-    def _rejoin(self, sock: socket.socket, family: int) -> None:
+    def _join(self, sock: socket.socket, family: int) -> None:
+        """Join the discovery group on every chosen interface (joining twice is harmless)."""
         for address in self._family_addresses(family):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # already a member there
                 if family == socket.AF_INET:
-                    mreq = struct.pack(
-                        "4s4si",
-                        socket.inet_aton(GROUP_V4),
-                        socket.inet_aton(address.address),
-                        address.index,
-                    )
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq_v4(address))
                 else:
-                    mreq = socket.inet_pton(socket.AF_INET6, GROUP_V6) + struct.pack(
-                        "@I", address.index
+                    sock.setsockopt(
+                        socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, _mreq_v6(address.index)
                     )
-                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
 
     def set_discoverable(self, discoverable: bool) -> None:
         if discoverable == self.state.discoverable:
