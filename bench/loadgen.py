@@ -257,7 +257,9 @@ def _xml_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def make_auth(scenario: Scenario, host: str, port: int, user: str, pw: str):
+def make_auth(
+    scenario: Scenario, host: str, port: int, user: str, pw: str
+) -> PlainAuth | DigestAuth | WsseAuth:
     if scenario.auth == "digest":
         return DigestAuth(host, port, scenario, user, pw)
     if scenario.auth == "wsse":
@@ -550,7 +552,9 @@ async def run_cell(
     finally:
         gc.enable()
         for c in run.conns:
+            # Requests still out were counted as timeouts above; closing is not an error.
             c.closing = True
+            c.busy = False
             if c.transport is not None:
                 c.transport.close()
         await asyncio.wait([c.lost for c in run.conns], timeout=2)

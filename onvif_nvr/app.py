@@ -96,6 +96,8 @@ class NvrApp:
 
     # -- start/stop ------------------------------------------------------------------------
     async def start(self) -> None:
+        # Created first, so that a stop requested while starting is not lost.
+        self._exit = asyncio.get_running_loop().create_future()
         settings = self.settings
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -197,7 +199,6 @@ class NvrApp:
         )
         if settings.discovery.enabled:
             await self._start_discovery()
-        self._exit = asyncio.get_running_loop().create_future()
 
     # -- WS-Discovery ----------------------------------------------------------------------
     async def _start_discovery(self) -> None:

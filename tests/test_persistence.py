@@ -129,3 +129,71 @@ def test_head_revision_constant_matches_the_migrations():
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
     assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+def _schema(url: str) -> dict:
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(url)
+    try:
+        inspector = inspect(engine)
+        return {
+            table: sorted(
+                (c["name"], str(c["type"]), c["nullable"], c.get("primary_key", 0))
+                for c in inspector.get_columns(table)
+            )
+            for table in sorted(inspector.get_table_names())
+        }
+    finally:
+        engine.dispose()
+
+
+def test_fresh_schema_equals_running_every_migration(tmp_path):
+    """Start-up creates an empty database from the models and stamps it at the head
+    revision; that must be the same schema the migrations build step by step."""
+    from importlib import resources
+
+    import alembic.command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from onvif_nvr.db.engine import HEAD_REVISION, current_revision, migrate
+
+    fresh = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+    engine = create_engine(fresh)
+    migrate(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    engine.dispose()
+
+    stepped = f"sqlite:///{tmp_path / 'stepped.sqlite3'}"
+    engine = create_engine(stepped)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        alembic.command.upgrade(cfg, "head")
+    engine.dispose()
+    assert _schema(fresh) == _schema(stepped)
+
+
+def test_an_older_database_is_upgraded_by_alembic(tmp_path):
+    from importlib import resources
+
+    import alembic.command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from onvif_nvr.db.engine import HEAD_REVISION, current_revision, migrate
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = create_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("onvif_nvr.db") / "migrations"))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        alembic.command.upgrade(cfg, "0001")
+    assert current_revision(engine) == "0001"
+    migrate(engine)
+    assert current_revision(engine) == HEAD_REVISION
+    assert "discovered_devices" in _schema(url)
+    engine.dispose()

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from onvif_nvr.db.models import Base
+
 T = TypeVar("T")
 
 #: The newest migration in ``migrations/versions``; a test checks it against Alembic's head.
@@ -47,9 +49,28 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (runs at every start; a no-op when current)."""
-    if current_revision(engine) == HEAD_REVISION:
+    """Bring the schema to the newest revision (runs at every start; a no-op when current).
+
+    An empty database gets the models' schema directly and is stamped with the head
+    revision (a test checks that this equals running every migration); a database at an
+    older revision is upgraded by Alembic.
+    """
+    revision = current_revision(engine)
+    if revision == HEAD_REVISION:
         return
+    if revision is None:
+        with engine.begin() as connection:
+            if not inspect(connection).get_table_names():
+                Base.metadata.create_all(connection)
+                connection.execute(
+                    text(
+                        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+                    )
+                )
+                connection.execute(
+                    text("INSERT INTO alembic_version VALUES (:v)"), {"v": HEAD_REVISION}
+                )
+                return
     import alembic.command  # only when there is something to do
     import alembic.config
 

@@ -34,7 +34,7 @@ class Setting(Base):
     __tablename__ = "settings"
 
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSON)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
     updated_wall_ns: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -53,7 +53,7 @@ class DiscoveredDevice(Base):
     model: Mapped[str] = mapped_column(Text, default="")
     serial: Mapped[str] = mapped_column(Text, default="")
     firmware: Mapped[str] = mapped_column(Text, default="")
-    scopes: Mapped[Any] = mapped_column(JSON)
+    scopes: Mapped[Any] = mapped_column(JSON, nullable=True)
     #: [{token, name, encoding, width, height, frame_rate, bitrate_kbps, uri}, ...]
-    profiles: Mapped[Any] = mapped_column(JSON)
+    profiles: Mapped[Any] = mapped_column(JSON, nullable=True)
     seen_wall_ns: Mapped[int] = mapped_column(BigInteger)
