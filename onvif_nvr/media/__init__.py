@@ -1,0 +1,1 @@
+"""Shared media vocabulary: access units, codec parameters and time units (no I/O)."""

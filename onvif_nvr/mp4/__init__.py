@@ -1,0 +1,1 @@
+"""ISO-BMFF (fragmented MP4) boxes: writer and reader, sans-IO."""

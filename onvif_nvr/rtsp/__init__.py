@@ -1,0 +1,1 @@
+"""Wire formats shared by the RTSP client (ingest) and server (live, replay): sans-IO."""
