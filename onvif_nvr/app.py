@@ -23,6 +23,7 @@ from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
+from onvif_nvr.recording.cameras import CameraStore, sync_from_config
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
@@ -131,6 +132,8 @@ class NvrApp:
         self.generated_admin_password = await self.users.ensure_administrator(
             settings.admin_password
         )
+        self.cameras = CameraStore(db, sealer, self.clock)
+        await sync_from_config(self.cameras, settings.camera)
 
         device_binding = await binding_task
         advertised: list[AdvertisedService] = []

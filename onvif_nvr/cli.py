@@ -33,6 +33,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
 
 async def _serve(settings: Settings) -> int:
     from onvif_nvr.app import Exit, NvrApp  # already imported by main(), off the event loop
+    from onvif_nvr.errors import NvrError
 
     system_log = LogBuffer(_clock())
     access_log = LogBuffer(_clock())
@@ -51,7 +52,7 @@ async def _serve(settings: Settings) -> int:
         current[:] = [app]
         try:
             await app.start()
-        except OSError as exc:
+        except (OSError, NvrError) as exc:
             await app.close()
             print(f"onvif-nvr: cannot start: {exc}", file=sys.stderr)
             return 1
@@ -137,6 +138,83 @@ async def _discover(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _camera(settings: Settings, args: argparse.Namespace) -> int:
+    from onvif_nvr.clock import SystemClock
+    from onvif_nvr.db.engine import Database
+    from onvif_nvr.errors import NvrError
+    from onvif_nvr.recording.cameras import CameraStore
+    from onvif_nvr.system.secrets import Sealer, load_or_create_key
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = await asyncio.to_thread(load_or_create_key, settings.data_dir / "secret.key")
+    db = Database(settings.effective_database_url)
+    try:
+        await db.migrate()
+        store = CameraStore(db, Sealer(key), SystemClock())
+        try:
+            if args.camera_command == "add":
+                camera = await store.add(
+                    args.name,
+                    args.url,
+                    username=args.user,
+                    password=args.password,
+                    transport=args.transport,
+                    backend=args.backend,
+                    enabled=not args.disabled,
+                    retention_s=args.retention,
+                )
+                print(f"added camera {camera.name} ({camera.url})")
+            elif args.camera_command == "set":
+                camera = await store.update(
+                    args.name,
+                    url=args.url,
+                    username=args.user,
+                    password=args.password,
+                    transport=args.transport,
+                    backend=args.backend,
+                    enabled=None if args.enabled is None else args.enabled == "yes",
+                    retention_s=args.retention,
+                )
+                print(f"changed camera {camera.name}")
+            elif args.camera_command == "remove":
+                await store.remove(args.name)
+                print(f"removed camera {args.name}")
+            else:
+                cameras = await store.list()
+                if args.json:
+                    print(
+                        json.dumps(
+                            [
+                                {
+                                    "name": c.name,
+                                    "url": c.url,
+                                    "username": c.username,
+                                    "transport": c.transport,
+                                    "backend": c.backend,
+                                    "enabled": c.enabled,
+                                    "retention_s": c.retention_s,
+                                    "origin": c.origin,
+                                }
+                                for c in cameras
+                            ],
+                            indent=2,
+                        )
+                    )
+                elif not cameras:
+                    print("no cameras")
+                else:
+                    for c in cameras:
+                        state = "enabled" if c.enabled else "disabled"
+                        user = f" as {c.username}" if c.username else ""
+                        print(f"{c.name}  {c.url}{user}  {c.transport}/{c.backend}  {state}")
+        except NvrError as exc:
+            print(f"onvif-nvr: {exc.message}", file=sys.stderr)
+            return 1
+    finally:
+        await asyncio.to_thread(db.close)
+    return 0
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
     return (host or text, int(port) if port else 3702)
@@ -186,6 +264,40 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument(
         "--saved", action="store_true", help="list the results kept from earlier runs"
     )
+    camera = sub.add_parser("camera", help="add, change, list and remove the cameras to record")
+    camera.add_argument("--config", help="TOML settings file (for the data dir / database)")
+    camera.add_argument("--data-dir", type=Path, help="the NVR's data dir")
+    camera.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+    camera_sub = camera.add_subparsers(dest="camera_command", required=True)
+    for verb in ("add", "set"):
+        p = camera_sub.add_parser(verb, help=f"{verb} a camera")
+        p.add_argument("name")
+        if verb == "add":
+            p.add_argument("url", help="rtsp://host[:port]/path (credentials may be included)")
+        else:
+            p.add_argument("--url")
+        p.add_argument("--user")
+        p.add_argument("--password")
+        p.add_argument(
+            "--transport", choices=("tcp", "udp", "http"), default="tcp" if verb == "add" else None
+        )
+        p.add_argument(
+            "--backend", choices=("native", "pyav"), default="native" if verb == "add" else None
+        )
+        p.add_argument(
+            "--retention",
+            type=int,
+            default=0 if verb == "add" else None,
+            help="seconds; 0 = unlimited",
+        )
+        if verb == "add":
+            p.add_argument("--disabled", action="store_true")
+        else:
+            p.add_argument("--enabled", choices=("yes", "no"))
+    remove = camera_sub.add_parser("remove", help="remove a camera")
+    remove.add_argument("name")
+    listing = camera_sub.add_parser("list", help="list the cameras")
+    listing.add_argument("--json", action="store_true")
     sub.add_parser(
         "coverage",
         help="list the operations of each served ONVIF binding and which are implemented",
@@ -197,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "coverage":
         return _coverage()
-    if args.command == "discover":
+    if args.command in ("discover", "camera"):
         try:
             settings = load_settings(
                 Path(args.config) if args.config else None,
@@ -207,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"onvif-nvr: {exc}", file=sys.stderr)
             return 2
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        if args.command == "camera":
+            return asyncio.run(_camera(settings, args))
         return asyncio.run(_discover(settings, args))
     try:
         settings = _settings_from_args(args)

@@ -75,6 +75,20 @@ class DiscoverySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class CameraSettings:
+    """A camera declared in the config file (``[[camera]]``); kept in step in the database."""
+
+    name: str = ""
+    url: str = ""
+    user: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    transport: str = "tcp"
+    backend: str = "native"
+    enabled: bool = True
+    retention_s: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("./data")
     #: Any SQLAlchemy URL; empty means SQLite (WAL) at ``<data_dir>/nvr.sqlite3``.
@@ -91,6 +105,8 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     host: HostSettings = HostSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    #: ``[[camera]]`` tables of the config file.
+    camera: tuple[CameraSettings, ...] = ()
 
     @property
     def effective_database_url(self) -> str:
@@ -128,6 +144,11 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if not isinstance(value, str | Path):
             raise ConfigError(f"{name}: expected a path, got {value!r}")
         return Path(value)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+            raise ConfigError(f"{name}: expected an array of tables")
+        return tuple(_build(item_type, v, f"{name}[{i}].") for i, v in enumerate(value))
     if origin is tuple:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]

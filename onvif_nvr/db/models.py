@@ -57,3 +57,25 @@ class DiscoveredDevice(Base):
     #: [{token, name, encoding, width, height, frame_rate, bitrate_kbps, uri}, ...]
     profiles: Mapped[Any] = mapped_column(JSON, nullable=True)
     seen_wall_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class Camera(Base):
+    """A camera stream to record (RTSP URL without credentials; those are sealed)."""
+
+    __tablename__ = "cameras"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    url: Mapped[str] = mapped_column(Text)
+    username: Mapped[str | None] = mapped_column(Text, nullable=True)
+    password_enc: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: "tcp" (RTP interleaved in RTSP), "udp" or "http" (RTSP tunnelled over HTTP).
+    transport: Mapped[str] = mapped_column(String(8), default="tcp")
+    #: "native" (the project's RTSP client) or "pyav" (FFmpeg's, the fallback).
+    backend: Mapped[str] = mapped_column(String(8), default="native")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Keep recordings this long; 0 = until space is needed.
+    retention_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Where the camera came from: "cli", "config" or "onvif".
+    origin: Mapped[str] = mapped_column(String(8), default="cli")
+    created_wall_ns: Mapped[int] = mapped_column(BigInteger)
