@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -79,3 +79,84 @@ class Camera(Base):
     #: Where the camera came from: "cli", "config" or "onvif".
     origin: Mapped[str] = mapped_column(String(8), default="cli")
     created_wall_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class Volume(Base):
+    """A storage directory segments are written to."""
+
+    __tablename__ = "volumes"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    #: Keep at least this much free; retention deletes the oldest data below it.
+    min_free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: "ok", "full", "failed" (the writer stopped: see ``status_reason``).
+    status: Mapped[str] = mapped_column(String(8), default="ok")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Segment(Base):
+    """One fMP4 file of one stream (see docs/design/storage.md)."""
+
+    __tablename__ = "segments"
+    __table_args__ = (Index("ix_segments_stream_start", "camera_id", "start_wall_ns"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id"))
+    #: writing, closed, deleting
+    state: Mapped[str] = mapped_column(String(8), default="writing")
+    start_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    end_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    start_90k: Mapped[int] = mapped_column(BigInteger)
+    duration_90k: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Durable bytes of the file (init + complete fragments).
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    init_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    fragment_count: Mapped[int] = mapped_column(default=0)
+    #: Codec parameters of the segment's tracks (JSON), for GetMediaAttributes and replay SDP.
+    tracks: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class Fragment(Base):
+    """One moof+mdat of a segment: the unit of seeking and serving."""
+
+    __tablename__ = "fragments"
+    __table_args__ = (Index("ix_fragments_segment_start", "segment_id", "start_wall_ns"),)
+
+    segment_id: Mapped[int] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(primary_key=True)
+    start_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    start_90k: Mapped[int] = mapped_column(BigInteger)
+    duration_90k: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    first_is_sync: Mapped[bool] = mapped_column(Boolean)
+    sample_count: Mapped[int] = mapped_column()
+
+
+class Gap(Base):
+    """An explicit hole in a stream's recording (camera offline, disk full, restart)."""
+
+    __tablename__ = "gaps"
+    __table_args__ = (Index("ix_gaps_stream_start", "camera_id", "start_wall_ns"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    start_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    end_wall_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reason: Mapped[str] = mapped_column(String(16))
+
+
+class Lock(Base):
+    """A range that retention never deletes."""
+
+    __tablename__ = "locks"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    start_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    end_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,296 @@
+"""The segment index: the source of truth for what is recorded, where, and when.
+
+Writes follow the order of docs/design/storage.md: a fragment row is added only after its
+bytes are durable; a deletion marks the segment ``deleting`` before the file goes and drops
+the rows after. Queries answer "what is recorded around T" without touching any file.
+All methods run SQL on the database worker thread (``Database.run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sqlalchemy import delete, select, update
+
+from onvif_nvr.db import models
+from onvif_nvr.db.engine import Database
+
+NS_PER_90K = 10**9 / 90_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentRow:
+    id: int
+    camera_id: int
+    volume_id: int
+    state: str
+    start_wall_ns: int
+    end_wall_ns: int
+    start_90k: int
+    duration_90k: int
+    size: int
+    init_size: int
+    fragment_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FragmentRow:
+    segment_id: int
+    seq: int
+    start_wall_ns: int
+    start_90k: int
+    duration_90k: int
+    offset: int
+    size: int
+    first_is_sync: bool
+    sample_count: int
+
+    @property
+    def end_wall_ns(self) -> int:
+        return self.start_wall_ns + round(self.duration_90k * NS_PER_90K)
+
+
+def _segment(row: models.Segment) -> SegmentRow:
+    return SegmentRow(
+        row.id,
+        row.camera_id,
+        row.volume_id,
+        row.state,
+        row.start_wall_ns,
+        row.end_wall_ns,
+        row.start_90k,
+        row.duration_90k,
+        row.size,
+        row.init_size,
+        row.fragment_count,
+    )
+
+
+def _fragment(row: models.Fragment) -> FragmentRow:
+    return FragmentRow(
+        row.segment_id,
+        row.seq,
+        row.start_wall_ns,
+        row.start_90k,
+        row.duration_90k,
+        row.offset,
+        row.size,
+        row.first_is_sync,
+        row.sample_count,
+    )
+
+
+class SegmentIndex:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- write side (one writer per stream calls these, in this order) ---------------------
+    async def ensure_volume(self, path: str, min_free_bytes: int = 0) -> int:
+        def work() -> int:
+            with self._db.session() as session, session.begin():
+                row = session.scalar(select(models.Volume).where(models.Volume.path == path))
+                if row is None:
+                    row = models.Volume(
+                        path=path, min_free_bytes=min_free_bytes, status="ok", status_reason=""
+                    )
+                    session.add(row)
+                    session.flush()
+                else:
+                    row.min_free_bytes = min_free_bytes
+                return row.id
+
+        return await self._db.run(work)
+
+    async def set_volume_status(self, volume_id: int, status: str, reason: str = "") -> None:
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.execute(
+                    update(models.Volume)
+                    .where(models.Volume.id == volume_id)
+                    .values(status=status, status_reason=reason)
+                )
+
+        await self._db.run(work)
+
+    async def create_segment(
+        self, camera_id: int, volume_id: int, start_wall_ns: int, start_90k: int, tracks: Any = None
+    ) -> int:
+        """A row in state ``writing``; its id names the file, which is created after."""
+
+        def work() -> int:
+            with self._db.session() as session, session.begin():
+                row = models.Segment(
+                    camera_id=camera_id,
+                    volume_id=volume_id,
+                    state="writing",
+                    start_wall_ns=start_wall_ns,
+                    end_wall_ns=start_wall_ns,
+                    start_90k=start_90k,
+                    duration_90k=0,
+                    size=0,
+                    init_size=0,
+                    fragment_count=0,
+                    tracks=tracks,
+                )
+                session.add(row)
+                session.flush()
+                return row.id
+
+        return await self._db.run(work)
+
+    async def add_fragments(
+        self, segment_id: int, fragments: list[FragmentRow], init_size: int
+    ) -> None:
+        """Record durable fragments and move the segment's end (one transaction)."""
+        if not fragments:
+            return
+
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                for f in fragments:
+                    session.add(models.Fragment(**dataclasses.asdict(f)))
+                last = fragments[-1]
+                segment = session.get(models.Segment, segment_id)
+                assert segment is not None
+                segment.end_wall_ns = max(segment.end_wall_ns, last.end_wall_ns)
+                segment.duration_90k = last.start_90k + last.duration_90k - segment.start_90k
+                segment.size = last.offset + last.size
+                segment.init_size = init_size
+                segment.fragment_count += len(fragments)
+
+        await self._db.run(work)
+
+    async def close_segment(self, segment_id: int) -> None:
+        await self._set_state(segment_id, "closed")
+
+    async def mark_deleting(self, segment_id: int) -> None:
+        await self._set_state(segment_id, "deleting")
+
+    async def _set_state(self, segment_id: int, state: str) -> None:
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.execute(
+                    update(models.Segment)
+                    .where(models.Segment.id == segment_id)
+                    .values(state=state)
+                )
+
+        await self._db.run(work)
+
+    async def drop_segment(self, segment_id: int) -> None:
+        """The file is gone (and the directory fsynced): forget the rows."""
+
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.execute(
+                    delete(models.Fragment).where(models.Fragment.segment_id == segment_id)
+                )
+                session.execute(delete(models.Segment).where(models.Segment.id == segment_id))
+
+        await self._db.run(work)
+
+    async def open_gap(self, camera_id: int, start_wall_ns: int, reason: str) -> None:
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.add(
+                    models.Gap(
+                        camera_id=camera_id,
+                        start_wall_ns=start_wall_ns,
+                        end_wall_ns=None,
+                        reason=reason,
+                    )
+                )
+
+        await self._db.run(work)
+
+    async def close_gaps(self, camera_id: int, end_wall_ns: int) -> None:
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.execute(
+                    update(models.Gap)
+                    .where(models.Gap.camera_id == camera_id, models.Gap.end_wall_ns.is_(None))
+                    .values(end_wall_ns=end_wall_ns)
+                )
+
+        await self._db.run(work)
+
+    # -- read side -------------------------------------------------------------------------
+    async def segments(
+        self, camera_id: int | None = None, states: tuple[str, ...] = ()
+    ) -> list[SegmentRow]:
+        def work() -> list[SegmentRow]:
+            query = select(models.Segment).order_by(models.Segment.start_wall_ns)
+            if camera_id is not None:
+                query = query.where(models.Segment.camera_id == camera_id)
+            if states:
+                query = query.where(models.Segment.state.in_(states))
+            with self._db.session() as session:
+                return [_segment(r) for r in session.scalars(query)]
+
+        return await self._db.run(work)
+
+    async def fragments(self, segment_id: int) -> list[FragmentRow]:
+        def work() -> list[FragmentRow]:
+            with self._db.session() as session:
+                query = (
+                    select(models.Fragment)
+                    .where(models.Fragment.segment_id == segment_id)
+                    .order_by(models.Fragment.seq)
+                )
+                return [_fragment(r) for r in session.scalars(query)]
+
+        return await self._db.run(work)
+
+    async def find_at(self, camera_id: int, wall_ns: int) -> tuple[SegmentRow, FragmentRow] | None:
+        """The clean point at or before ``wall_ns``: the last fragment that starts with a
+        sync sample at or before that time, in the segment that holds it (ONVIF replay's
+        start rule). None when nothing is recorded at or before it."""
+
+        def work() -> tuple[SegmentRow, FragmentRow] | None:
+            with self._db.session() as session:
+                segment = session.scalar(
+                    select(models.Segment)
+                    .where(
+                        models.Segment.camera_id == camera_id,
+                        models.Segment.start_wall_ns <= wall_ns,
+                        models.Segment.state != "deleting",
+                    )
+                    .order_by(models.Segment.start_wall_ns.desc())
+                    .limit(1)
+                )
+                if segment is None:
+                    return None
+                fragment = session.scalar(
+                    select(models.Fragment)
+                    .where(
+                        models.Fragment.segment_id == segment.id,
+                        models.Fragment.start_wall_ns <= wall_ns,
+                        models.Fragment.first_is_sync.is_(True),
+                    )
+                    .order_by(models.Fragment.start_wall_ns.desc())
+                    .limit(1)
+                )
+                if fragment is None:
+                    return None
+                return _segment(segment), _fragment(fragment)
+
+        return await self._db.run(work)
+
+    async def recorded_ranges(
+        self, camera_id: int, start_wall_ns: int, end_wall_ns: int
+    ) -> list[tuple[int, int]]:
+        """Merged [start, end) ranges with data, for timelines (segments that touch merge)."""
+        segments = [
+            s
+            for s in await self.segments(camera_id, ("writing", "closed"))
+            if s.end_wall_ns > start_wall_ns and s.start_wall_ns < end_wall_ns
+        ]
+        ranges: list[tuple[int, int]] = []
+        for s in segments:
+            lo, hi = max(s.start_wall_ns, start_wall_ns), min(s.end_wall_ns, end_wall_ns)
+            if ranges and lo <= ranges[-1][1]:
+                ranges[-1] = (ranges[-1][0], max(ranges[-1][1], hi))
+            else:
+                ranges.append((lo, hi))
+        return ranges
