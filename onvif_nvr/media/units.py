@@ -58,3 +58,17 @@ class AudioParameters:
     channels: int
     #: AAC AudioSpecificConfig (from SDP fmtp config=), else b"".
     config: bytes = b""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimedUnit:
+    """An access unit placed in time: what the ingest publishes and the writer, the RTSP
+    server and snapshots consume."""
+
+    unit: AccessUnit
+    #: Track of the stream: 0 = video, 1 = audio, ...
+    track: int
+    #: Unwrapped media time of the stream, 90 kHz (audio converted from its clock).
+    dts_90k: int
+    #: Wall-clock capture time (RTCP-mapped or arrival-based; see docs/design/time.md).
+    wall_ns: int

@@ -1,0 +1,133 @@
+"""In-memory fan-out of one stream's access units to its consumers.
+
+The ingest publishes; the segment writer, live viewers and snapshot makers subscribe.
+Publishing never blocks and never waits for a consumer: each subscription has a bounded
+queue, and a consumer that falls behind is dropped (viewers) or loses the oldest units with
+a count (the recorder, which must keep going). A small cache of the current GOP lets a late
+joiner start at the last keyframe instead of waiting for the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator
+
+from onvif_nvr.media.units import TimedUnit
+
+log = logging.getLogger(__name__)
+
+#: Cap of the late-joiner cache (units of the current GOP).
+GOP_CACHE_UNITS = 600
+
+
+class Subscription:
+    """One consumer's view of a hub. Iterate it (``async for unit in sub``) or ``await get()``."""
+
+    def __init__(self, hub: Hub, name: str, maxsize: int, lossy: bool) -> None:
+        self.name = name
+        self._hub = hub
+        self._queue: collections.deque[TimedUnit] = collections.deque()
+        self._maxsize = maxsize
+        #: True: on overflow drop the oldest unit and count it (the recorder). False: on
+        #: overflow the subscription ends (a slow viewer).
+        self._lossy = lossy
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed_reason: str | None = None
+        self.lost = 0
+        self.delivered = 0
+
+    def _push(self, unit: TimedUnit) -> None:
+        if self.closed_reason is not None:
+            return
+        if len(self._queue) >= self._maxsize:
+            if not self._lossy:
+                self._close("slow consumer")
+                return
+            self._queue.popleft()
+            self.lost += 1
+        self._queue.append(unit)
+        self._wake()
+
+    def _close(self, reason: str) -> None:
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self._hub._detach(self)
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        self._close("closed by consumer")
+
+    async def get(self) -> TimedUnit | None:
+        """The next unit, or None once the subscription has ended (and is drained)."""
+        while not self._queue:
+            if self.closed_reason is not None:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        self.delivered += 1
+        return self._queue.popleft()
+
+    def __aiter__(self) -> AsyncIterator[TimedUnit]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[TimedUnit]:
+        while (unit := await self.get()) is not None:
+            yield unit
+
+
+class Hub:
+    """The fan-out point of one stream."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._subscriptions: list[Subscription] = []
+        self._gop: collections.deque[TimedUnit] = collections.deque(maxlen=GOP_CACHE_UNITS)
+        self.published = 0
+        self.ended = False
+
+    def publish(self, unit: TimedUnit) -> None:
+        """Hand a unit to every consumer; never blocks."""
+        self.published += 1
+        if unit.track == 0 and unit.unit.keyframe:
+            self._gop.clear()
+        if self._gop or (unit.track == 0 and unit.unit.keyframe):
+            self._gop.append(unit)
+        for subscription in list(self._subscriptions):
+            subscription._push(unit)
+
+    def subscribe(
+        self, name: str, *, maxsize: int = 256, lossy: bool = False, from_keyframe: bool = True
+    ) -> Subscription:
+        """``from_keyframe``: start with the cached GOP (so decoding can begin at once)."""
+        subscription = Subscription(self, name, maxsize, lossy)
+        if from_keyframe:
+            for unit in self._gop:
+                subscription._push(unit)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    def end(self, reason: str = "stream ended") -> None:
+        """The source is gone for good (camera removed, shutdown): end every subscription."""
+        self.ended = True
+        for subscription in list(self._subscriptions):
+            subscription._close(reason)
+
+    def _detach(self, subscription: Subscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            if subscription.closed_reason == "slow consumer":
+                log.info("%s: dropped slow consumer %s", self.name, subscription.name)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)

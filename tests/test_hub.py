@@ -1,0 +1,67 @@
+"""The hub never blocks the publisher: slow viewers are dropped, the recorder loses the
+oldest units with a count, late joiners start at the cached keyframe."""
+
+from __future__ import annotations
+
+import asyncio
+
+from onvif_nvr.media.units import AccessUnit, TimedUnit
+from onvif_nvr.recording.hub import Hub
+
+
+def unit(i: int, key: bool = False, track: int = 0) -> TimedUnit:
+    return TimedUnit(AccessUnit("H264", (bytes([i % 256]),), i * 3000, key), track, i * 3000, i)
+
+
+async def test_fan_out_in_order():
+    hub = Hub("cam")
+    a, b = hub.subscribe("a"), hub.subscribe("b")
+    for i in range(10):
+        hub.publish(unit(i, key=i == 0))
+    hub.end()
+    got_a = [u.dts_90k async for u in a]
+    got_b = [u.dts_90k async for u in b]
+    assert got_a == got_b == [i * 3000 for i in range(10)]
+    assert a.closed_reason == "stream ended"
+
+
+async def test_slow_viewer_is_dropped_recorder_counts_losses():
+    hub = Hub("cam")
+    viewer = hub.subscribe("viewer", maxsize=5)
+    recorder = hub.subscribe("recorder", maxsize=5, lossy=True)
+    for i in range(12):
+        hub.publish(unit(i))
+    assert viewer.closed_reason == "slow consumer"
+    assert hub.subscriber_count == 1
+    assert recorder.lost == 7
+    assert [(await recorder.get()).dts_90k for _ in range(5)] == [i * 3000 for i in range(7, 12)]
+    # The viewer drains what it had, then ends.
+    drained = [u async for u in viewer]
+    assert len(drained) == 5
+
+
+async def test_late_joiner_starts_at_the_last_keyframe():
+    hub = Hub("cam")
+    for i in range(20):
+        hub.publish(unit(i, key=i % 8 == 0))
+    hub.publish(unit(100, track=1))  # audio joins the cached GOP too
+    late = hub.subscribe("late")
+    first = await late.get()
+    assert first.unit.keyframe and first.dts_90k == 16 * 3000
+    rest = [(await late.get()).dts_90k for _ in range(4)]
+    assert rest == [17 * 3000, 18 * 3000, 19 * 3000, 100 * 3000]
+    fresh = hub.subscribe("fresh", from_keyframe=False)
+    hub.publish(unit(21))
+    assert (await fresh.get()).dts_90k == 21 * 3000
+
+
+async def test_waiting_consumer_wakes_up():
+    hub = Hub("cam")
+    sub = hub.subscribe("s")
+    task = asyncio.ensure_future(sub.get())
+    await asyncio.sleep(0)
+    assert not task.done()
+    hub.publish(unit(1))
+    assert (await task).dts_90k == 3000
+    sub.close()
+    assert await sub.get() is None
