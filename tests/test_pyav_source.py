@@ -1,0 +1,51 @@
+"""The PyAV (FFmpeg) fallback ingest records from GStreamer's RTSP server without decoding."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from onvif_nvr.clock import SystemClock
+from onvif_nvr.media.units import TimedUnit
+from onvif_nvr.recording.hub import Hub
+from onvif_nvr.recording.pyav_source import PyAVSource, split_annexb
+from tests import gstcam
+
+
+def test_split_annexb():
+    data = b"\x00\x00\x00\x01\x67\x42\x00\x00\x01\x68\xce\x00\x00\x00\x01\x65\x88\x84"
+    assert split_annexb(data) == [b"\x67\x42", b"\x68\xce", b"\x65\x88\x84"]
+    assert split_annexb(b"\x65\x01") == [b"\x65\x01"]
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+async def test_records_units_with_keyframes_and_parameters(codec):
+    with gstcam.camera(
+        "--codec", codec, "--size", "320x240", "--fps", "25", "--gop", "10", "--audio"
+    ) as url:
+        hub = Hub("cam")
+        recorder = hub.subscribe("recorder", maxsize=10_000, lossy=True)
+        source = PyAVSource(
+            url, clock=SystemClock(), on_units=lambda units: [hub.publish(u) for u in units]
+        )
+        task = asyncio.ensure_future(source.run())
+        await asyncio.sleep(3.0)
+        source.stop()
+        info = await asyncio.wait_for(task, 15)
+    hub.end()
+    units: list[TimedUnit] = [u async for u in recorder]
+    video = [u for u in units if u.track == 0]
+    audio = [u for u in units if u.track == 1]
+    assert info.video is not None and (info.video.width, info.video.height) == (320, 240)
+    assert info.video.codec == codec.upper().replace("H265", "H265")
+    assert len(video) >= 30
+    assert audio, "the AAC track came through too"
+    keys = [i for i, u in enumerate(video) if u.unit.keyframe]
+    # GOPs of 10 (the encoder's first GOP may be shorter).
+    assert len(keys) >= 3 and all(b - a == 10 for a, b in zip(keys[1:], keys[2:], strict=False))
+    dts = [u.dts_90k for u in video]
+    assert dts == sorted(dts) and dts[1] - dts[0] == 3600  # 25 fps at 90 kHz
+    walls = [u.wall_ns for u in video]
+    assert walls == sorted(walls)
+    assert recorder.lost == 0
