@@ -1,0 +1,114 @@
+"""Crash recovery and `check`: a segment left open by a crash is indexed up to its last
+complete fragment and its torn tail cut; orphans are swept; `check` finds what is wrong."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from onvif_nvr.clock import ManualClock
+from onvif_nvr.db.engine import Database
+from onvif_nvr.media.units import AccessUnit, TimedUnit
+from onvif_nvr.mp4.boxes import Sample, avcc_sample, media_fragment
+from onvif_nvr.recording.cameras import CameraStore
+from onvif_nvr.recording.index import SegmentIndex
+from onvif_nvr.recording.pyav_source import split_annexb
+from onvif_nvr.recording.recovery import check_volume, recover_volume
+from onvif_nvr.recording.writer import SegmentWriter
+from onvif_nvr.system.secrets import Sealer
+from tests.mediagen import access_units, h264_annexb
+
+T0 = 1_800_000_000 * 10**9
+
+
+def units(count: int = 60) -> list[TimedUnit]:
+    clip = access_units(h264_annexb(frames=count, fps=25, gop=10), "h264")
+    return [
+        TimedUnit(
+            AccessUnit("H264", tuple(split_annexb(data)), i * 3600, key),
+            0,
+            i * 3600,
+            T0 + i * 40_000_000,
+        )
+        for i, (data, key) in enumerate(clip)
+    ]
+
+
+def append(path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+@pytest.fixture
+async def env(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'nvr.sqlite3'}")
+    await db.migrate()
+    cam = await CameraStore(db, Sealer(b"k" * 32), ManualClock()).add("cam", "rtsp://192.0.2.1/x")
+    index = SegmentIndex(db)
+    volume = tmp_path / "vol"
+    volume_id = await index.ensure_volume(str(volume))
+    yield index, cam.id, volume_id, volume
+    db.close()
+
+
+async def crashed_segment(index, cam, volume_id, volume):
+    """Write 40 units (4 fragments) through the writer, then leave it as a crash would:
+    one more complete fragment on disk without its row, and a torn fragment after it."""
+    writer = SegmentWriter(cam, volume_id, volume, index)
+    await writer._in_io(os.makedirs, writer.directory, 0o755, True)
+    clip = units(60)
+    for unit in clip[:41]:
+        await writer.add(unit)
+    segment = writer._segment
+    assert segment is not None and segment.fragments == 4
+    extra = media_fragment(
+        99,
+        [
+            (
+                1,
+                clip[50].dts_90k,
+                [Sample(avcc_sample(u.unit.payloads), 3600, u.unit.keyframe) for u in clip[50:60]],
+            )
+        ],
+    )
+    append(segment.path, extra + extra[: len(extra) // 2])
+    writer._io.shutdown(wait=True)
+    os.close(segment.fd)
+    return segment, len(extra)
+
+
+async def test_recover_indexes_complete_fragments_and_cuts_the_torn_tail(env):
+    index, cam, volume_id, volume = env
+    segment, extra = await crashed_segment(index, cam, volume_id, volume)
+    durable = segment.size
+    report = await recover_volume(index, volume_id, volume)
+    assert report.recovered_fragments == 1
+    assert report.truncated_bytes == extra // 2
+    assert report.closed_segments == 1
+    row = (await index.segments(cam))[0]
+    assert row.state == "closed" and row.fragment_count == 5 and row.size == durable + extra
+    assert segment.path.stat().st_size == row.size
+    fragments = await index.fragments(row.id)
+    assert fragments[-1].start_90k == 50 * 3600
+    assert fragments[-1].start_wall_ns == T0 + 50 * 40_000_000
+    assert (await check_volume(index, volume_id, volume)).problems == []
+
+
+async def test_orphans_missing_files_and_check_repair(env):
+    index, cam, volume_id, volume = env
+    segment, _ = await crashed_segment(index, cam, volume_id, volume)
+    await recover_volume(index, volume_id, volume)
+    orphan = volume / str(cam) / "424242.mp4"
+    orphan.write_bytes(b"junk")
+    append(segment.path, b"\x00" * 100)  # bytes after the durable end
+    report = await check_volume(index, volume_id, volume)
+    assert any("no index row" in p for p in report.problems)
+    assert any("index says" in p for p in report.problems)
+    repaired = await check_volume(index, volume_id, volume, repair=True)
+    assert repaired.orphan_files == 1 and repaired.truncated_bytes == 100
+    assert (await check_volume(index, volume_id, volume)).problems == []
+    segment.path.unlink()
+    report = await check_volume(index, volume_id, volume, repair=True)
+    assert any("missing" in p for p in report.problems) and report.dropped_segments == 1
+    assert await index.segments(cam) == []
