@@ -24,6 +24,7 @@ from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
 from onvif_nvr.recording.cameras import CameraStore, sync_from_config
+from onvif_nvr.recording.manager import RecordingManager
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
@@ -65,6 +66,7 @@ class NvrApp:
         self.generated_admin_password: str | None = None
         self.bound_port: int | None = None
         self.discovery: DiscoveryTarget | None = None
+        self.recording: RecordingManager | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -134,6 +136,8 @@ class NvrApp:
         )
         self.cameras = CameraStore(db, sealer, self.clock)
         await sync_from_config(self.cameras, settings.camera)
+        self.recording = RecordingManager(settings, db, self.cameras, self.clock)
+        await self.recording.start()
 
         device_binding = await binding_task
         advertised: list[AdvertisedService] = []
@@ -262,6 +266,8 @@ class NvrApp:
         if self.discovery is not None:
             target, self.discovery = self.discovery, None
             await target.stop()  # Bye, while the network is still there
+        if self.recording is not None:
+            await self.recording.stop()  # writers close their segments before the DB goes
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

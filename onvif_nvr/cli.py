@@ -215,6 +215,37 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _check(settings: Settings, repair: bool) -> int:
+    from onvif_nvr.db.engine import Database
+    from onvif_nvr.recording.index import SegmentIndex
+    from onvif_nvr.recording.recovery import check_volume
+
+    db = Database(settings.effective_database_url)
+    problems = 0
+    try:
+        await db.migrate()
+        index = SegmentIndex(db)
+        paths = [Path(v) for v in settings.storage.volumes] or [settings.data_dir / "recordings"]
+        for path in paths:
+            volume_id = await index.ensure_volume(
+                str(path.resolve()), settings.storage.min_free_bytes
+            )
+            report = await check_volume(index, volume_id, path, repair=repair)
+            segments = [s for s in await index.segments() if s.volume_id == volume_id]
+            print(f"{path}: {len(segments)} segments, {len(report.problems)} problems")
+            for problem in report.problems:
+                print(f"  {problem}")
+            if repair:
+                print(
+                    f"  repaired: {report.truncated_bytes} bytes cut, {report.orphan_files} orphan files removed, "
+                    f"{report.dropped_segments} lost segments dropped"
+                )
+            problems += len(report.problems)
+    finally:
+        await asyncio.to_thread(db.close)
+    return 1 if problems and not repair else 0
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
     return (host or text, int(port) if port else 3702)
@@ -298,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     listing = camera_sub.add_parser("list", help="list the cameras")
     listing.add_argument("--json", action="store_true")
+    check = sub.add_parser(
+        "check", help="verify the recordings against the index (and repair with --repair)"
+    )
+    check.add_argument("--config", help="TOML settings file")
+    check.add_argument("--data-dir", type=Path, help="the NVR's data dir")
+    check.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")
+    check.add_argument(
+        "--repair", action="store_true", help="cut torn tails, remove orphans, drop lost segments"
+    )
     sub.add_parser(
         "coverage",
         help="list the operations of each served ONVIF binding and which are implemented",
@@ -309,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "coverage":
         return _coverage()
-    if args.command in ("discover", "camera"):
+    if args.command in ("discover", "camera", "check"):
         try:
             settings = load_settings(
                 Path(args.config) if args.config else None,
@@ -321,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         if args.command == "camera":
             return asyncio.run(_camera(settings, args))
+        if args.command == "check":
+            return asyncio.run(_check(settings, args.repair))
         return asyncio.run(_discover(settings, args))
     try:
         settings = _settings_from_args(args)

@@ -75,6 +75,23 @@ class DiscoverySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class StorageSettings:
+    #: Record the enabled cameras (off: the box serves ONVIF only).
+    record: bool = True
+    #: Directories to record into; empty: ``<data_dir>/recordings``.
+    volumes: tuple[str, ...] = ()
+    #: Free space to keep on each volume (retention deletes the oldest data below it).
+    min_free_bytes: int = 1_073_741_824
+    #: Segment length; a segment also ends on a codec change or a gap.
+    segment_s: int = 60
+    #: Longest fragment (fragments also end at every keyframe).
+    fragment_ms: int = 1000
+    #: "fragment": fsync every fragment (at most ~1 s lost on a power cut); "none": leave it
+    #: to the OS (faster on slow disks; a power cut may lose more).
+    fsync: str = "fragment"
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraSettings:
     """A camera declared in the config file (``[[camera]]``); kept in step in the database."""
 
@@ -105,6 +122,7 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     host: HostSettings = HostSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    storage: StorageSettings = StorageSettings()
     #: ``[[camera]]`` tables of the config file.
     camera: tuple[CameraSettings, ...] = ()
 

@@ -30,6 +30,7 @@ class NvrProcess:
         *,
         bind: str = "127.0.0.1",
         prefix: list[str] | None = None,
+        extra_args: list[str] | None = None,
     ):
         self.data_dir = data_dir
         self.admin_password = admin_password
@@ -37,6 +38,7 @@ class NvrProcess:
         self.bind = bind
         #: Prepended to the command, e.g. ``ip netns exec NS`` to run on a test host.
         self.prefix = prefix or []
+        self.extra_args = extra_args or []
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.output: list[str] = []
@@ -76,6 +78,7 @@ class NvrProcess:
                 str(self.port or 0),
                 "--admin-password",
                 self.admin_password,
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=env,

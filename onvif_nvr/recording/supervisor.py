@@ -1,0 +1,167 @@
+"""One camera's recording: its source under supervision, its hub, its segment writer.
+
+The source is restarted after any failure with capped exponential backoff and jitter, until
+the camera is stopped; an outage becomes an explicit gap in the index. A source that fails
+on something the native client does not handle is retried with the PyAV fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from onvif_nvr.clock import Clock
+from onvif_nvr.media.units import TimedUnit
+from onvif_nvr.recording.cameras import Camera, display_url
+from onvif_nvr.recording.hub import Hub
+from onvif_nvr.recording.index import SegmentIndex
+from onvif_nvr.recording.writer import SegmentWriter
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 1.0
+BACKOFF_MAX_S = 60.0
+
+
+class Source(Protocol):
+    async def run(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+
+SourceFactory = Callable[[Camera, str, Callable[[list[TimedUnit]], None]], Source]
+
+
+def default_source_factory(clock: Clock) -> SourceFactory:
+    def make(camera: Camera, backend: str, on_units: Callable[[list[TimedUnit]], None]) -> Source:
+        if backend == "native":
+            try:
+                from onvif_nvr.rtsp.client import RtspSource  # the native client
+            except ImportError:
+                backend = "pyav"
+            else:
+                native: Source = RtspSource(
+                    camera.url_with_credentials,
+                    transport=camera.transport,
+                    clock=clock,
+                    on_units=on_units,
+                )
+                return native
+        from onvif_nvr.recording.pyav_source import PyAVSource
+
+        return PyAVSource(
+            camera.url_with_credentials, transport=camera.transport, clock=clock, on_units=on_units
+        )
+
+    return make
+
+
+class CameraRecorder:
+    def __init__(
+        self,
+        camera: Camera,
+        *,
+        volume_id: int,
+        volume_path: Path,
+        index: SegmentIndex,
+        clock: Clock,
+        source_factory: SourceFactory,
+        segment_s: float = 60.0,
+        fragment_s: float = 1.0,
+        fsync: str = "fragment",
+    ) -> None:
+        self.camera = camera
+        self.hub = Hub(camera.name)
+        self.index = index
+        self.clock = clock
+        self._factory = source_factory
+        self.writer = SegmentWriter(
+            camera.id,
+            volume_id,
+            volume_path,
+            index,
+            segment_s=segment_s,
+            fragment_s=fragment_s,
+            fsync=fsync,
+        )
+        self._source: Source | None = None
+        self._stopping = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.state = "starting"
+        self.last_error = ""
+        self.reconnects = 0
+        self._in_gap = False
+
+    def start(self) -> None:
+        recorder = self.hub.subscribe("recorder", maxsize=3000, lossy=True)
+        self._tasks = [
+            asyncio.ensure_future(self.writer.run(recorder)),
+            asyncio.ensure_future(self._supervise()),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._source is not None:
+            self._source.stop()
+        supervise = self._tasks[1] if len(self._tasks) > 1 else None
+        if supervise is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(supervise), 15)
+            except TimeoutError:
+                supervise.cancel()
+        self.hub.end("camera stopped")
+        if self._tasks:
+            await asyncio.gather(self._tasks[0], return_exceptions=True)
+        self.state = "stopped"
+
+    def _publish(self, units: list[TimedUnit]) -> None:
+        if self._in_gap and units:
+            self._in_gap = False
+            asyncio.ensure_future(self.index.close_gaps(self.camera.id, units[0].wall_ns))
+        self.state = "recording"
+        for unit in units:
+            self.hub.publish(unit)
+
+    async def _supervise(self) -> None:
+        backend = self.camera.backend
+        delay = BACKOFF_START_S
+        while not self._stopping.is_set():
+            self.state = "connecting"
+            self._source = self._factory(self.camera, backend, self._publish)
+            started = self.clock.monotonic_ns()
+            try:
+                await self._source.run()
+                if self._stopping.is_set():
+                    return
+                self.last_error = "the stream ended"
+            except NotImplementedError as exc:
+                self.last_error = str(exc)
+                if backend == "native":
+                    log.warning("%s: %s; using the PyAV fallback", self.camera.name, exc)
+                    backend = "pyav"
+            except Exception as exc:  # any failure of a camera is retried, never fatal
+                self.last_error = f"{type(exc).__name__}: {exc}"
+            if self._stopping.is_set():
+                return
+            self.reconnects += 1
+            self.state = "retrying"
+            if not self._in_gap:
+                self._in_gap = True
+                await self.index.open_gap(self.camera.id, self.clock.wall_ns(), "offline")
+            if self.clock.monotonic_ns() - started > 60 * 10**9:
+                delay = BACKOFF_START_S  # it ran for a while: start over
+            log.info(
+                "%s (%s): %s; retrying in %.1f s",
+                self.camera.name,
+                display_url(self.camera.url),
+                self.last_error,
+                delay,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay * random.uniform(0.8, 1.2))
+            delay = min(delay * 2, BACKOFF_MAX_S)
