@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import ROOT, NvrProcess
@@ -26,11 +28,12 @@ def segments(data_dir):
     return rows, last_end
 
 
-def test_records_and_survives_kill_9(tmp_path):
+@pytest.mark.parametrize("backend", ["native", "pyav"])
+def test_records_and_survives_kill_9(tmp_path, backend):
     with gstcam.camera("--codec", "h264", "--size", "320x240", "--fps", "25", "--gop", "25") as url:
         config = tmp_path / "nvr.toml"
         config.write_text(
-            f'[storage]\nsegment_s = 3\n\n[[camera]]\nname = "cam"\nurl = "{url}"\nbackend = "pyav"\n'
+            f'[storage]\nsegment_s = 3\n\n[[camera]]\nname = "cam"\nurl = "{url}"\nbackend = "{backend}"\n'
         )
         data = tmp_path / "data"
         nvr = NvrProcess(data, ADMIN_PASSWORD, extra_args=["--config", str(config)])

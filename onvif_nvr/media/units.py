@@ -72,3 +72,11 @@ class TimedUnit:
     dts_90k: int
     #: Wall-clock capture time (RTCP-mapped or arrival-based; see docs/design/time.md).
     wall_ns: int
+
+
+@dataclasses.dataclass
+class SourceInfo:
+    """What an ingest source learned about its stream (filled in as it starts)."""
+
+    video: VideoParameters | None = None
+    audio: AudioParameters | None = None

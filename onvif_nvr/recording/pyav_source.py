@@ -9,7 +9,6 @@ per packet). No decoding and no transcoding: packets pass through as they come.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import threading
 import time
@@ -20,7 +19,13 @@ from typing import Any
 import av
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.media.units import AccessUnit, AudioParameters, TimedUnit, VideoParameters
+from onvif_nvr.media.units import (
+    AccessUnit,
+    AudioParameters,
+    SourceInfo,
+    TimedUnit,
+    VideoParameters,
+)
 from onvif_nvr.recording.cameras import display_url
 
 log = logging.getLogger(__name__)
@@ -67,12 +72,6 @@ def _nal_type(codec: str, nal: bytes) -> int:
 
 def codec_of_video(tracks: dict[int, tuple[int, str, Any]]) -> str:
     return next(codec for track, codec, _ in tracks.values() if track == 0)
-
-
-@dataclasses.dataclass
-class SourceInfo:
-    video: VideoParameters | None = None
-    audio: AudioParameters | None = None
 
 
 class PyAVSource:

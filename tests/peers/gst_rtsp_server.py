@@ -13,8 +13,9 @@ import sys
 import gi
 
 gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
-from gi.repository import GLib, Gst, GstRtspServer  # noqa: E402
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("port", type=int)
@@ -60,7 +61,7 @@ if args.user:
     token = GstRtspServer.RTSPToken()
     token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "user")
     auth.add_digest(args.user, args.password or "", token)
-    auth.set_supported_methods(GstRtspServer.RTSPAuthMethod.DIGEST)
+    auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)
     server.set_auth(auth)
     permissions = GstRtspServer.RTSPPermissions()
     permissions.add_permission_for_role("user", "media.factory.access", True)

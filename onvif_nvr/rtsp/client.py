@@ -1,0 +1,674 @@
+"""The NVR's own RTSP client for ingest: one camera session over RTSP/TCP interleaved.
+
+Interchangeable with ``recording.pyav_source.PyAVSource`` (same ``run()``/``stop()``/``info``
+and ``on_units(list[TimedUnit])`` callback) but it runs on the event loop: the socket is read
+in large chunks and every chunk's messages are parsed, depacketized and handed over in one
+batch, with no per-packet thread hand-off. The protocol work is done by the sans-IO modules
+(``message``, ``auth``, ``sdp``, ``rtp``, ``h264``, ``h265``); this module only drives them.
+
+Time (docs/design/time.md): RTP timestamps are unwrapped per stream to 90 kHz ``dts_90k``;
+``wall_ns`` comes from the stream's latest RTCP sender report, before the first one from the
+arrival clock, and never goes backwards within a stream.
+
+Failures raise :class:`RtspClientError` subclasses with a message fit for logs (credentials
+are never in it); the supervisor reconnects. Bad RTP packets only count in ``dropped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+from onvif_nvr.clock import Clock
+from onvif_nvr.media.units import (
+    AccessUnit,
+    SourceInfo,
+    TimedUnit,
+)
+from onvif_nvr.rtsp import h264, h265, sdp
+from onvif_nvr.rtsp.auth import ClientAuthenticator
+from onvif_nvr.rtsp.bits import BaseDepacketizer
+from onvif_nvr.rtsp.message import (
+    Headers,
+    Interleaved,
+    Message,
+    MessageParser,
+    Request,
+    Response,
+    RtspParseError,
+    TransportSpec,
+    control_base,
+    format_transport,
+    parse_session,
+    parse_tokens,
+    parse_transport,
+    redact_url,
+    resolve_control,
+)
+from onvif_nvr.rtsp.rtp import (
+    SDES_CNAME,
+    ReceiverReport,
+    RtpPacket,
+    SenderReport,
+    SequenceTracker,
+    SourceDescription,
+    build_compound,
+    ntp_short,
+    ntp_to_wall_ns,
+    parse_rtcp,
+)
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 262_144
+RECEIVER_REPORT_S = 5.0
+DEFAULT_SESSION_TIMEOUT_S = 60
+TEARDOWN_TIMEOUT_S = 1.0
+USER_AGENT = "onvif-nvr"
+_AUDIO_CODECS = ("AAC", "PCMU", "PCMA", "OPUS")
+AAC_FRAME_SAMPLES = 1024  # AAC-LC; each further AU of a packet is one frame later
+
+
+class RtspClientError(Exception):
+    """The session failed; the message names the camera by its redacted URL."""
+
+
+class RtspConnectionError(RtspClientError, ConnectionError):
+    """The TCP connection could not be made, or the camera closed it."""
+
+
+class RtspStatusError(RtspClientError):
+    """The camera answered a request with an error status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RtspAuthError(RtspStatusError):
+    """The camera wants credentials we do not have, or refused the ones we sent."""
+
+
+class RtspProtocolError(RtspClientError):
+    """The camera sent something we cannot follow (bad RTSP message, unusable SDP)."""
+
+
+class RtspStallError(RtspClientError):
+    """No RTP arrived for ``stall_timeout_s``."""
+
+
+class _Stopped(Exception):
+    pass
+
+
+class AacDeframer:
+    """RFC 3640 mpeg4-generic payloads to AAC access units (several per packet, or one
+    fragmented over packets up to the marker). Sans-IO; ``feed`` raises ``ValueError``."""
+
+    def __init__(self, size_length: int = 13, index_length: int = 3, delta_length: int = 3):
+        self.size_length, self.index_length, self.delta_length = (
+            size_length,
+            index_length,
+            delta_length,
+        )
+        self._fragment: bytearray | None = None
+        self._fragment_size = 0
+
+    def feed(self, payload: bytes, marker: bool) -> list[bytes]:
+        if len(payload) < 2:
+            raise ValueError("AAC payload has no AU-headers-length")
+        header_bits = int.from_bytes(payload[:2], "big")
+        start = 2 + (header_bits + 7) // 8
+        if start > len(payload):
+            raise ValueError("AAC AU headers are truncated")
+        headers = int.from_bytes(payload[2:start], "big")
+        total = (start - 2) * 8
+        sizes: list[int] = []
+        pos = 0
+        while self.size_length:
+            width = self.size_length + (self.delta_length if sizes else self.index_length)
+            if pos + width > header_bits:
+                break
+            sizes.append(
+                (headers >> (total - pos - self.size_length)) & ((1 << self.size_length) - 1)
+            )
+            pos += width
+        data = payload[start:]
+        if self._fragment is not None:
+            self._fragment += data
+            if not marker:
+                return []
+            unit, self._fragment = bytes(self._fragment), None
+            if len(unit) != self._fragment_size:
+                raise ValueError("AAC fragmented AU has the wrong size")
+            return [unit]
+        if not sizes:
+            return [data] if data else []
+        if len(sizes) == 1 and sizes[0] > len(data):
+            if marker:
+                raise ValueError("AAC AU data is truncated")
+            self._fragment, self._fragment_size = bytearray(data), sizes[0]
+            return []
+        if sum(sizes) > len(data):
+            raise ValueError("AAC AU data is truncated")
+        units, offset = [], 0
+        for size in sizes:
+            units.append(data[offset : offset + size])
+            offset += size
+        return units
+
+    def reset(self) -> None:
+        self._fragment = None
+
+
+@dataclasses.dataclass(eq=False)
+class _Track:
+    """One SETUP stream and its time mapping."""
+
+    index: int  # TimedUnit.track: 0 video, 1 audio
+    codec: str
+    payload_type: int
+    clock_rate: int
+    control_url: str
+    channel: int = 0
+    depacketizer: BaseDepacketizer | None = None
+    aac: AacDeframer | None = None
+    sequence: SequenceTracker = dataclasses.field(
+        default_factory=lambda: SequenceTracker(probation=0)
+    )
+    ssrc: int | None = None
+    last_ts: int | None = None
+    last_ext: int = 0
+    sr: tuple[int, int] | None = None  # (wall_ns, unwrapped rtp) of the latest SR
+    sr_ntp: int = 0
+    sr_mono_ns: int = 0
+    arrival: tuple[int, int] | None = None  # (wall_ns, unwrapped rtp) of the first unit
+    last_wall_ns: int = 0
+
+    def peek(self, rtp_timestamp: int) -> int:
+        if self.last_ts is None:
+            return rtp_timestamp
+        delta = ((rtp_timestamp - self.last_ts + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+        return self.last_ext + delta
+
+    def unwrap(self, rtp_timestamp: int) -> int:
+        ext = self.peek(rtp_timestamp & 0xFFFFFFFF)
+        self.last_ts, self.last_ext = rtp_timestamp & 0xFFFFFFFF, ext
+        return ext
+
+    def wall_ns(self, ext: int, arrival_ns: int) -> int:
+        if self.sr is not None:
+            base_wall, base_ext = self.sr
+        else:
+            if self.arrival is None:
+                self.arrival = (arrival_ns, ext)
+            base_wall, base_ext = self.arrival
+        wall = base_wall + (ext - base_ext) * 1_000_000_000 // self.clock_rate
+        self.last_wall_ns = max(wall, self.last_wall_ns)
+        return self.last_wall_ns
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None, str, int]:
+    """(URL without user info, user, password, host, port) of an rtsp:// URL."""
+    parts = urllib.parse.urlsplit(url.strip())
+    if parts.scheme.lower() != "rtsp" or not parts.hostname:
+        raise ValueError("the URL must be rtsp://host[:port]/path")
+    port = parts.port or 554
+    user = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    host = parts.hostname
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    clean = urllib.parse.urlunsplit(("rtsp", netloc, parts.path or "/", parts.query, ""))
+    return clean, user, password, host, port
+
+
+class RtspSource:
+    """Ingest of one camera stream (video H.264/H.265 required, first audio optional)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        transport: str = "tcp",
+        clock: Clock,
+        on_units: Callable[[list[TimedUnit]], None],
+        open_timeout_s: float = 10.0,
+        stall_timeout_s: float = 10.0,
+        keepalive_s: float | None = None,
+    ) -> None:
+        if transport != "tcp":
+            raise NotImplementedError(
+                f"transport {transport} is not supported by the native client yet; use backend=pyav"
+            )
+        self._url, user, password, self._host, self._port = _split_userinfo(url)
+        self._display = redact_url(self._url)
+        self._auth = ClientAuthenticator(user, password or "") if user is not None else None
+        self._clock = clock
+        self._on_units = on_units
+        self._open_timeout_s = open_timeout_s
+        self._stall_timeout_s = stall_timeout_s
+        self._keepalive_s = keepalive_s
+        self._stopping = asyncio.Event()
+        self._parser = MessageParser("client")
+        self._writer: asyncio.StreamWriter | None = None
+        self._cseq = 0
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._session: str | None = None
+        self._aggregate_url = self._url
+        self._keepalive_method = "OPTIONS"
+        self._keepalive_interval_s = DEFAULT_SESSION_TIMEOUT_S / 2
+        self._last_rtp_ns = 0
+        self._tracks: list[_Track] = []
+        self._by_channel: dict[int, tuple[_Track, bool]] = {}
+        self._batch: list[TimedUnit] = []
+        self._arrival_ns = 0
+        self._bad_packets = 0
+        self.info = SourceInfo()
+        #: RTP packets received, bytes read from the connection, units delivered.
+        self.packets = 0
+        self.bytes = 0
+        self.units = 0
+
+    @property
+    def dropped(self) -> int:
+        """Packets not used: unparseable RTP/RTCP, foreign payload types, depacketizer drops."""
+        return self._bad_packets + sum(
+            t.depacketizer.dropped for t in self._tracks if t.depacketizer is not None
+        )
+
+    @property
+    def lost(self) -> int:
+        """Packets missing from the sequence numbers, all streams."""
+        return sum(max(t.sequence.lost, 0) for t in self._tracks)
+
+    def stop(self) -> None:
+        """End ``run()`` (with a TEARDOWN); call from the event loop's thread."""
+        self._stopping.set()
+
+    async def run(self) -> SourceInfo:
+        """Stream until stopped (returns ``info``) or the session fails (raises)."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self._host, self._port, limit=4 * READ_CHUNK),
+                self._open_timeout_s,
+            )
+        except TimeoutError:
+            raise RtspConnectionError(f"{self._display}: connection timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise RtspConnectionError(f"{self._display}: cannot connect: {reason}") from exc
+        self._writer = writer
+        read_task = asyncio.create_task(self._read_loop(reader))
+        stop_task = asyncio.create_task(self._stopping.wait())
+        clean = False
+        try:
+            await self._handshake(read_task, stop_task)
+            await self._stream(read_task, stop_task)
+            clean = True
+        except _Stopped:
+            clean = True
+        finally:
+            if clean and self._session is not None and not read_task.done():
+                with contextlib.suppress(Exception):
+                    await self._request(
+                        "TEARDOWN", self._aggregate_url, read_task, None, TEARDOWN_TIMEOUT_S
+                    )
+            stop_task.cancel()
+            read_task.cancel()
+            await asyncio.gather(read_task, stop_task, return_exceptions=True)
+            for future in self._pending.values():
+                future.cancel()
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        return self.info
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _send(self, method: str, uri: str, extra: dict[str, str] | None = None) -> int:
+        assert self._writer is not None
+        self._cseq += 1
+        headers = Headers({"CSeq": str(self._cseq), "User-Agent": USER_AGENT, **(extra or {})})
+        if self._session is not None:
+            headers.set("Session", self._session)
+        if self._auth is not None:
+            authorization = self._auth.authorization(method, uri)
+            if authorization is not None:
+                headers.set("Authorization", authorization)
+        self._writer.write(bytes(Request(method, uri, headers)))
+        return self._cseq
+
+    async def _request(
+        self,
+        method: str,
+        uri: str,
+        read_task: asyncio.Task[None],
+        stop_task: asyncio.Task[bool] | None,
+        timeout_s: float | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> Response:
+        """Send a request and wait for its response; answers one 401 with credentials."""
+        for attempt in range(2):
+            cseq = self._send(method, uri, extra)
+            future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+            self._pending[cseq] = future
+            waiters: set[asyncio.Future[Any]] = {future, read_task}
+            if stop_task is not None:
+                waiters.add(stop_task)
+            try:
+                await asyncio.wait(
+                    waiters,
+                    timeout=timeout_s or self._open_timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                self._pending.pop(cseq, None)
+            if not future.done():
+                future.cancel()
+                if read_task.done():
+                    read_task.result()  # raises the connection's failure
+                    raise RtspConnectionError(f"{self._display}: connection closed")
+                if stop_task is not None and stop_task.done():
+                    raise _Stopped
+                raise RtspConnectionError(f"{self._display}: no response to {method}")
+            response = future.result()
+            if response.status != 401:
+                break
+            if self._auth is None:
+                raise RtspAuthError(f"{self._display}: {method}: camera requires credentials", 401)
+            if attempt or not self._auth.challenge(response.headers.get_all("WWW-Authenticate")):
+                raise RtspAuthError(
+                    f"{self._display}: {method}: camera refused the credentials", 401
+                )
+        if not 200 <= response.status < 300:
+            raise RtspStatusError(
+                f"{self._display}: {method} failed: "
+                f"{response.version} {response.status} {response.reason}",
+                response.status,
+            )
+        return response
+
+    async def _handshake(
+        self, read_task: asyncio.Task[None], stop_task: asyncio.Task[bool]
+    ) -> None:
+        options = await self._request("OPTIONS", self._url, read_task, stop_task)
+        public = {m.upper() for m in parse_tokens(options.headers.get("Public", ""))}
+        self._keepalive_method = "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS"
+        describe = await self._request(
+            "DESCRIBE", self._url, read_task, stop_task, extra={"Accept": "application/sdp"}
+        )
+        try:
+            description = sdp.SessionDescription.parse(describe.body)
+        except ValueError as exc:
+            raise RtspProtocolError(f"{self._display}: bad SDP: {exc}") from exc
+        base = control_base(self._url, describe.headers)
+        self._aggregate_url = resolve_control(base, description.control or "*")
+        self._choose_tracks(description, base)
+        timeout_s = DEFAULT_SESSION_TIMEOUT_S
+        for n, track in enumerate(self._tracks):
+            spec = TransportSpec("RTP/AVP/TCP", "unicast", interleaved=(2 * n, 2 * n + 1))
+            reply = await self._request(
+                "SETUP",
+                track.control_url,
+                read_task,
+                stop_task,
+                extra={"Transport": format_transport([spec])},
+            )
+            try:
+                if self._session is None:
+                    session = parse_session(reply.headers.get("Session", ""))
+                    self._session, timeout_s = session.id, session.timeout_s or timeout_s
+                chosen = parse_transport(reply.headers.get("Transport", ""))[0]
+            except ValueError as exc:
+                raise RtspProtocolError(f"{self._display}: SETUP reply: {exc}") from exc
+            if chosen.lower_transport != "TCP":
+                raise RtspProtocolError(f"{self._display}: camera refused RTP over TCP")
+            track.channel = chosen.interleaved[0] if chosen.interleaved else 2 * n
+            self._by_channel[track.channel] = (track, False)
+            self._by_channel[track.channel + 1] = (track, True)
+        self._keepalive_interval_s = self._keepalive_s or max(timeout_s / 2, 1.0)
+        self._last_rtp_ns = self._clock.monotonic_ns()
+        await self._request(
+            "PLAY", self._aggregate_url, read_task, stop_task, extra={"Range": "npt=0.000-"}
+        )
+        self._last_rtp_ns = self._clock.monotonic_ns()
+        log.info("%s: playing %s", self._display, ", ".join(t.codec for t in self._tracks))
+
+    def _choose_tracks(self, description: sdp.SessionDescription, base: str) -> None:
+        video = audio = None
+        for media in description.media:
+            for fmt in media.formats:
+                if not isinstance(fmt, int):
+                    continue
+                rtpmap = media.rtpmap(fmt)
+                encoding = rtpmap.encoding.upper() if rtpmap else ""
+                if video is None and media.media == "video" and encoding in ("H264", "H265"):
+                    video = (media, fmt, encoding)
+                    break
+                if audio is None and media.media == "audio":
+                    try:
+                        params = sdp.audio_parameters(media, fmt)
+                    except ValueError:
+                        params = None
+                    if params is not None and params.codec in _AUDIO_CODECS:
+                        audio = (media, fmt, params)
+                        break
+        if video is None:
+            raise RtspProtocolError(f"{self._display}: no H.264/H.265 video track in the SDP")
+        media, pt, codec = video
+        track = _Track(0, codec, pt, 90_000, resolve_control(base, media.control or "*"))
+        fmtp = media.fmtp(pt)
+        if codec == "H264":
+            track.depacketizer = h264.H264Depacketizer()
+            sets = sdp.h264_parameter_sets(fmtp)
+        else:
+            track.depacketizer = h265.H265Depacketizer()
+            sets = sdp.h265_parameter_sets(fmtp)
+        self._tracks.append(track)
+        self._video_from(codec, sets)
+        if audio is not None:
+            media, pt, params = audio
+            track = _Track(
+                1, params.codec, pt, params.sample_rate, resolve_control(base, media.control or "*")
+            )
+            if params.codec == "AAC":
+                try:
+                    lengths = sdp.aac_au_header_lengths(media.fmtp(pt))
+                except ValueError as exc:
+                    raise RtspProtocolError(f"{self._display}: audio fmtp: {exc}") from exc
+                if not lengths.size_length:
+                    lengths = sdp.AuHeaderLengths(13, 3, 3)
+                track.aac = AacDeframer(*lengths)
+            self._tracks.append(track)
+            self.info.audio = params
+
+    def _video_from(self, codec: str, sets: tuple[bytes, ...] | list[bytes]) -> None:
+        """Set ``info.video`` from parameter sets (SDP or in-band) once they are complete."""
+        if codec == "H264":
+            sps = [s for s in sets if s and s[0] & 0x1F == h264.NAL_SPS]
+            pps = [s for s in sets if s and s[0] & 0x1F == h264.NAL_PPS]
+            if sps and pps:
+                with contextlib.suppress(ValueError, IndexError):
+                    self.info.video = h264.video_parameters(sps[0], pps)
+            return
+        kinds: dict[int, list[bytes]] = {}
+        for s in sets:
+            if s:
+                kinds.setdefault((s[0] >> 1) & 0x3F, []).append(s)
+        vps, sps, pps = (kinds.get(t, []) for t in (h265.NAL_VPS, h265.NAL_SPS, h265.NAL_PPS))
+        if vps and sps and pps:
+            with contextlib.suppress(ValueError, IndexError):
+                self.info.video = h265.video_parameters(vps, sps, pps)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def _stream(self, read_task: asyncio.Task[None], stop_task: asyncio.Task[bool]) -> None:
+        tick_s = max(min(1.0, self._stall_timeout_s / 4), 0.05)
+        now = self._clock.monotonic_ns()
+        next_keepalive, next_report = now, now + int(RECEIVER_REPORT_S * 1e9)
+        next_keepalive += int(self._keepalive_interval_s * 1e9)
+        while True:
+            done, _ = await asyncio.wait(
+                {read_task, stop_task}, timeout=tick_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop_task in done:
+                return
+            if read_task in done:
+                read_task.result()
+                raise RtspConnectionError(f"{self._display}: connection closed")
+            now = self._clock.monotonic_ns()
+            if now - self._last_rtp_ns > self._stall_timeout_s * 1e9:
+                raise RtspStallError(
+                    f"{self._display}: no RTP for {self._stall_timeout_s:g} s (stalled)"
+                )
+            if now >= next_keepalive:
+                next_keepalive = now + int(self._keepalive_interval_s * 1e9)
+                self._send(self._keepalive_method, self._aggregate_url)
+            if now >= next_report:
+                next_report = now + int(RECEIVER_REPORT_S * 1e9)
+                self._send_receiver_reports(now)
+
+    def _send_receiver_reports(self, now_ns: int) -> None:
+        assert self._writer is not None
+        for track in self._tracks:
+            if track.ssrc is None:
+                continue
+            own_ssrc = 0x4E565200 | track.index  # "NVR" + track
+            lsr = dlsr = 0
+            if track.sr is not None:
+                lsr = ntp_short(track.sr_ntp)
+                dlsr = (now_ns - track.sr_mono_ns) * 65536 // 1_000_000_000
+            block = track.sequence.reception_report(track.ssrc, lsr=lsr, dlsr=dlsr)
+            compound = build_compound(
+                ReceiverReport(own_ssrc, [block]),
+                SourceDescription([(own_ssrc, [(SDES_CNAME, USER_AGENT.encode())])]),
+            )
+            self._writer.write(bytes(Interleaved(track.channel + 1, compound)))
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                raise RtspConnectionError(f"{self._display}: camera closed the connection")
+            self.bytes += len(data)
+            self._arrival_ns = self._clock.wall_ns()
+            packets = self.packets
+            try:
+                messages = self._parser.feed(data)
+            except RtspParseError as exc:
+                for message in exc.messages:
+                    self._dispatch(message)
+                self._flush()
+                raise RtspProtocolError(f"{self._display}: bad RTSP message: {exc}") from exc
+            for message in messages:
+                self._dispatch(message)
+            if self.packets != packets:
+                self._last_rtp_ns = self._clock.monotonic_ns()
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            self.units += len(batch)
+            self._on_units(batch)
+
+    def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Interleaved):
+            entry = self._by_channel.get(message.channel)
+            if entry is None:
+                self._bad_packets += 1
+            elif entry[1]:
+                self._on_rtcp(entry[0], message.payload)
+            else:
+                self._on_rtp(entry[0], message.payload)
+        elif isinstance(message, Response):
+            try:
+                future = self._pending.get(message.cseq)
+            except ValueError:
+                future = None
+            if future is not None and not future.done():
+                future.set_result(message)
+            elif message.status == 401 and self._auth is not None:
+                # A keep-alive met an expired nonce: answer the next one with the new one.
+                self._auth.challenge(message.headers.get_all("WWW-Authenticate"))
+        else:
+            self._answer(message)
+
+    def _answer(self, request: Request) -> None:
+        assert self._writer is not None
+        known = request.method in ("GET_PARAMETER", "SET_PARAMETER", "OPTIONS")
+        headers = Headers()
+        with contextlib.suppress(ValueError):
+            headers.set("CSeq", str(request.cseq))
+        if self._session is not None:
+            headers.set("Session", self._session)
+        if request.method == "OPTIONS":
+            headers.set("Public", "OPTIONS, GET_PARAMETER, SET_PARAMETER")
+        reply = Response(200 if known else 501, "OK" if known else "Not Implemented", headers)
+        self._writer.write(bytes(reply))
+
+    def _on_rtp(self, track: _Track, payload: bytes) -> None:
+        try:
+            packet = RtpPacket.parse(payload)
+        except ValueError as exc:
+            self._bad_packets += 1
+            log.debug("%s: dropped RTP packet: %s", self._display, exc)
+            return
+        self.packets += 1
+        if packet.payload_type != track.payload_type:
+            self._bad_packets += 1
+            return
+        track.ssrc = packet.ssrc
+        track.sequence.update(packet.sequence_number)
+        if track.depacketizer is not None:
+            units = track.depacketizer.feed(
+                packet.payload, packet.timestamp, packet.marker, packet.sequence_number
+            )
+            for unit in units:
+                self._emit(track, unit, unit.rtp_timestamp)
+            if units and self.info.video is None:
+                ps = track.depacketizer.parameter_sets
+                sets = [*ps.vps.values(), *ps.sps.values(), *ps.pps.values()]
+                self._video_from(track.codec, sets)
+            return
+        if track.aac is None:
+            frames = [packet.payload]
+        else:
+            try:
+                frames = track.aac.feed(packet.payload, packet.marker)
+            except ValueError as exc:
+                track.aac.reset()
+                self._bad_packets += 1
+                log.debug("%s: dropped AAC packet: %s", self._display, exc)
+                return
+        for i, frame in enumerate(frames):
+            ts = (packet.timestamp + i * AAC_FRAME_SAMPLES) & 0xFFFFFFFF
+            self._emit(track, AccessUnit(track.codec, (frame,), ts, True), ts)
+
+    def _emit(self, track: _Track, unit: AccessUnit, rtp_timestamp: int) -> None:
+        ext = track.unwrap(rtp_timestamp)
+        dts_90k = ext if track.clock_rate == 90_000 else ext * 90_000 // track.clock_rate
+        wall_ns = track.wall_ns(ext, self._arrival_ns)
+        self._batch.append(TimedUnit(unit, track.index, dts_90k, wall_ns))
+
+    def _on_rtcp(self, track: _Track, payload: bytes) -> None:
+        try:
+            packets = parse_rtcp(payload)
+        except ValueError as exc:
+            self._bad_packets += 1
+            log.debug("%s: dropped RTCP packet: %s", self._display, exc)
+            return
+        for packet in packets:
+            if isinstance(packet, SenderReport):
+                try:
+                    wall_ns = ntp_to_wall_ns(packet.ntp_timestamp)
+                except ValueError:
+                    continue
+                track.sr = (wall_ns, track.peek(packet.rtp_timestamp))
+                track.sr_ntp = packet.ntp_timestamp
+                track.sr_mono_ns = self._clock.monotonic_ns()
