@@ -50,10 +50,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def camera(*args: str) -> Iterator[str]:
-    """Start a GStreamer RTSP camera; yields its URL."""
+def camera(*args: str, port: int | None = None) -> Iterator[str]:
+    """Start a GStreamer RTSP camera (on ``port``, or a free one); yields its URL."""
     require()
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [SYSTEM_PYTHON, str(ROOT / "tests/peers/gst_rtsp_server.py"), str(port), *args],
         stdout=subprocess.PIPE,

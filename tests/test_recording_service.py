@@ -80,3 +80,31 @@ def test_records_and_survives_kill_9(tmp_path, backend):
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "0 problems" in check.stdout
+
+
+def test_camera_outage_is_a_gap_and_recording_resumes(tmp_path):
+    port = gstcam.free_port()
+    url = f"rtsp://127.0.0.1:{port}/live"
+    config = tmp_path / "nvr.toml"
+    config.write_text(f'[storage]\nsegment_s = 60\n\n[[camera]]\nname = "cam"\nurl = "{url}"\n')
+    data = tmp_path / "data"
+    nvr = NvrProcess(data, ADMIN_PASSWORD, extra_args=["--config", str(config)])
+    with gstcam.camera("--size", "320x240", "--gop", "25", port=port):
+        nvr.start()
+        time.sleep(3.0)
+    down_ns = time.time_ns()
+    time.sleep(3.0)  # the camera is gone
+    with gstcam.camera("--size", "320x240", "--gop", "25", port=port):
+        time.sleep(6.0)  # backoff (1 s, 2 s, ...) then recording again
+        nvr.stop()
+    with sqlite3.connect(data / "nvr.sqlite3") as db:
+        gaps = db.execute("SELECT start_wall_ns, end_wall_ns, reason FROM gaps").fetchall()
+        segs = db.execute(
+            "SELECT start_wall_ns, state, fragment_count FROM segments ORDER BY id"
+        ).fetchall()
+    assert len(gaps) == 1, gaps
+    start, end, reason = gaps[0]
+    assert reason == "offline" and end is not None and start >= down_ns - 2e9 and end > start
+    # The media clock restarted with the camera, so a new segment began after the outage.
+    assert len(segs) >= 2 and all(state == "closed" for _, state, _ in segs)
+    assert segs[-1][0] >= end - 1e9 and segs[-1][2] >= 2
