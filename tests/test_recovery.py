@@ -112,3 +112,56 @@ async def test_orphans_missing_files_and_check_repair(env):
     report = await check_volume(index, volume_id, volume, repair=True)
     assert any("missing" in p for p in report.problems) and report.dropped_segments == 1
     assert await index.segments(cam) == []
+
+
+async def recorded_segments(index, cam, volume_id, volume, count=3):
+    """`count` closed one-second segments written by the real writer."""
+    writer = SegmentWriter(cam, volume_id, volume, index, segment_s=1.0, fragment_s=1.0)
+    await writer._in_io(os.makedirs, writer.directory, 0o755, True)
+    for unit in units(25 * count + 1)[: 25 * count + 1]:
+        await writer.add(unit)
+    await writer.finish()
+    writer._io.shutdown(wait=True)
+    return await index.segments(cam)
+
+
+async def test_retention_deletes_old_and_spares_locked_segments(env):
+    from onvif_nvr.recording.retention import StreamPolicy, enforce
+
+    index, cam, volume_id, volume = env
+    segments = await recorded_segments(index, cam, volume_id, volume)
+    assert len(segments) >= 3 and all(s.state == "closed" for s in segments)
+    files = {s.id: volume / str(cam) / f"{s.id}.mp4" for s in segments}
+    assert all(p.exists() for p in files.values())
+    await index.add_lock(cam, segments[1].start_wall_ns, segments[1].start_wall_ns + 1)
+    deleted_ids = []
+    now = segments[-1].end_wall_ns + 10 * 10**9
+    deleted = await enforce(
+        index,
+        [(volume_id, volume, 0)],
+        {cam: StreamPolicy(cam, retention_s=5)},
+        now,
+        free_bytes=lambda path: 10**12,
+        locks=await index.locks(),
+        on_deleted=lambda s: deleted_ids.append(s.id),
+    )
+    kept = {s.id for s in await index.segments(cam)}
+    assert deleted_ids == [s.id for s in deleted] and segments[1].id in kept
+    assert {s.id for s in deleted} == {s.id for s in segments} - {segments[1].id}
+    assert all(not files[i].exists() for i in deleted_ids) and files[segments[1].id].exists()
+
+
+async def test_retention_frees_space_oldest_first(env):
+    from onvif_nvr.recording.retention import StreamPolicy, enforce
+
+    index, cam, volume_id, volume = env
+    segments = await recorded_segments(index, cam, volume_id, volume)
+    need = segments[0].size + 1  # one segment's worth is not enough, two are
+    deleted = await enforce(
+        index,
+        [(volume_id, volume, need)],
+        {cam: StreamPolicy(cam)},
+        segments[-1].end_wall_ns,
+        free_bytes=lambda path: 0,
+    )
+    assert [s.id for s in deleted] == [segments[0].id, segments[1].id]

@@ -277,6 +277,34 @@ class SegmentIndex:
 
         return await self._db.run(work)
 
+    async def locks(self) -> dict[int, list[tuple[int, int]]]:
+        """Locked ranges per camera (retention never deletes data overlapping them)."""
+
+        def work() -> dict[int, list[tuple[int, int]]]:
+            out: dict[int, list[tuple[int, int]]] = {}
+            with self._db.session() as session:
+                for row in session.scalars(select(models.Lock)):
+                    out.setdefault(row.camera_id, []).append((row.start_wall_ns, row.end_wall_ns))
+            return out
+
+        return await self._db.run(work)
+
+    async def add_lock(
+        self, camera_id: int, start_wall_ns: int, end_wall_ns: int, reason: str = ""
+    ) -> None:
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.add(
+                    models.Lock(
+                        camera_id=camera_id,
+                        start_wall_ns=start_wall_ns,
+                        end_wall_ns=end_wall_ns,
+                        reason=reason,
+                    )
+                )
+
+        await self._db.run(work)
+
     async def recorded_ranges(
         self, camera_id: int, start_wall_ns: int, end_wall_ns: int
     ) -> list[tuple[int, int]]:

@@ -18,7 +18,6 @@ Everything here is synchronous file work called through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from onvif_nvr.mp4.reader import scan_fragments
 from onvif_nvr.recording.index import FragmentRow, SegmentIndex, SegmentRow
+from onvif_nvr.recording.retention import unlink_durably
 
 log = logging.getLogger(__name__)
 
@@ -58,17 +58,6 @@ def _truncate_and_sync(path: Path, size: int) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _unlink_and_sync(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    with contextlib.suppress(FileNotFoundError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _new_rows(
@@ -113,7 +102,7 @@ async def recover_volume(index: SegmentIndex, volume_id: int, volume_path: Path)
         path = _path(volume_path, segment)
         known_files.add(path)
         if segment.state == "deleting":
-            await asyncio.to_thread(_unlink_and_sync, path)
+            await asyncio.to_thread(unlink_durably, path)
             await index.drop_segment(segment.id)
             report.dropped_segments += 1
             continue
@@ -140,12 +129,12 @@ async def recover_volume(index: SegmentIndex, volume_id: int, volume_path: Path)
             await index.close_segment(segment.id)
             report.closed_segments += 1
         else:
-            await asyncio.to_thread(_unlink_and_sync, path)
+            await asyncio.to_thread(unlink_durably, path)
             await index.drop_segment(segment.id)
             report.dropped_segments += 1
     for path in await asyncio.to_thread(_segment_files, volume_path):
         if path not in known_files:
-            await asyncio.to_thread(_unlink_and_sync, path)
+            await asyncio.to_thread(unlink_durably, path)
             report.orphan_files += 1
     return report
 
@@ -196,6 +185,6 @@ async def check_volume(
         if path not in indexed_files:
             report.problems.append(f"{path}: no index row")
             if repair:
-                await asyncio.to_thread(_unlink_and_sync, path)
+                await asyncio.to_thread(unlink_durably, path)
                 report.orphan_files += 1
     return report

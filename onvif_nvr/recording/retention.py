@@ -9,10 +9,14 @@ Whole segments are the unit; the caller deletes them in the order returned.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
-from onvif_nvr.recording.index import SegmentRow
+from onvif_nvr.recording.index import SegmentIndex, SegmentRow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +83,44 @@ def plan(
             chosen.add(segment.id)
             deficit -= segment.size
     return doomed
+
+
+async def enforce(
+    index: SegmentIndex,
+    volumes: Sequence[tuple[int, Path, int]],
+    policies: Mapping[int, StreamPolicy],
+    now_wall_ns: int,
+    *,
+    free_bytes: Callable[[Path], int],
+    locks: Mapping[int, Sequence[tuple[int, int]]] | None = None,
+    on_deleted: Callable[[SegmentRow], None] | None = None,
+) -> list[SegmentRow]:
+    """Plan and carry out one retention pass. Deletion order: mark the segment
+    ``deleting`` (committed) → unlink → fsync the directory → drop the rows."""
+    states = [
+        VolumeState(volume_id, await asyncio.to_thread(free_bytes, path), min_free)
+        for volume_id, path, min_free in volumes
+    ]
+    paths = {volume_id: path for volume_id, path, _ in volumes}
+    doomed = plan(
+        now_wall_ns, await index.segments(states=("closed",)), policies, states, locks or {}
+    )
+    for segment in doomed:
+        await index.mark_deleting(segment.id)
+        path = paths[segment.volume_id] / str(segment.camera_id) / f"{segment.id}.mp4"
+        await asyncio.to_thread(unlink_durably, path)
+        await index.drop_segment(segment.id)
+        if on_deleted is not None:
+            on_deleted(segment)
+    return doomed
+
+
+def unlink_durably(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
