@@ -50,6 +50,7 @@ def test_records_and_survives_kill_9(tmp_path, backend):
         nvr = NvrProcess(data, ADMIN_PASSWORD, extra_args=["--config", str(config)])
         nvr.start()  # recovery runs before the recorders start
         nvr.stop()
+        assert not nvr.blocking_calls(), nvr.blocking_calls()
     rows, last_end = segments(data)
     assert all(state == "closed" for _, state, _, _ in rows), rows
     assert sum(count for _, _, count, _ in rows) >= 4
@@ -97,6 +98,7 @@ def test_camera_outage_is_a_gap_and_recording_resumes(tmp_path):
     with gstcam.camera("--size", "320x240", "--gop", "25", port=port):
         time.sleep(6.0)  # backoff (1 s, 2 s, ...) then recording again
         nvr.stop()
+    assert not nvr.blocking_calls(), nvr.blocking_calls()
     with sqlite3.connect(data / "nvr.sqlite3") as db:
         gaps = db.execute("SELECT start_wall_ns, end_wall_ns, reason FROM gaps").fetchall()
         segs = db.execute(
