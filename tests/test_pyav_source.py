@@ -9,7 +9,8 @@ import pytest
 from onvif_nvr.clock import SystemClock
 from onvif_nvr.media.units import TimedUnit
 from onvif_nvr.recording.hub import Hub
-from onvif_nvr.recording.pyav_source import PyAVSource, split_annexb
+from onvif_nvr.recording.pyav_source import PyAVSource
+from onvif_nvr.rtsp.bits import split_annexb
 from tests import gstcam
 
 

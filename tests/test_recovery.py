@@ -13,9 +13,9 @@ from onvif_nvr.media.units import AccessUnit, TimedUnit
 from onvif_nvr.mp4.boxes import Sample, avcc_sample, media_fragment
 from onvif_nvr.recording.cameras import CameraStore
 from onvif_nvr.recording.index import SegmentIndex
-from onvif_nvr.recording.pyav_source import split_annexb
 from onvif_nvr.recording.recovery import check_volume, recover_volume
 from onvif_nvr.recording.writer import SegmentWriter
+from onvif_nvr.rtsp.bits import split_annexb
 from onvif_nvr.system.secrets import Sealer
 from tests.mediagen import access_units, h264_annexb
 

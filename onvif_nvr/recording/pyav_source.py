@@ -27,6 +27,7 @@ from onvif_nvr.media.units import (
     VideoParameters,
 )
 from onvif_nvr.recording.cameras import display_url
+from onvif_nvr.rtsp.bits import split_annexb
 
 log = logging.getLogger(__name__)
 
@@ -40,30 +41,6 @@ _CODECS = {
 }
 _IDR = {"H264": {5}, "H265": {16, 17, 18, 19, 20, 21}}
 BATCH_S = 0.02
-
-
-def split_annexb(data: bytes) -> list[bytes]:
-    """NAL units of an Annex B byte stream (3- or 4-byte start codes)."""
-    nals: list[bytes] = []
-    i, n = 0, len(data)
-    start = -1
-    while i + 3 <= n:
-        if (
-            data[i] == 0
-            and data[i + 1] == 0
-            and (data[i + 2] == 1 or (data[i + 2] == 0 and i + 3 < n and data[i + 3] == 1))
-        ):
-            if start >= 0:
-                nals.append(data[start:i].rstrip(b"\x00"))
-            i += 3 if data[i + 2] == 1 else 4
-            start = i
-            continue
-        i += 1
-    if start >= 0:
-        nals.append(data[start:])
-    elif data:
-        nals.append(data)  # no start code: a bare NAL unit
-    return [nal for nal in nals if nal]
 
 
 def _nal_type(codec: str, nal: bytes) -> int:
