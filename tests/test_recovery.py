@@ -3,6 +3,7 @@ complete fragment and its torn tail cut; orphans are swept; `check` finds what i
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -165,3 +166,74 @@ async def test_retention_frees_space_oldest_first(env):
         free_bytes=lambda path: 0,
     )
     assert [s.id for s in deleted] == [segments[0].id, segments[1].id]
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+    """A real 300 KiB file system (tmpfs), so writes fail with ENOSPC as on a full disk."""
+    import subprocess
+
+    path = tmp_path / "small"
+    path.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a size-limited tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+async def test_disk_full_pauses_loudly_keeps_earlier_data_and_resumes(env, small_volume):
+    import subprocess
+
+    from onvif_nvr.clock import ManualClock as Clock
+
+    index, cam, _, _ = env
+    volume_id = await index.ensure_volume(str(small_volume))
+    clock = Clock()
+    writer = SegmentWriter(
+        cam, volume_id, small_volume, index, segment_s=2.0, fragment_s=1.0, clock=clock, retry_s=1.0
+    )
+    await writer._in_io(os.makedirs, writer.directory, 0o755, True)
+    stream = units(250)  # 10 s at 25 fps, far more than 300 KiB holds
+    for unit in stream:
+        await writer.add(unit)
+        clock.advance(0.04)
+        if writer.storage_errors:
+            break
+    assert writer.storage_errors == 1 and "No space" in writer.last_storage_error
+    # Earlier data is intact: every row matches its file, nothing torn is left.
+    assert (await check_volume(index, volume_id, small_volume)).problems == []
+    from sqlalchemy import select
+
+    from onvif_nvr.db import models
+
+    def state():
+        with index._db.session() as session:
+            volume = session.get(models.Volume, volume_id)
+            gaps = [(g.reason, g.end_wall_ns) for g in session.scalars(select(models.Gap))]
+            return volume.status, gaps
+
+    status, gaps = await index._db.run(state)
+    assert status == "full" and gaps == [("disk-full", None)]
+    # Space comes back: the next keyframe after the retry time starts a new segment.
+    await asyncio.to_thread(
+        subprocess.run, ["mount", "-o", "remount,size=20m", str(small_volume)], check=True
+    )
+    clock.advance(2.0)
+    before = writer.units_written
+    for unit in units(250)[:60]:
+        shifted = type(unit)(unit.unit, 0, unit.dts_90k + 400 * 3600, unit.wall_ns + 16 * 10**9)
+        await writer.add(shifted)
+        clock.advance(0.04)
+    await writer.finish()
+    writer._io.shutdown(wait=True)
+    assert writer.units_written > before
+    status, gaps = await index._db.run(state)
+    assert status == "ok" and gaps[0][0] == "disk-full" and gaps[0][1] is not None
+    assert (await check_volume(index, volume_id, small_volume)).problems == []

@@ -88,6 +88,7 @@ class CameraRecorder:
             segment_s=segment_s,
             fragment_s=fragment_s,
             fsync=fsync,
+            clock=clock,
         )
         self._source: Source | None = None
         self._stopping = asyncio.Event()

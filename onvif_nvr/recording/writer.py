@@ -19,12 +19,14 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.media.units import TimedUnit, VideoParameters
 from onvif_nvr.mp4.boxes import Sample, TrackSpec, avcc_sample, init_segment, media_fragment
 from onvif_nvr.recording.hub import Subscription
@@ -88,6 +90,8 @@ class SegmentWriter:
         segment_s: float = 60.0,
         fragment_s: float = 1.0,
         fsync: str = "fragment",
+        clock: Clock | None = None,
+        retry_s: float = 5.0,
     ) -> None:
         self.camera_id = camera_id
         self.volume_id = volume_id
@@ -96,6 +100,14 @@ class SegmentWriter:
         self.segment_90k = int(segment_s * 90_000)
         self.fragment_90k = int(fragment_s * 90_000)
         self.fsync = fsync
+        self.clock = clock or SystemClock()
+        self.retry_ns = int(retry_s * 1e9)
+        #: Set while the volume refuses writes: units are dropped until this monotonic time,
+        #: then the next keyframe tries a new segment.
+        self._failed_until_ns: int | None = None
+        self._gap_open = False
+        self.storage_errors = 0
+        self.last_storage_error = ""
         self._io = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"writer-{camera_id}"
         )
@@ -122,6 +134,50 @@ class SegmentWriter:
             self._io.shutdown(wait=True)
 
     async def add(self, unit: TimedUnit) -> None:
+        if self._failed_until_ns is not None and self.clock.monotonic_ns() < self._failed_until_ns:
+            self.units_skipped += 1
+            return
+        try:
+            await self._add(unit)
+        except OSError as exc:
+            await self._storage_failure(exc, unit.wall_ns)
+
+    async def _storage_failure(self, exc: OSError, wall_ns: int) -> None:
+        """A full or failing volume: close at the last durable fragment, open a gap, say so,
+        and drop units until a retry succeeds. Earlier data is never touched."""
+        self.storage_errors += 1
+        self.last_storage_error = f"{exc.strerror or exc}"
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        log.error(
+            "camera %s: storage %s: %s; recording paused",
+            self.camera_id,
+            "full" if full else "failed",
+            self.last_storage_error,
+        )
+        segment, self._segment = self._segment, None
+        self._pending = []
+        if segment is not None:
+            with contextlib.suppress(OSError):
+                await self._in_io(_truncate, segment.fd, segment.size)  # cut a torn fragment
+            with contextlib.suppress(OSError):
+                await self._in_io(_close, segment.fd)
+            if segment.fragments:
+                await self.index.close_segment(segment.id)
+            else:
+                with contextlib.suppress(OSError):
+                    await self._in_io(_unlink, segment.path)
+                await self.index.drop_segment(segment.id)
+        if not self._gap_open:
+            self._gap_open = True
+            await self.index.open_gap(
+                self.camera_id, wall_ns, "disk-full" if full else "disk-error"
+            )
+        await self.index.set_volume_status(
+            self.volume_id, "full" if full else "failed", self.last_storage_error
+        )
+        self._failed_until_ns = self.clock.monotonic_ns() + self.retry_ns
+
+    async def _add(self, unit: TimedUnit) -> None:
         au = unit.unit
         if au.keyframe:
             found = parameters_from_unit(au.codec, au.payloads)
@@ -160,6 +216,13 @@ class SegmentWriter:
         self._pending.append(unit)
 
     async def finish(self) -> None:
+        try:
+            await self._finish()
+        except OSError as exc:
+            wall_ns = self._pending[0].wall_ns if self._pending else self.clock.wall_ns()
+            await self._storage_failure(exc, wall_ns)
+
+    async def _finish(self) -> None:
         if self._pending:
             await self._flush_fragment(
                 next_dts_90k=self._pending[-1].dts_90k + self._typical_duration()
@@ -193,7 +256,19 @@ class SegmentWriter:
             creation_time_s=first.wall_ns // 10**9,
         )
         path = self.directory / f"{segment_id}.mp4"
-        fd = await self._in_io(_create, path, init)
+        try:
+            fd = await self._in_io(_create, path, init)
+        except OSError:
+            with contextlib.suppress(OSError):
+                await self._in_io(_unlink, path)
+            await self.index.drop_segment(segment_id)
+            raise
+        if self._failed_until_ns is not None or self._gap_open:
+            self._failed_until_ns = None
+            self._gap_open = False
+            await self.index.close_gaps(self.camera_id, first.wall_ns)
+            await self.index.set_volume_status(self.volume_id, "ok")
+            log.warning("camera %s: storage writable again; recording resumed", self.camera_id)
         self._segment = _OpenSegment(
             segment_id, path, fd, params, first.dts_90k, first.wall_ns, len(init), len(init)
         )
@@ -283,6 +358,10 @@ def _append(fd: int, data: bytes, sync: bool, directory: Path | None) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _truncate(fd: int, size: int) -> None:
+    os.ftruncate(fd, size)
 
 
 def _close(fd: int) -> None:
