@@ -30,6 +30,7 @@ from onvif_nvr.media.units import (
     SourceInfo,
     TimedUnit,
 )
+from onvif_nvr.media.wallclock import WallClockMapper
 from onvif_nvr.rtsp import h264, h265, sdp
 from onvif_nvr.rtsp.auth import ClientAuthenticator
 from onvif_nvr.rtsp.bits import BaseDepacketizer
@@ -189,6 +190,7 @@ class _Track:
     sr_mono_ns: int = 0
     arrival: tuple[int, int] | None = None  # (wall_ns, unwrapped rtp) of the first unit
     last_wall_ns: int = 0
+    mapper: WallClockMapper | None = None
 
     def peek(self, rtp_timestamp: int) -> int:
         if self.last_ts is None:
@@ -202,14 +204,12 @@ class _Track:
         return ext
 
     def wall_ns(self, ext: int, arrival_ns: int) -> int:
-        if self.sr is not None:
-            base_wall, base_ext = self.sr
-        else:
-            if self.arrival is None:
-                self.arrival = (arrival_ns, ext)
-            base_wall, base_ext = self.arrival
-        wall = base_wall + (ext - base_ext) * 1_000_000_000 // self.clock_rate
-        self.last_wall_ns = max(wall, self.last_wall_ns)
+        # docs/design/time.md: arrival clock until the first sender report, then the
+        # camera's clock with a bounded slew; never backwards.
+        if self.mapper is None:
+            self.mapper = WallClockMapper(self.clock_rate)
+        self.mapper.arrival(arrival_ns, ext)
+        self.last_wall_ns = self.mapper.wall_ns(ext)
         return self.last_wall_ns
 
 
@@ -670,5 +670,8 @@ class RtspSource:
                 except ValueError:
                     continue
                 track.sr = (wall_ns, track.peek(packet.rtp_timestamp))
+                if track.mapper is None:
+                    track.mapper = WallClockMapper(track.clock_rate)
+                track.mapper.report(wall_ns, track.sr[1])
                 track.sr_ntp = packet.ntp_timestamp
                 track.sr_mono_ns = self._clock.monotonic_ns()
