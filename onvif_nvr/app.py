@@ -23,8 +23,10 @@ from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
+from onvif_nvr.recording import simulator
 from onvif_nvr.recording.cameras import CameraStore, sync_from_config
 from onvif_nvr.recording.manager import RecordingManager
+from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
@@ -54,6 +56,7 @@ class NvrApp:
         clock: Clock | None = None,
         system_log: LogBuffer | None = None,
         access_log: LogBuffer | None = None,
+        demo_cameras: int = 0,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -67,6 +70,9 @@ class NvrApp:
         self.bound_port: int | None = None
         self.discovery: DiscoveryTarget | None = None
         self.recording: RecordingManager | None = None
+        #: Simulated cameras served (and recorded) by ``onvif-nvr demo``.
+        self.demo_cameras = demo_cameras
+        self.rtsp: RtspServer | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -136,6 +142,8 @@ class NvrApp:
         )
         self.cameras = CameraStore(db, sealer, self.clock)
         await sync_from_config(self.cameras, settings.camera)
+        if self.demo_cameras:
+            await self._start_demo(self.demo_cameras)
         self.recording = RecordingManager(settings, db, self.cameras, self.clock)
         await self.recording.start()
 
@@ -207,6 +215,30 @@ class NvrApp:
         if settings.discovery.enabled:
             await self._start_discovery()
 
+    # -- demo ------------------------------------------------------------------------------
+    async def _start_demo(self, count: int) -> None:
+        """Serve ``count`` simulated cameras over RTSP and record them like real ones."""
+        clip = self.settings.data_dir / "demo" / "clip.h264"
+        if not await asyncio.to_thread(clip.exists):
+            await asyncio.to_thread(clip.parent.mkdir, parents=True, exist_ok=True)
+            log.info("making the demo clip (once)")
+            await asyncio.to_thread(simulator.make_clip, clip)
+        params, units = await asyncio.to_thread(simulator.load_clip, clip)
+        self.rtsp = RtspServer("127.0.0.1", self.settings.rtsp_port, self.clock)
+        for i in range(1, count + 1):
+            self.rtsp.add_mount(f"/sim/{i}", simulator.LoopingClip(params, units, self.clock))
+        await self.rtsp.start()
+        existing = {c.name: c for c in await self.cameras.list()}
+        for i in range(1, count + 1):
+            name, url = f"demo-{i}", f"rtsp://127.0.0.1:{self.rtsp.bound_port}/sim/{i}"
+            if name not in existing:
+                await self.cameras.add(name, url, origin="demo")
+            elif existing[name].url != url:
+                await self.cameras.update(name, url=url)
+        log.info(
+            "demo: %d simulated cameras at rtsp://127.0.0.1:%s/sim/N", count, self.rtsp.bound_port
+        )
+
     # -- WS-Discovery ----------------------------------------------------------------------
     async def _start_discovery(self) -> None:
         cfg = self.settings.discovery
@@ -268,6 +300,9 @@ class NvrApp:
             await target.stop()  # Bye, while the network is still there
         if self.recording is not None:
             await self.recording.stop()  # writers close their segments before the DB goes
+        if self.rtsp is not None:
+            await self.rtsp.close()
+            self.rtsp = None
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -31,7 +31,7 @@ def _settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(Path(args.config) if args.config else None, overrides=overrides)
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, demo_cameras: int = 0) -> int:
     from onvif_nvr.app import Exit, NvrApp  # already imported by main(), off the event loop
     from onvif_nvr.errors import NvrError
 
@@ -48,7 +48,9 @@ async def _serve(settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     while True:
-        app = NvrApp(settings, system_log=system_log, access_log=access_log)
+        app = NvrApp(
+            settings, system_log=system_log, access_log=access_log, demo_cameras=demo_cameras
+        )
         current[:] = [app]
         try:
             await app.start()
@@ -263,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"onvif-nvr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the NVR")
+    demo = sub.add_parser(
+        "demo", help="run the NVR with simulated cameras recording (no hardware needed)"
+    )
     serve.add_argument("--config", help="TOML settings file (see example.toml)")
     serve.add_argument("--data-dir", type=Path, help="where the database, key and recordings live")
     serve.add_argument("--http-port", type=int, help="SOAP/HTTP port (default 8080)")
@@ -274,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="password of the first 'admin' on a data dir with no users (else generated and printed)",
     )
     serve.add_argument("--log-level", help="debug, info, warning, error")
+    for action in serve._actions:
+        if action.option_strings and action.dest != "help":
+            demo._add_action(action)
+    demo.add_argument(
+        "--cameras", type=int, default=4, help="how many simulated cameras (default 4)"
+    )
     discover = sub.add_parser(
         "discover",
         help="find ONVIF cameras with WS-Discovery and list their profiles and RTSP URIs",
@@ -383,7 +394,9 @@ def main(argv: list[str] | None = None) -> int:
         loopguard.install()
 
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(
+            _serve(settings, getattr(args, "cameras", 0) if args.command == "demo" else 0)
+        )
     except KeyboardInterrupt:
         return 0
 

@@ -31,6 +31,7 @@ class NvrProcess:
         bind: str = "127.0.0.1",
         prefix: list[str] | None = None,
         extra_args: list[str] | None = None,
+        command: str = "serve",
     ):
         self.data_dir = data_dir
         self.admin_password = admin_password
@@ -39,6 +40,7 @@ class NvrProcess:
         #: Prepended to the command, e.g. ``ip netns exec NS`` to run on a test host.
         self.prefix = prefix or []
         self.extra_args = extra_args or []
+        self.command = command
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.output: list[str] = []
@@ -69,7 +71,7 @@ class NvrProcess:
                 sys.executable,
                 "-m",
                 "onvif_nvr",
-                "serve",
+                self.command,
                 "--data-dir",
                 str(self.data_dir),
                 "--bind",
