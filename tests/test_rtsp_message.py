@@ -11,19 +11,10 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from onvif_nvr.rtsp.message import (
-    MAX_BODY_BYTES,
-    REASONS,
+from onvif_nvr.rtsp.headers import (
     ClockRange,
-    Headers,
-    Interleaved,
-    Message,
-    MessageParser,
     NptRange,
-    Request,
-    Response,
     RtpInfo,
-    RtspParseError,
     SessionHeader,
     TransportSpec,
     control_base,
@@ -42,8 +33,19 @@ from onvif_nvr.rtsp.message import (
     parse_speed,
     parse_tokens,
     parse_transport,
-    redact_url,
     resolve_control,
+)
+from onvif_nvr.rtsp.message import (
+    MAX_BODY_BYTES,
+    REASONS,
+    Headers,
+    Interleaved,
+    Message,
+    MessageParser,
+    Request,
+    Response,
+    RtspParseError,
+    redact_url,
 )
 
 HIK = "rtsp://192.168.1.64:554/Streaming/Channels/101"

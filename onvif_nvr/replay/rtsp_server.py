@@ -32,15 +32,9 @@ from onvif_nvr.clock import Clock
 from onvif_nvr.media.units import AccessUnit, VideoParameters
 from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.h264 import H264Packetizer
-from onvif_nvr.rtsp.message import (
-    Headers,
-    Interleaved,
-    MessageParser,
+from onvif_nvr.rtsp.headers import (
     NptRange,
-    Request,
-    Response,
     RtpInfo,
-    RtspParseError,
     SessionHeader,
     format_range,
     format_rtp_info,
@@ -48,6 +42,14 @@ from onvif_nvr.rtsp.message import (
     format_transport,
     parse_session,
     parse_transport,
+)
+from onvif_nvr.rtsp.message import (
+    Headers,
+    Interleaved,
+    MessageParser,
+    Request,
+    Response,
+    RtspParseError,
 )
 from onvif_nvr.rtsp.rtp import RtpPacket, SenderReport, build_compound, wall_ns_to_ntp
 

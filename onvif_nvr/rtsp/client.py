@@ -34,6 +34,15 @@ from onvif_nvr.media.wallclock import WallClockMapper
 from onvif_nvr.rtsp import h264, h265, sdp
 from onvif_nvr.rtsp.auth import ClientAuthenticator
 from onvif_nvr.rtsp.bits import BaseDepacketizer
+from onvif_nvr.rtsp.headers import (
+    TransportSpec,
+    control_base,
+    format_transport,
+    parse_session,
+    parse_tokens,
+    parse_transport,
+    resolve_control,
+)
 from onvif_nvr.rtsp.message import (
     Headers,
     Interleaved,
@@ -42,14 +51,7 @@ from onvif_nvr.rtsp.message import (
     Request,
     Response,
     RtspParseError,
-    TransportSpec,
-    control_base,
-    format_transport,
-    parse_session,
-    parse_tokens,
-    parse_transport,
     redact_url,
-    resolve_control,
 )
 from onvif_nvr.rtsp.rtp import (
     SDES_CNAME,
