@@ -50,3 +50,25 @@ async def test_records_units_with_keyframes_and_parameters(codec):
     walls = [u.wall_ns for u in video]
     assert walls == sorted(walls)
     assert recorder.lost == 0
+
+
+async def test_many_fallback_sources_run_at_once():
+    """Each source has its own thread: more sources than the default executor's workers
+    (cores + 4) all deliver units."""
+    count = 8
+    with gstcam.camera("--codec", "h264", "--size", "160x120", "--fps", "10", "--gop", "10") as url:
+        seen = [0] * count
+        sources = [
+            PyAVSource(
+                url,
+                clock=SystemClock(),
+                on_units=lambda units, i=i: seen.__setitem__(i, seen[i] + len(units)),
+            )
+            for i in range(count)
+        ]
+        tasks = [asyncio.ensure_future(s.run()) for s in sources]
+        await asyncio.sleep(4.0)
+        for source in sources:
+            source.stop()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+    assert all(n > 0 for n in seen), seen

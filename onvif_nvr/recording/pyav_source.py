@@ -9,6 +9,7 @@ per packet). No decoding and no transcoding: packets pass through as they come.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -78,7 +79,13 @@ class PyAVSource:
     async def run(self) -> SourceInfo:
         """Read until stopped or the stream fails (the exception propagates)."""
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(self._read, loop)
+        # A thread of its own: demuxing blocks for the life of the stream, and the default
+        # executor has only cores + 4 workers (a fallback camera each would exhaust it).
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyav-source")
+        try:
+            return await loop.run_in_executor(executor, self._read, loop)
+        finally:
+            executor.shutdown(wait=False)
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> SourceInfo:
         options = {"rtsp_transport": {"udp": "udp", "http": "http"}.get(self._transport, "tcp")}
