@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from onvif_nvr.media.units import AccessUnit
 
@@ -227,6 +227,19 @@ class Drop(Exception):
         super().__init__(reason)
         self.damaging = damaging
         self.unsupported = unsupported
+
+
+def remember_parameter_set(
+    store: ParameterSets, nal: bytes, ps_id: Callable[[bytes], tuple[str, int] | None], codec: str
+) -> None:
+    """Keep ``nal`` in ``store`` if it is a parameter set (unreadable ones are skipped)."""
+    try:
+        key = ps_id(nal)
+    except ValueError as exc:
+        log.debug("%s: unreadable parameter set: %s", codec, exc)
+        return
+    if key is not None:
+        store.store(key[0], key[1], nal)
 
 
 class BaseDepacketizer:

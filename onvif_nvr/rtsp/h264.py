@@ -22,6 +22,7 @@ from onvif_nvr.rtsp.bits import (
     Drop,
     ParameterSets,
     from_avcc,
+    remember_parameter_set,
     remove_emulation_prevention,
     split_annexb,
     to_annexb,
@@ -131,13 +132,7 @@ class H264Depacketizer(BaseDepacketizer):
         return nal[0] & 0x1F == NAL_IDR
 
     def _remember(self, nal: bytes) -> None:
-        try:
-            key = _ps_id(nal)
-        except ValueError as exc:
-            log.debug("H264: unreadable parameter set: %s", exc)
-            return
-        if key is not None:
-            self.parameter_sets.store(key[0], key[1], nal)
+        remember_parameter_set(self.parameter_sets, nal, _ps_id, "H264")
 
 
 class H264Packetizer(BasePacketizer):
@@ -148,12 +143,7 @@ class H264Packetizer(BasePacketizer):
     _needed_kinds = ("sps", "pps")
 
     def _remember(self, nal: bytes) -> None:
-        try:
-            key = _ps_id(nal)
-        except ValueError:
-            return
-        if key is not None:
-            self.parameter_sets.store(key[0], key[1], nal)
+        remember_parameter_set(self.parameter_sets, nal, _ps_id, "H264")
 
     def _kind(self, nal: bytes) -> str | None:
         return {NAL_SPS: "sps", NAL_PPS: "pps"}.get(nal[0] & 0x1F)

@@ -23,6 +23,7 @@ from onvif_nvr.rtsp.bits import (
     Drop,
     ParameterSets,
     from_avcc,
+    remember_parameter_set,
     remove_emulation_prevention,
     split_annexb,
     to_annexb,
@@ -133,13 +134,7 @@ class H265Depacketizer(BaseDepacketizer):
         return _is_irap(nal)
 
     def _remember(self, nal: bytes) -> None:
-        try:
-            key = _ps_id(nal)
-        except ValueError as exc:
-            log.debug("H265: unreadable parameter set: %s", exc)
-            return
-        if key is not None:
-            self.parameter_sets.store(key[0], key[1], nal)
+        remember_parameter_set(self.parameter_sets, nal, _ps_id, "H265")
 
 
 class H265Packetizer(BasePacketizer):
@@ -150,12 +145,7 @@ class H265Packetizer(BasePacketizer):
     _needed_kinds = ("vps", "sps", "pps")
 
     def _remember(self, nal: bytes) -> None:
-        try:
-            key = _ps_id(nal)
-        except ValueError:
-            return
-        if key is not None:
-            self.parameter_sets.store(key[0], key[1], nal)
+        remember_parameter_set(self.parameter_sets, nal, _ps_id, "H265")
 
     def _kind(self, nal: bytes) -> str | None:
         return _KINDS.get((nal[0] >> 1) & 0x3F)
