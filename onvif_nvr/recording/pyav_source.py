@@ -28,6 +28,7 @@ from onvif_nvr.media.units import (
     VideoParameters,
 )
 from onvif_nvr.recording.cameras import display_url
+from onvif_nvr.rtsp import h264, h265
 from onvif_nvr.rtsp.bits import split_annexb
 
 log = logging.getLogger(__name__)
@@ -40,12 +41,9 @@ _CODECS = {
     "pcm_alaw": "PCMA",
     "opus": "OPUS",
 }
-_IDR = {"H264": {5}, "H265": {16, 17, 18, 19, 20, 21}}
+NAL_TYPE = {"H264": h264.nal_type, "H265": h265.nal_type}
+_IDR = {"H264": {h264.NAL_IDR}, "H265": {16, 17, 18, 19, 20, 21}}  # H.265: the IRAP types
 BATCH_S = 0.02
-
-
-def _nal_type(codec: str, nal: bytes) -> int:
-    return (nal[0] & 0x1F) if codec == "H264" else (nal[0] >> 1) & 0x3F
 
 
 def codec_of_video(tracks: dict[int, tuple[int, str, Any]]) -> str:
@@ -81,7 +79,9 @@ class PyAVSource:
         loop = asyncio.get_running_loop()
         # A thread of its own: demuxing blocks for the life of the stream, and the default
         # executor has only cores + 4 workers (a fallback camera each would exhaust it).
-        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pyav-source")
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pyav-source"
+        )
         try:
             return await loop.run_in_executor(executor, self._read, loop)
         finally:
@@ -147,7 +147,7 @@ class PyAVSource:
                     p_dts, p_nals, p_key, p_bad = pending[0], pending[1], pending[2], pending[3]
                     emit(p_dts, AccessUnit(codec, tuple(p_nals), p_dts, p_key, p_bad), 0)
                     pending = None
-                key = packet.is_keyframe or any(_nal_type(codec, n) in _IDR[codec] for n in nals)
+                key = packet.is_keyframe or any(NAL_TYPE[codec](n) in _IDR[codec] for n in nals)
                 if pending is None:
                     pending = (dts_90k, nals, key, packet.is_corrupt)
                 else:

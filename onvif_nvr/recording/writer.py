@@ -38,11 +38,8 @@ T = TypeVar("T")
 
 #: A media-clock step larger than this (or backwards) starts a new segment.
 MAX_DTS_STEP_90K = 10 * 90_000
+_NAL_TYPE = {"H264": h264.nal_type, "H265": h265.nal_type}
 _PS_TYPES = {"H264": {7: "sps", 8: "pps"}, "H265": {32: "vps", 33: "sps", 34: "pps"}}
-
-
-def _nal_type(codec: str, nal: bytes) -> int:
-    return nal[0] & 0x1F if codec == "H264" else (nal[0] >> 1) & 0x3F
 
 
 def parameters_from_unit(
@@ -51,7 +48,7 @@ def parameters_from_unit(
     """(parameters, sample entry record) from the parameter sets carried in a keyframe."""
     found: dict[str, list[bytes]] = {"vps": [], "sps": [], "pps": []}
     for nal in nals:
-        kind = _PS_TYPES[codec].get(_nal_type(codec, nal)) if nal else None
+        kind = _PS_TYPES[codec].get(_NAL_TYPE[codec](nal)) if nal else None
         if kind is not None and nal not in found[kind]:
             found[kind].append(nal)
     if not found["sps"] or not found["pps"] or (codec == "H265" and not found["vps"]):
