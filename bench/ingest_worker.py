@@ -166,11 +166,7 @@ async def record(args: argparse.Namespace) -> None:
 
 
 def _publisher(hub):
-    def on_units(units) -> None:
-        for unit in units:
-            hub.publish(unit)
-
-    return on_units
+    return hub.publish_many
 
 
 def _write_json(path: Path, data: object) -> None:

@@ -65,3 +65,21 @@ async def test_waiting_consumer_wakes_up():
     assert (await task).dts_90k == 3000
     sub.close()
     assert await sub.get() is None
+
+
+async def test_batches_take_what_is_queued_and_wait_for_more():
+    hub = Hub("cam")
+    sub = hub.subscribe("writer", maxsize=100, lossy=True)
+    hub.publish_many([unit(i, key=i == 0) for i in range(5)])
+    assert [u.dts_90k for u in await sub.get_batch(limit=3)] == [0, 3000, 6000]
+    assert [u.dts_90k for u in await sub.get_batch()] == [9000, 12000]
+    waiting = asyncio.ensure_future(sub.get_batch())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    hub.publish_many([unit(5), unit(6)])
+    assert [u.dts_90k for u in await waiting] == [15000, 18000]
+    assert sub.delivered == 7
+    hub.publish(unit(7))
+    hub.end()
+    assert [[u.dts_90k for u in b] async for b in sub.batches()] == [[21000]]
+    assert await sub.get_batch() == []

@@ -77,6 +77,35 @@ class Subscription:
         self.delivered += 1
         return self._queue.popleft()
 
+    async def get_batch(self, limit: int = 1024) -> list[TimedUnit]:
+        """Every queued unit (at most ``limit``), waiting for one if none is queued; an
+        empty list once the subscription has ended and is drained. A consumer that takes
+        batches wakes once per batch the source delivered, not once per unit."""
+        while not self._queue:
+            if self.closed_reason is not None:
+                return []
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        queue = self._queue
+        if len(queue) <= limit:
+            batch = list(queue)
+            queue.clear()
+        else:
+            batch = [queue.popleft() for _ in range(limit)]
+        self.delivered += len(batch)
+        return batch
+
+    def batches(self, limit: int = 1024) -> AsyncIterator[list[TimedUnit]]:
+        """``async for batch in sub.batches()``: :meth:`get_batch` until the end."""
+        return self._iterate_batches(limit)
+
+    async def _iterate_batches(self, limit: int) -> AsyncIterator[list[TimedUnit]]:
+        while batch := await self.get_batch(limit):
+            yield batch
+
     def __aiter__(self) -> AsyncIterator[TimedUnit]:
         return self._iterate()
 
@@ -104,6 +133,11 @@ class Hub:
             self._gop.append(unit)
         for subscription in list(self._subscriptions):
             subscription._push(unit)
+
+    def publish_many(self, units: list[TimedUnit]) -> None:
+        """:meth:`publish` each of ``units`` in order (one source read's worth)."""
+        for unit in units:
+            self.publish(unit)
 
     def subscribe(
         self, name: str, *, maxsize: int = 256, lossy: bool = False, from_keyframe: bool = True

@@ -125,8 +125,7 @@ class CameraRecorder:
             self._in_gap = False
             asyncio.ensure_future(self.index.close_gaps(self.camera.id, units[0].wall_ns))
         self.state = "recording"
-        for unit in units:
-            self.hub.publish(unit)
+        self.hub.publish_many(units)
 
     async def _supervise(self) -> None:
         backend = self.camera.backend

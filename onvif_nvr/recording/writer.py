@@ -123,9 +123,10 @@ class SegmentWriter:
         """Write until the subscription ends; then close the open segment cleanly."""
         await self._in_io(os.makedirs, self.directory, 0o755, True)
         try:
-            async for unit in subscription:
-                if unit.track == 0:
-                    await self.add(unit)
+            async for batch in subscription.batches():
+                for unit in batch:
+                    if unit.track == 0:
+                        await self.add(unit)
         finally:
             await self.finish()
             self._io.shutdown(wait=True)
