@@ -321,6 +321,52 @@ class BaseDepacketizer:
         """End the access unit under assembly (at end of stream or on a pause)."""
         return self._emit()
 
+    def feed_view(
+        self,
+        view: memoryview,
+        start: int,
+        end: int,
+        rtp_timestamp: int,
+        marker: bool,
+        sequence_number: int,
+    ) -> list[AccessUnit]:
+        """:meth:`feed` for the payload ``view[start:end]`` of a receive buffer.
+
+        Most packets of a high-bitrate stream are the middle or end fragments of a large
+        NAL unit; such a fragment, in sequence and with the timestamp of the unit under
+        assembly, is appended straight from the buffer (no payload copy, no per-packet
+        objects). Any other packet takes :meth:`feed`. Same results either way.
+        """
+        fu = self._fu
+        if (
+            fu is not None
+            and rtp_timestamp == self._ts
+            and self._last_seq is not None
+            and sequence_number == (self._last_seq + 1) & 0xFFFF
+        ):
+            data = self._continuation(view, start, end, fu)
+            if data:
+                self.packets += 1
+                self._last_seq = sequence_number
+                fu += view[data:end]
+                self._fu_packets += 1
+                if self._size + len(fu) > self._max_size:
+                    self._abort_fu(f"fragmented NAL unit larger than {self._max_size} bytes")
+                elif view[data - 1] & 0x40:  # E bit of the FU header before the data
+                    self._fu = None
+                    self._add(bytes(fu))
+                if marker:
+                    self._marks_units = True
+                    return self._emit()
+                return []
+        return self.feed(view[start:end].tobytes(), rtp_timestamp, marker, sequence_number)
+
+    def _continuation(self, view: memoryview, start: int, end: int, fu: bytearray) -> int:
+        """Offset of the data of a middle/end fragment of the NAL unit ``fu`` (whose header
+        it carries) in ``view[start:end]``; 0 for any other packet. The FU header is the
+        byte before the data."""
+        return 0
+
     # -- codec hooks ------------------------------------------------------------------------
 
     def _depacketize(self, payload: bytes) -> list[bytes]:

@@ -1,10 +1,14 @@
 """The NVR's own RTSP client for ingest: one camera session over RTSP/TCP interleaved.
 
 Interchangeable with ``recording.pyav_source.PyAVSource`` (same ``run()``/``stop()``/``info``
-and ``on_units(list[TimedUnit])`` callback) but it runs on the event loop: the socket is read
-in large chunks and every chunk's messages are parsed, depacketized and handed over in one
-batch, with no per-packet thread hand-off. The protocol work is done by the sans-IO modules
-(``message``, ``auth``, ``sdp``, ``rtp``, ``h264``, ``h265``); this module only drives them.
+and ``on_units(list[TimedUnit])`` callback) but it runs on the event loop: a protocol object
+gets the socket's data in large chunks straight from the loop's reader callback (no task
+wake-up, no stream buffer), and every chunk's messages are parsed, depacketized and handed
+over in one batch, with no per-packet thread hand-off. Interleaved frames take the parser's
+fast lane: RTP headers are read in place in the receive buffer and the fragments of large
+NAL units are appended from it directly, without an object or a copy per packet. The
+protocol work is done by the sans-IO modules (``message``, ``auth``, ``sdp``, ``rtp``,
+``h264``, ``h265``); this module only drives them.
 
 Time (docs/design/time.md): RTP timestamps are unwrapped per stream to 90 kHz ``dts_90k``;
 ``wall_ns`` comes from the stream's latest RTCP sender report, before the first one from the
@@ -20,6 +24,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
+import struct
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -68,7 +74,11 @@ from onvif_nvr.rtsp.rtp import (
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 262_144
+#: Kernel receive buffer asked for: a second of a 4 Mbit/s stream, so a busy loop never
+#: makes the camera's TCP window close.
+RECEIVE_BUFFER = 1 << 20
+#: RTP fixed header after the first byte: M/PT, sequence number, timestamp, SSRC.
+_RTP_REST = struct.Struct(">BHII")
 RECEIVER_REPORT_S = 5.0
 DEFAULT_SESSION_TIMEOUT_S = 60
 TEARDOWN_TIMEOUT_S = 1.0
@@ -107,6 +117,19 @@ class RtspStallError(RtspClientError):
 
 class _Stopped(Exception):
     pass
+
+
+class _Connection(asyncio.Protocol):
+    """The socket side of a session: hands the loop's reads to the source."""
+
+    def __init__(self, source: RtspSource) -> None:
+        self._source = source
+
+    def data_received(self, data: bytes) -> None:
+        self._source._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._source._on_lost(exc)
 
 
 class AacDeframer:
@@ -256,8 +279,10 @@ class RtspSource:
         self._stall_timeout_s = stall_timeout_s
         self._keepalive_s = keepalive_s
         self._stopping = asyncio.Event()
-        self._parser = MessageParser("client")
-        self._writer: asyncio.StreamWriter | None = None
+        self._parser = MessageParser("client", frame_sink=self._frames)
+        self._transport: asyncio.Transport | None = None
+        #: Done (with the failure as its exception) once the connection is gone.
+        self._closed: asyncio.Future[None] | None = None
         self._cseq = 0
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._session: str | None = None
@@ -294,9 +319,11 @@ class RtspSource:
 
     async def run(self) -> SourceInfo:
         """Stream until stopped (returns ``info``) or the session fails (raises)."""
+        loop = asyncio.get_running_loop()
+        self._closed = closed = loop.create_future()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self._host, self._port, limit=4 * READ_CHUNK),
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self._host, self._port),
                 self._open_timeout_s,
             )
         except TimeoutError:
@@ -304,36 +331,37 @@ class RtspSource:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise RtspConnectionError(f"{self._display}: cannot connect: {reason}") from exc
-        self._writer = writer
-        read_task = asyncio.create_task(self._read_loop(reader))
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        self._transport = transport
         stop_task = asyncio.create_task(self._stopping.wait())
         clean = False
         try:
-            await self._handshake(read_task, stop_task)
-            await self._stream(read_task, stop_task)
+            await self._handshake(stop_task)
+            await self._stream(stop_task)
             clean = True
         except _Stopped:
             clean = True
         finally:
-            if clean and self._session is not None and not read_task.done():
+            if clean and self._session is not None and not closed.done():
                 with contextlib.suppress(Exception):
-                    await self._request(
-                        "TEARDOWN", self._aggregate_url, read_task, None, TEARDOWN_TIMEOUT_S
-                    )
+                    await self._request("TEARDOWN", self._aggregate_url, None, TEARDOWN_TIMEOUT_S)
             stop_task.cancel()
-            read_task.cancel()
-            await asyncio.gather(read_task, stop_task, return_exceptions=True)
+            await asyncio.gather(stop_task, return_exceptions=True)
             for future in self._pending.values():
                 future.cancel()
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            transport.close()
+            if not closed.done():
+                closed.set_result(None)
+            closed.exception()  # retrieved: the failure, if any, was raised already
         return self.info
 
     # -- requests ---------------------------------------------------------------------------
 
     def _send(self, method: str, uri: str, extra: dict[str, str] | None = None) -> int:
-        assert self._writer is not None
+        assert self._transport is not None
         self._cseq += 1
         headers = Headers({"CSeq": str(self._cseq), "User-Agent": USER_AGENT, **(extra or {})})
         if self._session is not None:
@@ -342,14 +370,13 @@ class RtspSource:
             authorization = self._auth.authorization(method, uri)
             if authorization is not None:
                 headers.set("Authorization", authorization)
-        self._writer.write(bytes(Request(method, uri, headers)))
+        self._transport.write(bytes(Request(method, uri, headers)))
         return self._cseq
 
     async def _request(
         self,
         method: str,
         uri: str,
-        read_task: asyncio.Task[None],
         stop_task: asyncio.Task[bool] | None,
         timeout_s: float | None = None,
         extra: dict[str, str] | None = None,
@@ -359,7 +386,8 @@ class RtspSource:
             cseq = self._send(method, uri, extra)
             future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self._pending[cseq] = future
-            waiters: set[asyncio.Future[Any]] = {future, read_task}
+            assert self._closed is not None
+            waiters: set[asyncio.Future[Any]] = {future, self._closed}
             if stop_task is not None:
                 waiters.add(stop_task)
             try:
@@ -372,8 +400,8 @@ class RtspSource:
                 self._pending.pop(cseq, None)
             if not future.done():
                 future.cancel()
-                if read_task.done():
-                    read_task.result()  # raises the connection's failure
+                if self._closed.done():
+                    self._closed.result()  # raises the connection's failure
                     raise RtspConnectionError(f"{self._display}: connection closed")
                 if stop_task is not None and stop_task.done():
                     raise _Stopped
@@ -395,14 +423,12 @@ class RtspSource:
             )
         return response
 
-    async def _handshake(
-        self, read_task: asyncio.Task[None], stop_task: asyncio.Task[bool]
-    ) -> None:
-        options = await self._request("OPTIONS", self._url, read_task, stop_task)
+    async def _handshake(self, stop_task: asyncio.Task[bool]) -> None:
+        options = await self._request("OPTIONS", self._url, stop_task)
         public = {m.upper() for m in parse_tokens(options.headers.get("Public", ""))}
         self._keepalive_method = "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS"
         describe = await self._request(
-            "DESCRIBE", self._url, read_task, stop_task, extra={"Accept": "application/sdp"}
+            "DESCRIBE", self._url, stop_task, extra={"Accept": "application/sdp"}
         )
         try:
             description = sdp.SessionDescription.parse(describe.body)
@@ -417,7 +443,6 @@ class RtspSource:
             reply = await self._request(
                 "SETUP",
                 track.control_url,
-                read_task,
                 stop_task,
                 extra={"Transport": format_transport([spec])},
             )
@@ -435,9 +460,7 @@ class RtspSource:
             self._by_channel[track.channel + 1] = (track, True)
         self._keepalive_interval_s = self._keepalive_s or max(timeout_s / 2, 1.0)
         self._last_rtp_ns = self._clock.monotonic_ns()
-        await self._request(
-            "PLAY", self._aggregate_url, read_task, stop_task, extra={"Range": "npt=0.000-"}
-        )
+        await self._request("PLAY", self._aggregate_url, stop_task, extra={"Range": "npt=0.000-"})
         self._last_rtp_ns = self._clock.monotonic_ns()
         log.info("%s: playing %s", self._display, ", ".join(t.codec for t in self._tracks))
 
@@ -509,19 +532,22 @@ class RtspSource:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    async def _stream(self, read_task: asyncio.Task[None], stop_task: asyncio.Task[bool]) -> None:
+    async def _stream(self, stop_task: asyncio.Task[bool]) -> None:
         tick_s = max(min(1.0, self._stall_timeout_s / 4), 0.05)
         now = self._clock.monotonic_ns()
         next_keepalive, next_report = now, now + int(RECEIVER_REPORT_S * 1e9)
         next_keepalive += int(self._keepalive_interval_s * 1e9)
+        closed = self._closed
+        assert closed is not None
+        waiters: set[asyncio.Future[Any]] = {closed, stop_task}
         while True:
             done, _ = await asyncio.wait(
-                {read_task, stop_task}, timeout=tick_s, return_when=asyncio.FIRST_COMPLETED
+                waiters, timeout=tick_s, return_when=asyncio.FIRST_COMPLETED
             )
             if stop_task in done:
                 return
-            if read_task in done:
-                read_task.result()
+            if closed in done:
+                closed.result()
                 raise RtspConnectionError(f"{self._display}: connection closed")
             now = self._clock.monotonic_ns()
             if now - self._last_rtp_ns > self._stall_timeout_s * 1e9:
@@ -536,7 +562,7 @@ class RtspSource:
                 self._send_receiver_reports(now)
 
     def _send_receiver_reports(self, now_ns: int) -> None:
-        assert self._writer is not None
+        assert self._transport is not None
         for track in self._tracks:
             if track.ssrc is None:
                 continue
@@ -550,16 +576,15 @@ class RtspSource:
                 ReceiverReport(own_ssrc, [block]),
                 SourceDescription([(own_ssrc, [(SDES_CNAME, USER_AGENT.encode())])]),
             )
-            self._writer.write(bytes(Interleaved(track.channel + 1, compound)))
+            self._transport.write(bytes(Interleaved(track.channel + 1, compound)))
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        while True:
-            data = await reader.read(READ_CHUNK)
-            if not data:
-                raise RtspConnectionError(f"{self._display}: camera closed the connection")
-            self.bytes += len(data)
-            self._arrival_ns = self._clock.wall_ns()
-            packets = self.packets
+    def _on_data(self, data: bytes) -> None:
+        if self._closed is None or self._closed.done():
+            return
+        self.bytes += len(data)
+        self._arrival_ns = self._clock.wall_ns()
+        packets = self.packets
+        try:
             try:
                 messages = self._parser.feed(data)
             except RtspParseError as exc:
@@ -572,6 +597,41 @@ class RtspSource:
             if self.packets != packets:
                 self._last_rtp_ns = self._clock.monotonic_ns()
             self._flush()
+        except Exception as exc:  # the session is over; run() raises it
+            self._fail(exc)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        reason = f": {exc.strerror or exc}" if isinstance(exc, OSError) else ""
+        self._fail(RtspConnectionError(f"{self._display}: camera closed the connection{reason}"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_exception(exc)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _frames(self, buf: bytearray, pos: int, limit: int) -> int:
+        """The parser's fast lane: every complete interleaved frame from ``pos``."""
+        view = memoryview(buf)
+        by_channel = self._by_channel
+        try:
+            while limit - pos >= 4 and buf[pos] == 0x24:
+                end = pos + 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+                if end > limit:
+                    break
+                entry = by_channel.get(buf[pos + 1])
+                if entry is None:
+                    self._bad_packets += 1
+                elif entry[1]:
+                    self._on_rtcp(entry[0], view[pos + 4 : end].tobytes())
+                elif end - pos >= 16 and buf[pos + 4] == 0x80:
+                    self._on_plain_rtp(entry[0], view, pos + 4, end)
+                else:  # CSRC, extension, padding or junk: the full parser
+                    self._on_rtp(entry[0], view[pos + 4 : end].tobytes())
+                pos = end
+        finally:
+            view.release()
+        return pos
 
     def _flush(self) -> None:
         if self._batch:
@@ -580,15 +640,9 @@ class RtspSource:
             self._on_units(batch)
 
     def _dispatch(self, message: Message) -> None:
-        if isinstance(message, Interleaved):
-            entry = self._by_channel.get(message.channel)
-            if entry is None:
-                self._bad_packets += 1
-            elif entry[1]:
-                self._on_rtcp(entry[0], message.payload)
-            else:
-                self._on_rtp(entry[0], message.payload)
-        elif isinstance(message, Response):
+        if isinstance(message, Interleaved):  # not produced: the frame sink takes them
+            return
+        if isinstance(message, Response):
             try:
                 future = self._pending.get(message.cseq)
             except ValueError:
@@ -602,7 +656,7 @@ class RtspSource:
             self._answer(message)
 
     def _answer(self, request: Request) -> None:
-        assert self._writer is not None
+        assert self._transport is not None
         known = request.method in ("GET_PARAMETER", "SET_PARAMETER", "OPTIONS")
         headers = Headers()
         with contextlib.suppress(ValueError):
@@ -612,7 +666,25 @@ class RtspSource:
         if request.method == "OPTIONS":
             headers.set("Public", "OPTIONS, GET_PARAMETER, SET_PARAMETER")
         reply = Response(200 if known else 501, "OK" if known else "Not Implemented", headers)
-        self._writer.write(bytes(reply))
+        self._transport.write(bytes(reply))
+
+    def _on_plain_rtp(self, track: _Track, view: memoryview, start: int, end: int) -> None:
+        """An RTP packet without CSRC, extension or padding, read in place."""
+        second, seq, timestamp, ssrc = _RTP_REST.unpack_from(view, start + 1)
+        self.packets += 1
+        if second & 0x7F != track.payload_type:
+            self._bad_packets += 1
+            return
+        track.ssrc = ssrc
+        track.sequence.update(seq)
+        if track.depacketizer is not None:
+            units = track.depacketizer.feed_view(
+                view, start + 12, end, timestamp, second > 0x7F, seq
+            )
+            if units:
+                self._video_units(track, units)
+        else:
+            self._audio(track, view[start + 12 : end].tobytes(), timestamp, second > 0x7F)
 
     def _on_rtp(self, track: _Track, payload: bytes) -> None:
         try:
@@ -631,25 +703,31 @@ class RtspSource:
             units = track.depacketizer.feed(
                 packet.payload, packet.timestamp, packet.marker, packet.sequence_number
             )
-            for unit in units:
-                self._emit(track, unit, unit.rtp_timestamp)
-            if units and self.info.video is None:
-                ps = track.depacketizer.parameter_sets
-                sets = [*ps.vps.values(), *ps.sps.values(), *ps.pps.values()]
-                self._video_from(track.codec, sets)
-            return
+            if units:
+                self._video_units(track, units)
+        else:
+            self._audio(track, packet.payload, packet.timestamp, packet.marker)
+
+    def _video_units(self, track: _Track, units: list[AccessUnit]) -> None:
+        for unit in units:
+            self._emit(track, unit, unit.rtp_timestamp)
+        if self.info.video is None and track.depacketizer is not None:
+            ps = track.depacketizer.parameter_sets
+            self._video_from(track.codec, [*ps.vps.values(), *ps.sps.values(), *ps.pps.values()])
+
+    def _audio(self, track: _Track, payload: bytes, timestamp: int, marker: bool) -> None:
         if track.aac is None:
-            frames = [packet.payload]
+            frames = [payload]
         else:
             try:
-                frames = track.aac.feed(packet.payload, packet.marker)
+                frames = track.aac.feed(payload, marker)
             except ValueError as exc:
                 track.aac.reset()
                 self._bad_packets += 1
                 log.debug("%s: dropped AAC packet: %s", self._display, exc)
                 return
         for i, frame in enumerate(frames):
-            ts = (packet.timestamp + i * AAC_FRAME_SAMPLES) & 0xFFFFFFFF
+            ts = (timestamp + i * AAC_FRAME_SAMPLES) & 0xFFFFFFFF
             self._emit(track, AccessUnit(track.codec, (frame,), ts, True), ts)
 
     def _emit(self, track: _Track, unit: AccessUnit, rtp_timestamp: int) -> None:

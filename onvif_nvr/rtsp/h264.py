@@ -128,6 +128,16 @@ class H264Depacketizer(BaseDepacketizer):
             raise Drop(f"interleaved-mode packet type {t} not supported", unsupported=True)
         raise Drop(f"undefined packet type {t}", damaging=False, unsupported=True)
 
+    def _continuation(self, view: memoryview, start: int, end: int, fu: bytearray) -> int:
+        if end - start < 3:
+            return 0
+        indicator, header = view[start], view[start + 1]
+        if indicator & 0x1F != FU_A or header & 0x80:
+            return 0
+        if (indicator & 0xE0) | (header & 0x1F) != fu[0] or not 1 <= header & 0x1F <= 23:
+            return 0
+        return start + 2
+
     def _is_keyframe_nal(self, nal: bytes) -> bool:
         return nal[0] & 0x1F == NAL_IDR
 

@@ -130,6 +130,16 @@ class H265Depacketizer(BaseDepacketizer):
             raise Drop("PACI packets not supported", unsupported=True)
         raise Drop(f"undefined packet type {t}", damaging=False, unsupported=True)
 
+    def _continuation(self, view: memoryview, start: int, end: int, fu: bytearray) -> int:
+        if end - start < 4:
+            return 0
+        first, header = view[start], view[start + 2]
+        if (first >> 1) & 0x3F != FU or header & 0x80 or (header & 0x3F) >= AP:
+            return 0
+        if (first & 0x81) | ((header & 0x3F) << 1) != fu[0] or view[start + 1] != fu[1]:
+            return 0
+        return start + 3
+
     def _is_keyframe_nal(self, nal: bytes) -> bool:
         return _is_irap(nal)
 

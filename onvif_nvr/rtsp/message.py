@@ -13,7 +13,7 @@ instants are ``wall_ns`` (nanoseconds since the Unix epoch, UTC); never floats.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias, overload
 
@@ -294,6 +294,17 @@ class MessageParser:
 
     A peer that keeps producing errors is out of sync: close the connection (the ingest
     reconnects rather than guessing where the next frame starts).
+
+    ``frame_sink`` is the fast lane for interleaved frames (the bulk of a streaming
+    connection): instead of a :class:`Interleaved` object per frame, the parser calls
+    ``frame_sink(buffer, start, limit)`` when a ``$`` frame begins at ``start``; the sink
+    consumes every complete consecutive frame it can from ``buffer[start:limit]`` and returns
+    the offset of the first byte it did not consume (an incomplete frame or the start of a
+    text message). It must consume at least the first frame when that frame is complete,
+    must not keep references into ``buffer`` (release any memoryview before returning) and
+    must not modify it. Frames then never appear in :meth:`feed`'s result; they reach the
+    sink during :meth:`feed`, before the text messages that call returns (the order within
+    each kind is kept).
     """
 
     def __init__(
@@ -303,10 +314,12 @@ class MessageParser:
         max_header_bytes: int = MAX_HEADER_BYTES,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_header_lines: int = MAX_HEADER_LINES,
+        frame_sink: Callable[[bytearray, int, int], int] | None = None,
     ) -> None:
         if role not in ("client", "server"):
             raise ValueError("RTSP parser role must be 'client' or 'server'")
         self.role = role
+        self._frame_sink = frame_sink
         self._max_header_bytes = max_header_bytes
         self._max_body_bytes = max_body_bytes
         self._max_header_lines = max_header_lines
@@ -376,6 +389,12 @@ class MessageParser:
                     break
                 first = buf[pos]
                 if first == 0x24:  # '$'
+                    if self._frame_sink is not None:
+                        consumed = self._frame_sink(buf, pos, len(buf))
+                        if consumed == pos:
+                            break  # the frame is incomplete
+                        pos = consumed
+                        continue
                     if len(buf) - pos < 4:
                         break
                     end = pos + 4 + int.from_bytes(buf[pos + 2 : pos + 4], "big")
