@@ -2,7 +2,11 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi; not the project's venv). argv:
 PORT [--codec h264|h265] [--audio] [--size 640x360] [--fps 25] [--gop 25] [--user U --password P]
+[--switch-size 320x180 --switch-after 3]
 Serves rtsp://127.0.0.1:PORT/live (video test pattern, live, RTCP sender reports on).
+With --switch-size the picture size changes --switch-after seconds after the media is built
+(its first client): the raw caps change live, the encoder renegotiates and sends new
+parameter sets with an IDR picture on the same RTSP session.
 Prints READY when it listens; stops on SIGTERM.
 """
 
@@ -27,12 +31,15 @@ parser.add_argument("--gop", type=int, default=25)
 parser.add_argument("--bitrate", type=int, default=1000, help="kbit/s")
 parser.add_argument("--user")
 parser.add_argument("--password")
+parser.add_argument("--switch-size", help="WxH to change to while streaming")
+parser.add_argument("--switch-after", type=float, default=3.0, help="seconds")
 args = parser.parse_args()
 width, height = args.size.split("x")
 
 Gst.init(None)
 video = (
-    f"videotestsrc is-live=true pattern=ball ! video/x-raw,width={width},height={height},framerate={args.fps}/1 ! "
+    "videotestsrc is-live=true pattern=ball ! "
+    f'capsfilter name=size caps="video/x-raw,width={width},height={height},framerate={args.fps}/1" ! '
     "videoconvert ! "
 )
 if args.codec == "h264":
@@ -67,6 +74,18 @@ if args.user:
     permissions.add_permission_for_role("user", "media.factory.access", True)
     permissions.add_permission_for_role("user", "media.factory.construct", True)
     factory.set_permissions(permissions)
+if args.switch_size:
+    new_width, new_height = args.switch_size.split("x")
+
+    def switch(media):
+        caps = f"video/x-raw,width={new_width},height={new_height},framerate={args.fps}/1"
+        media.get_element().get_by_name("size").set_property("caps", Gst.Caps.from_string(caps))
+        return False
+
+    def configure(_factory, media):
+        GLib.timeout_add(int(args.switch_after * 1000), switch, media)
+
+    factory.connect("media-configure", configure)
 server.get_mount_points().add_factory("/live", factory)
 if server.attach(None) == 0:
     print("could not listen", file=sys.stderr)
