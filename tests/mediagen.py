@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 import random
+import struct
 from fractions import Fraction
 
 import av
@@ -138,3 +140,23 @@ def decode(data: bytes, codec: str) -> Decoded:
             sizes.append((frame.width, frame.height))
     rate = ctx.framerate
     return Decoded(sizes, Fraction(rate) if rate else None, ctx.profile)
+
+
+@functools.cache
+def aac_frames(seconds: float, sample_rate: int = 48000) -> tuple[bytes, tuple[bytes, ...]]:
+    """A mono 440 Hz tone in AAC-LC: (AudioSpecificConfig, raw access units of 1024 samples)."""
+    ctx = av.CodecContext.create("aac", "w")
+    assert isinstance(ctx, av.AudioCodecContext)
+    ctx.sample_rate, ctx.layout, ctx.format = sample_rate, "mono", "fltp"
+    ctx.time_base = Fraction(1, sample_rate)
+    ctx.open()
+    chunk = ctx.frame_size
+    packets: list[bytes] = []
+    for start in range(0, int(sample_rate * seconds), chunk):
+        frame = av.AudioFrame(format="fltp", layout="mono", samples=chunk)
+        tone = [math.sin(2 * math.pi * 440 * (start + i) / sample_rate) * 0.3 for i in range(chunk)]
+        frame.planes[0].update(struct.pack(f"<{chunk}f", *tone))
+        frame.sample_rate, frame.pts = sample_rate, start
+        packets.extend(bytes(p) for p in ctx.encode(frame))
+    packets.extend(bytes(p) for p in ctx.encode(None))
+    return bytes(ctx.extradata or b""), tuple(packets)

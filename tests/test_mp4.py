@@ -355,6 +355,8 @@ def test_audio_segment_plays(codec: str, tmp_path: Path) -> None:
         assert sum(frame.samples for frame in container.decode(audio=0)) > 0
     packets = demux(path)[0]
     assert [bytes(p) for p in packets] == [au for au, _ in clip.frames]
+    starts = [sum(d for _, d in clip.frames[:i]) for i in range(len(clip.frames))]
+    assert [p.dts for p in packets] == starts
     (read,) = read_init(path.read_bytes())
     if codec == "OPUS":  # the writer built the dOps: version 0, 1 channel, 48 kHz input
         assert read.sample_entry_config == struct.pack(">BBHIhB", 0, 1, 0, 48000, 0, 0)
@@ -403,6 +405,8 @@ def test_video_and_audio_tracks(h264: VideoClip, aac: AudioClip, tmp_path: Path)
     packets = demux(path)
     assert len(packets[0]) == video_count == 60
     assert [bytes(p) for p in packets[1]] == [s.data for s in audio_samples]
+    audio_times = [sum(s.duration for s in audio_samples[:i]) for i in range(len(audio_samples))]
+    assert [p.dts for p in packets[1]] == [p.pts for p in packets[1]] == audio_times
     assert [bytes(p) for p in packets[0]] == [s.data for s in video_samples(h264)]
     scan = scan_fragments(data)
     assert scan.stop_reason is None and len(scan.fragments) == 4

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.media.units import TimedUnit
+from onvif_nvr.media.units import AudioParameters, SourceInfo, TimedUnit
 from onvif_nvr.recording.cameras import Camera, display_url
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.index import SegmentIndex
@@ -29,6 +29,9 @@ BACKOFF_MAX_S = 60.0
 
 
 class Source(Protocol):
+    #: What the source learned about its streams (the writer reads the audio parameters).
+    info: SourceInfo
+
     async def run(self) -> Any: ...
 
     def stop(self) -> None: ...
@@ -89,6 +92,7 @@ class CameraRecorder:
             fragment_s=fragment_s,
             fsync=fsync,
             clock=clock,
+            audio_parameters=self._audio_parameters,
         )
         self._source: Source | None = None
         self._stopping = asyncio.Event()
@@ -97,6 +101,9 @@ class CameraRecorder:
         self.last_error = ""
         self.reconnects = 0
         self._in_gap = False
+
+    def _audio_parameters(self) -> AudioParameters | None:
+        return self._source.info.audio if self._source is not None else None
 
     def start(self) -> None:
         recorder = self.hub.subscribe("recorder", maxsize=3000, lossy=True)

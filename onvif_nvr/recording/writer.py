@@ -8,9 +8,16 @@ fragment row. All file work runs on the writer's own I/O thread; the event loop 
 assembles bytes.
 
 A segment ends after ``segment_s`` at the next keyframe, and at once when the video
-parameters change, the media clock jumps, or the stream ends. Fragments end at each
-keyframe and are capped at ``fragment_s`` of media. Video only for now (audio tracks are
-written by the next step of the recording milestone).
+parameters change, the media clock jumps, or the stream ends. It also ends at the next
+keyframe when the audio parameters change or a unit's wall time departs by more than
+``MAX_WALL_DEPARTURE_NS`` from the segment's line (start wall time + media time elapsed),
+so that wall time stays linear in media time within a segment (docs/design/time.md).
+Fragments end at each keyframe and are capped at ``fragment_s`` of media.
+
+Video is track 1 (90 kHz). Audio, when the source has it and its parameters are known, is
+track 2 with the sample rate as timescale, in the same fragments as the video: each
+fragment carries the audio units gathered while its video was, except the last one, held
+back until its successor gives its duration. Fragment rows describe the video track.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from onvif_nvr.clock import Clock, SystemClock
-from onvif_nvr.media.units import TimedUnit, VideoParameters
+from onvif_nvr.media.units import AudioParameters, TimedUnit, VideoParameters
 from onvif_nvr.mp4.boxes import Sample, TrackSpec, avcc_sample, init_segment, media_fragment
 from onvif_nvr.recording.hub import Subscription
 from onvif_nvr.recording.index import FragmentRow, SegmentIndex
@@ -38,6 +45,13 @@ T = TypeVar("T")
 
 #: A media-clock step larger than this (or backwards) starts a new segment.
 MAX_DTS_STEP_90K = 10 * 90_000
+#: A video unit whose wall time departs further than this from its segment's line starts a
+#: new segment (at the next keyframe).
+MAX_WALL_DEPARTURE_NS = 10**9
+#: Audio kept while no segment is open (media time), for the segment the next keyframe opens.
+HELD_AUDIO_90K = 2 * 90_000
+#: Samples per frame assumed for the last audio frame of a segment (G.711: its byte count).
+_AUDIO_FRAME_SAMPLES = {"AAC": 1024, "OPUS": 960}
 _NAL_TYPE = {"H264": h264.nal_type, "H265": h265.nal_type}
 _PS_TYPES = {"H264": {7: "sps", 8: "pps"}, "H265": {32: "vps", 33: "sps", 34: "pps"}}
 
@@ -74,6 +88,24 @@ class _OpenSegment:
     size: int
     init_size: int
     fragments: int = 0
+    #: The audio parameters known when the segment opened (None: no audio known).
+    audio_params: AudioParameters | None = None
+    #: Whether the file has the audio track (False also when ``audio_params`` are unusable).
+    audio: bool = False
+    #: Media time of the last audio unit taken into the segment.
+    audio_last_90k: int | None = None
+    #: Why the segment ends at the next keyframe (audio parameters, wall clock), if it does.
+    rotate: str | None = None
+
+    def audio_ticks(self, dts_90k: int) -> int:
+        """A media time as an audio decode time of this segment (sample-rate timescale)."""
+        assert self.audio_params is not None
+        rate = self.audio_params.sample_rate
+        return ((dts_90k - self.start_90k) * rate + 45_000) // 90_000
+
+    def line_wall_ns(self, dts_90k: int) -> int:
+        """Wall time of a media time on the segment's line."""
+        return self.start_wall_ns + (dts_90k - self.start_90k) * 100_000 // 9
 
 
 class SegmentWriter:
@@ -89,7 +121,11 @@ class SegmentWriter:
         fsync: str = "fragment",
         clock: Clock | None = None,
         retry_s: float = 5.0,
+        audio_parameters: Callable[[], AudioParameters | None] | None = None,
     ) -> None:
+        """``audio_parameters`` tells what the source knows of its audio now (e.g.
+        ``lambda: source.info.audio``); without it, or while it gives None, audio units
+        are not written."""
         self.camera_id = camera_id
         self.volume_id = volume_id
         self.directory = volume_path / str(camera_id)
@@ -99,6 +135,7 @@ class SegmentWriter:
         self.fsync = fsync
         self.clock = clock or SystemClock()
         self.retry_ns = int(retry_s * 1e9)
+        self._audio_parameters = audio_parameters
         #: Set while the volume refuses writes: units are dropped until this monotonic time,
         #: then the next keyframe tries a new segment.
         self._failed_until_ns: int | None = None
@@ -110,10 +147,17 @@ class SegmentWriter:
         )
         self._segment: _OpenSegment | None = None
         self._pending: list[TimedUnit] = []  # units of the fragment being gathered
+        self._pending_audio: list[TimedUnit] = []  # audio units for the next fragment
+        #: Audio parameters of the segment the held-back audio units were taken for.
+        self._carried_params: AudioParameters | None = None
+        self._unusable_audio: AudioParameters | None = None  # warned about once
         self._fragment_seq = 0
         self._record: tuple[bytes, VideoParameters] | None = None
+        #: Video units (``audio_units_*``: audio units).
         self.units_written = 0
         self.units_skipped = 0
+        self.audio_units_written = 0
+        self.audio_units_skipped = 0
         self.segments_closed = 0
 
     async def _in_io(self, fn: Callable[..., T], *args: Any) -> T:
@@ -125,18 +169,20 @@ class SegmentWriter:
         try:
             async for batch in subscription.batches():
                 for unit in batch:
-                    if unit.track == 0:
-                        await self.add(unit)
+                    await self.add(unit)
         finally:
             await self.finish()
             self._io.shutdown(wait=True)
 
     async def add(self, unit: TimedUnit) -> None:
         if self._failed_until_ns is not None and self.clock.monotonic_ns() < self._failed_until_ns:
-            self.units_skipped += 1
+            self._skipped(unit)
             return
         try:
-            await self._add(unit)
+            if unit.track == 0:
+                await self._add(unit)
+            else:
+                self._add_audio(unit)
         except OSError as exc:
             await self._storage_failure(exc, unit.wall_ns)
 
@@ -154,6 +200,7 @@ class SegmentWriter:
         )
         segment, self._segment = self._segment, None
         self._pending = []
+        self._pending_audio = []
         if segment is not None:
             with contextlib.suppress(OSError):
                 await self._in_io(_truncate, segment.fd, segment.size)  # cut a torn fragment
@@ -186,15 +233,25 @@ class SegmentWriter:
                     and self._record[0] != record
                     and self._segment is not None
                 ):
-                    await self._close_segment("parameters changed")
+                    # This keyframe opens the next segment at once (audio from it goes there).
+                    step = unit.dts_90k - self._pending[-1].dts_90k if self._pending else 0
+                    await self._close_segment(
+                        "parameters changed",
+                        next_dts_90k=unit.dts_90k if 0 < step <= MAX_DTS_STEP_90K else None,
+                    )
                 self._record = (record, params)
         if self._pending:
-            last = self._pending[-1]
-            step = unit.dts_90k - last.dts_90k
+            step = unit.dts_90k - self._pending[-1].dts_90k
             if step <= 0 or step > MAX_DTS_STEP_90K:
-                await self._flush_fragment(next_dts_90k=last.dts_90k + self._typical_duration())
                 await self._close_segment(f"media clock step of {step} ticks")
-        if self._segment is None:
+        segment = self._segment
+        if segment is not None and segment.rotate is None:
+            departure = unit.wall_ns - segment.line_wall_ns(unit.dts_90k)
+            if abs(departure) > MAX_WALL_DEPARTURE_NS:
+                segment.rotate = f"wall clock departed {departure / 1e9:+.3f} s from the segment"
+            elif au.keyframe and self._audio_changed(segment):
+                segment.rotate = "audio parameters changed"
+        if segment is None:
             if not au.keyframe or self._record is None:
                 self.units_skipped += 1  # a segment starts at a keyframe with parameters
                 return
@@ -202,16 +259,82 @@ class SegmentWriter:
         elif self._pending and (
             au.keyframe or unit.dts_90k - self._pending[0].dts_90k >= self.fragment_90k
         ):
-            await self._flush_fragment(next_dts_90k=unit.dts_90k)
-            segment = self._segment
-            if (
-                au.keyframe
-                and segment is not None
-                and unit.dts_90k - segment.start_90k >= self.segment_90k
-            ):
-                await self._close_segment("segment length reached")
+            reason = None
+            if au.keyframe:
+                if segment.rotate is not None:
+                    reason = segment.rotate
+                elif unit.dts_90k - segment.start_90k >= self.segment_90k:
+                    reason = "segment length reached"
+            if reason is None:
+                await self._flush_fragment(next_dts_90k=unit.dts_90k)
+            else:
+                await self._close_segment(reason, next_dts_90k=unit.dts_90k)
                 await self._open_segment(unit)
         self._pending.append(unit)
+
+    def _current_audio(self) -> AudioParameters | None:
+        return self._audio_parameters() if self._audio_parameters is not None else None
+
+    def _audio_changed(self, segment: _OpenSegment) -> bool:
+        """The source now knows audio parameters other than those the segment opened with."""
+        params = self._current_audio()
+        return params is not None and params != segment.audio_params
+
+    def _skipped(self, unit: TimedUnit) -> None:
+        if unit.track == 0:
+            self.units_skipped += 1
+        else:
+            self.audio_units_skipped += 1
+
+    def _add_audio(self, unit: TimedUnit) -> None:
+        """Take an audio unit into the fragment being gathered, if the segment has audio and
+        the unit belongs there (after the segment start, after the previous audio unit)."""
+        segment = self._segment
+        if unit.track != 1:
+            self.audio_units_skipped += 1
+            return
+        if segment is None:
+            self._hold_audio(unit)
+            return
+        if self._audio_changed(segment):
+            # Units of the new parameters wait for the next segment (from the next keyframe).
+            segment.rotate = segment.rotate or "audio parameters changed"
+            self.audio_units_skipped += 1
+            return
+        params = segment.audio_params
+        last = segment.audio_last_90k
+        if (
+            not segment.audio
+            or params is None
+            or unit.unit.codec != params.codec
+            or unit.dts_90k < segment.start_90k
+            or (last is not None and unit.dts_90k <= last)
+        ):
+            self.audio_units_skipped += 1
+            return
+        if last is not None and unit.dts_90k - last > MAX_DTS_STEP_90K:
+            segment.rotate = segment.rotate or "audio clock step"
+            self.audio_units_skipped += 1
+            return
+        segment.audio_last_90k = unit.dts_90k
+        self._pending_audio.append(unit)
+
+    def _hold_audio(self, unit: TimedUnit) -> None:
+        """Keep the last ``HELD_AUDIO_90K`` of audio while no segment is open: the ingest may
+        deliver audio ahead of the keyframe that opens the next segment."""
+        params = self._current_audio()
+        held = self._pending_audio
+        if params is None or unit.unit.codec != params.codec:
+            self.audio_units_skipped += 1
+            return
+        if params != self._carried_params or (held and unit.dts_90k <= held[-1].dts_90k):
+            self.audio_units_skipped += len(held)
+            held.clear()
+            self._carried_params = params
+        held.append(unit)
+        while held[0].dts_90k < unit.dts_90k - HELD_AUDIO_90K:
+            del held[0]
+            self.audio_units_skipped += 1
 
     async def finish(self) -> None:
         try:
@@ -221,11 +344,7 @@ class SegmentWriter:
             await self._storage_failure(exc, wall_ns)
 
     async def _finish(self) -> None:
-        if self._pending:
-            await self._flush_fragment(
-                next_dts_90k=self._pending[-1].dts_90k + self._typical_duration()
-            )
-        await self._close_segment("stream ended")
+        await self._close_segment("stream ended")  # which writes what is pending
 
     def _typical_duration(self) -> int:
         if len(self._pending) >= 2:
@@ -246,12 +365,33 @@ class SegmentWriter:
                 "codec_string": params.codec_string,
             }
         ]
+        video = TrackSpec(1, "video", 90_000, params.codec, params.width, params.height, record)
+        creation_time_s = first.wall_ns // 10**9
+        audio_params = self._current_audio()
+        init = None
+        if audio_params is not None:
+            try:
+                init = init_segment(
+                    [video, _audio_track(audio_params)], creation_time_s=creation_time_s
+                )
+            except ValueError as exc:
+                if audio_params != self._unusable_audio:
+                    self._unusable_audio = audio_params
+                    log.warning("camera %s: audio not recorded: %s", self.camera_id, exc)
+            else:
+                tracks.append(
+                    {
+                        "codec": audio_params.codec,
+                        "sample_rate": audio_params.sample_rate,
+                        "channels": audio_params.channels,
+                        "config": audio_params.config.hex(),
+                    }
+                )
+        has_audio = init is not None
+        if init is None:
+            init = init_segment([video], creation_time_s=creation_time_s)
         segment_id = await self.index.create_segment(
             self.camera_id, self.volume_id, first.wall_ns, first.dts_90k, tracks
-        )
-        init = init_segment(
-            [TrackSpec(1, "video", 90_000, params.codec, params.width, params.height, record)],
-            creation_time_s=first.wall_ns // 10**9,
         )
         path = self.directory / f"{segment_id}.mp4"
         try:
@@ -267,12 +407,25 @@ class SegmentWriter:
             await self.index.close_gaps(self.camera_id, first.wall_ns)
             await self.index.set_volume_status(self.volume_id, "ok")
             log.warning("camera %s: storage writable again; recording resumed", self.camera_id)
-        self._segment = _OpenSegment(
+        segment = _OpenSegment(
             segment_id, path, fd, params, first.dts_90k, first.wall_ns, len(init), len(init)
         )
+        segment.audio_params, segment.audio = audio_params, has_audio
+        # Audio units gathered past the previous segment's end start this one's audio.
+        carried = [u for u in self._pending_audio if u.dts_90k >= first.dts_90k]
+        if not has_audio or audio_params != self._carried_params:
+            carried = []
+        self.audio_units_skipped += len(self._pending_audio) - len(carried)
+        self._pending_audio = carried
+        if carried:
+            segment.audio_last_90k = carried[-1].dts_90k
+        self._segment = segment
         self._fragment_seq = 0
 
-    async def _flush_fragment(self, next_dts_90k: int) -> None:
+    async def _flush_fragment(self, next_dts_90k: int, final: bool = False) -> None:
+        """Write the gathered video units (the last lasting until ``next_dts_90k``) and the
+        audio units gathered with them: all but the last (which waits for its successor),
+        or, when the segment ends (``final``), those before ``next_dts_90k``."""
         segment, units = self._segment, self._pending
         self._pending = []
         if segment is None or not units:
@@ -285,10 +438,17 @@ class SegmentWriter:
                     avcc_sample(unit.unit.payloads), max(1, end - unit.dts_90k), unit.unit.keyframe
                 )
             )
+        tracks = [(1, units[0].dts_90k - segment.start_90k, samples)]
+        audio = self._pending_audio
+        if final:
+            audio_units = [u for u in audio if u.dts_90k < next_dts_90k]
+            self._pending_audio = audio[len(audio_units) :]
+        else:
+            audio_units, self._pending_audio = audio[:-1], audio[-1:]
+        if audio_units:
+            tracks.append(self._audio_run(segment, audio_units))
         self._fragment_seq += 1
-        data = media_fragment(
-            self._fragment_seq, [(1, units[0].dts_90k - segment.start_90k, samples)]
-        )
+        data = media_fragment(self._fragment_seq, tracks)
         first_fragment = segment.fragments == 0
         await self._in_io(
             _append,
@@ -300,7 +460,7 @@ class SegmentWriter:
         row = FragmentRow(
             segment_id=segment.id,
             seq=self._fragment_seq,
-            start_wall_ns=units[0].wall_ns,
+            start_wall_ns=_fragment_wall_ns(segment, units[0]),
             start_90k=units[0].dts_90k,
             duration_90k=sum(s.duration for s in samples),
             offset=segment.size,
@@ -312,17 +472,45 @@ class SegmentWriter:
         segment.fragments += 1
         await self.index.add_fragments(segment.id, [row], segment.init_size)
         self.units_written += len(units)
+        self.audio_units_written += len(audio_units)
 
-    async def _close_segment(self, reason: str) -> None:
+    def _audio_run(
+        self, segment: _OpenSegment, units: list[TimedUnit]
+    ) -> tuple[int, int, list[Sample]]:
+        """The audio track's part of a fragment: each unit lasts until the next one (the
+        held-back one, if any), the last of a segment one nominal frame."""
+        assert segment.audio_params is not None
+        times = [segment.audio_ticks(u.dts_90k) for u in units]
+        if self._pending_audio:
+            end = segment.audio_ticks(self._pending_audio[0].dts_90k)
+        else:
+            end = times[-1] + _audio_frame_samples(segment.audio_params, units[-1])
+        ends = [*times[1:], end]
+        samples = [
+            Sample(b"".join(u.unit.payloads), max(1, e - t), True)
+            for u, t, e in zip(units, times, ends, strict=True)
+        ]
+        return 2, times[0], samples
+
+    async def _close_segment(self, reason: str, next_dts_90k: int | None = None) -> None:
+        """Write what is pending and close the segment. Given ``next_dts_90k`` (the start of
+        the segment that follows at once), audio units from there on are kept for it."""
         segment, self._segment = self._segment, None
         if segment is None:
             return
         if self._pending:
             self._segment = segment
             await self._flush_fragment(
-                next_dts_90k=self._pending[-1].dts_90k + self._typical_duration()
+                next_dts_90k
+                if next_dts_90k is not None
+                else self._pending[-1].dts_90k + self._typical_duration(),
+                final=True,
             )
             self._segment = None
+        self._carried_params = segment.audio_params
+        if next_dts_90k is None:
+            self.audio_units_skipped += len(self._pending_audio)
+            self._pending_audio = []
         await self._in_io(_close, segment.fd)
         if segment.fragments:
             await self.index.close_segment(segment.id)
@@ -331,6 +519,36 @@ class SegmentWriter:
             await self.index.drop_segment(segment.id)
         self.segments_closed += 1
         log.debug("camera %s: segment %s closed (%s)", self.camera_id, segment.id, reason)
+
+
+def _audio_track(params: AudioParameters) -> TrackSpec:
+    return TrackSpec(
+        2,
+        "audio",
+        params.sample_rate,
+        params.codec,
+        # The dOps of Opus is built from the rate and channels (a source's extradata may be
+        # an OpusHead, which is not a dOps body).
+        sample_entry_config=params.config if params.codec == "AAC" else b"",
+        sample_rate=params.sample_rate,
+        channels=params.channels,
+    )
+
+
+def _audio_frame_samples(params: AudioParameters, unit: TimedUnit) -> int:
+    """Samples in one audio frame: nominal for AAC/Opus, from the size for G.711."""
+    if params.codec in ("PCMU", "PCMA"):
+        return max(1, unit.unit.size // max(1, params.channels))
+    return _AUDIO_FRAME_SAMPLES.get(params.codec, 1024)
+
+
+def _fragment_wall_ns(segment: _OpenSegment, first: TimedUnit) -> int:
+    """A fragment's wall time: its first unit's, unless that departs from the segment's line
+    (the segment then ends at the next keyframe; until then the line holds)."""
+    line = segment.line_wall_ns(first.dts_90k)
+    if abs(first.wall_ns - line) > MAX_WALL_DEPARTURE_NS:
+        return line
+    return first.wall_ns
 
 
 def _create(path: Path, init: bytes) -> int:
