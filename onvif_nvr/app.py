@@ -144,7 +144,14 @@ class NvrApp:
         await sync_from_config(self.cameras, settings.camera)
         if self.demo_cameras:
             await self._start_demo(self.demo_cameras)
-        self.recording = RecordingManager(settings, db, self.cameras, self.clock)
+        self.recording = RecordingManager(
+            settings,
+            db,
+            self.cameras,
+            self.clock,
+            # The box's identity goes into new volume markers (unknown on the very first start).
+            box_id=str(self.store.get("endpoint_uuid") or ""),
+        )
         await self.recording.start()
 
         device_binding = await binding_task

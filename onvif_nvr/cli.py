@@ -221,19 +221,33 @@ async def _check(settings: Settings, repair: bool) -> int:
     from onvif_nvr.db.engine import Database
     from onvif_nvr.recording.index import SegmentIndex
     from onvif_nvr.recording.recovery import check_volume
+    from onvif_nvr.recording.volumes import VolumeSet
+    from onvif_nvr.system.store import SettingsStore
 
     db = Database(settings.effective_database_url)
     problems = 0
     try:
         await db.migrate()
         index = SegmentIndex(db)
+        store = SettingsStore(db, _clock())
+        await store.load()
+        volumes = VolumeSet(index, box_id=str(store.get("endpoint_uuid") or ""))
         paths = [Path(v) for v in settings.storage.volumes] or [settings.data_dir / "recordings"]
-        for path in paths:
-            volume_id = await index.ensure_volume(
-                str(path.resolve()), settings.storage.min_free_bytes
-            )
-            report = await check_volume(index, volume_id, path, repair=repair)
-            segments = [s for s in await index.segments() if s.volume_id == volume_id]
+        all_segments = await index.segments()
+        checked: set[int] = set()
+        for path, row, verdict in await volumes.inspect(paths):
+            count = sum(1 for s in all_segments if row is not None and s.volume_id == row.id)
+            if verdict.status in ("offline", "foreign"):
+                # Never checked, let alone repaired: its files are not there to compare.
+                print(f"{path}: {verdict.status}: {verdict.reason}; {count} segments not checked")
+                problems += 1
+                continue
+            if row is None:
+                print(f"{path}: new volume (no recordings yet)")
+                continue
+            checked.add(row.id)
+            report = await check_volume(index, row.id, path, repair=repair)
+            segments = [s for s in await index.segments() if s.volume_id == row.id]
             print(f"{path}: {len(segments)} segments, {len(report.problems)} problems")
             for problem in report.problems:
                 print(f"  {problem}")
@@ -243,6 +257,12 @@ async def _check(settings: Settings, repair: bool) -> int:
                     f"{report.dropped_segments} lost segments dropped"
                 )
             problems += len(report.problems)
+        for known in await index.volumes():
+            count = sum(1 for s in all_segments if s.volume_id == known.id)
+            if known.id not in checked and count:
+                print(
+                    f"{known.path}: not configured ({known.status}); {count} segments not checked"
+                )
     finally:
         await asyncio.to_thread(db.close)
     return 1 if problems and not repair else 0

@@ -82,6 +82,12 @@ class StorageSettings:
     volumes: tuple[str, ...] = ()
     #: Free space to keep on each volume (retention deletes the oldest data below it).
     min_free_bytes: int = 1_073_741_824
+    #: The same as a percentage of each volume's size (the larger of the two applies).
+    min_free_percent: int = 0
+    #: Which volume a new segment goes to: "most-free" (the one with the most free space
+    #: above its floor) or "round-robin" (cameras spread in turn; each keeps its volume
+    #: until it is full or fails).
+    placement: str = "most-free"
     #: Segment length; a segment also ends on a codec change or a gap.
     segment_s: int = 60
     #: Longest fragment (fragments also end at every keyframe).
@@ -249,4 +255,8 @@ def load_settings(
     settings: Settings = _build(Settings, values, "")
     if not 0 <= settings.http_port < 65536 or not 0 <= settings.rtsp_port < 65536:
         raise ConfigError("http_port and rtsp_port must be between 0 (any free port) and 65535")
+    if settings.storage.placement not in ("most-free", "round-robin"):
+        raise ConfigError('storage.placement must be "most-free" or "round-robin"')
+    if not 0 <= settings.storage.min_free_percent < 100:
+        raise ConfigError("storage.min_free_percent must be between 0 and 99")
     return settings

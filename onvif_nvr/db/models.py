@@ -90,9 +90,13 @@ class Volume(Base):
     path: Mapped[str] = mapped_column(Text, unique=True)
     #: Keep at least this much free; retention deletes the oldest data below it.
     min_free_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: "ok", "full", "failed" (the writer stopped: see ``status_reason``).
+    #: "ok", "full", "failed" (the writer stopped: see ``status_reason``), "offline" (the
+    #: directory lost its ``nvr-volume.json`` marker: an unmounted disk) or "foreign" (the
+    #: marker names another volume or box). Only "ok" volumes are written to.
     status: Mapped[str] = mapped_column(String(8), default="ok")
     status_reason: Mapped[str] = mapped_column(Text, default="")
+    #: The id written into the volume's marker file; None for a row made before markers.
+    uuid: Mapped[str | None] = mapped_column(String(36), nullable=True, default=None)
 
 
 class Segment(Base):

@@ -51,6 +51,25 @@ class FragmentRow:
         return self.start_wall_ns + round(self.duration_90k * NS_PER_90K)
 
 
+@dataclasses.dataclass(frozen=True)
+class VolumeRow:
+    id: int
+    path: str
+    min_free_bytes: int
+    status: str
+    status_reason: str
+    uuid: str | None
+
+
+#: Statuses only the volume set gives and takes back (a writer's "full"/"ok" never
+#: overrides them: a volume that is not mounted stays untouched).
+DETACHED = ("offline", "foreign")
+
+
+def _volume(row: models.Volume) -> VolumeRow:
+    return VolumeRow(row.id, row.path, row.min_free_bytes, row.status, row.status_reason, row.uuid)
+
+
 def _segment(row: models.Segment) -> SegmentRow:
     return SegmentRow(
         row.id,
@@ -102,16 +121,68 @@ class SegmentIndex:
 
         return await self._db.run(work)
 
+    async def add_volume(
+        self, path: str, volume_uuid: str, min_free_bytes: int, status: str = "ok"
+    ) -> int:
+        def work() -> int:
+            with self._db.session() as session, session.begin():
+                row = models.Volume(
+                    path=path,
+                    min_free_bytes=min_free_bytes,
+                    status=status,
+                    status_reason="",
+                    uuid=volume_uuid,
+                )
+                session.add(row)
+                session.flush()
+                return row.id
+
+        return await self._db.run(work)
+
+    async def update_volume(
+        self,
+        volume_id: int,
+        *,
+        status: str,
+        reason: str = "",
+        min_free_bytes: int | None = None,
+        volume_uuid: str | None = None,
+    ) -> None:
+        """The volume set's own update: may attach or detach (offline/foreign) a volume."""
+        values: dict[str, Any] = {"status": status, "status_reason": reason}
+        if min_free_bytes is not None:
+            values["min_free_bytes"] = min_free_bytes
+        if volume_uuid is not None:
+            values["uuid"] = volume_uuid
+
+        def work() -> None:
+            with self._db.session() as session, session.begin():
+                session.execute(
+                    update(models.Volume).where(models.Volume.id == volume_id).values(**values)
+                )
+
+        await self._db.run(work)
+
     async def set_volume_status(self, volume_id: int, status: str, reason: str = "") -> None:
+        """A writer's report (``full``, ``failed``, ``ok``); ignored for a detached volume."""
+
         def work() -> None:
             with self._db.session() as session, session.begin():
                 session.execute(
                     update(models.Volume)
-                    .where(models.Volume.id == volume_id)
+                    .where(models.Volume.id == volume_id, models.Volume.status.not_in(DETACHED))
                     .values(status=status, status_reason=reason)
                 )
 
         await self._db.run(work)
+
+    async def volumes(self) -> list[VolumeRow]:
+        def work() -> list[VolumeRow]:
+            with self._db.session() as session:
+                query = select(models.Volume).order_by(models.Volume.id)
+                return [_volume(r) for r in session.scalars(query)]
+
+        return await self._db.run(work)
 
     async def create_segment(
         self, camera_id: int, volume_id: int, start_wall_ns: int, start_90k: int, tracks: Any = None

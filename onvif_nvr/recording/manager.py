@@ -1,10 +1,12 @@
-"""Everything the box records: volumes (recovered at start), one recorder per enabled camera."""
+"""Everything the box records: volumes (marked, recovered at start, chosen per segment by
+the placement policy), one recorder per enabled camera."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from onvif_nvr.clock import Clock
@@ -16,7 +18,7 @@ from onvif_nvr.recording.index import SegmentIndex, SegmentRow
 from onvif_nvr.recording.recovery import recover_volume
 from onvif_nvr.recording.retention import StreamPolicy
 from onvif_nvr.recording.supervisor import CameraRecorder, SourceFactory, default_source_factory
-from onvif_nvr.system import hostinfo
+from onvif_nvr.recording.volumes import VolumeSet, statvfs_free_bytes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ class RecordingManager:
         cameras: CameraStore,
         clock: Clock,
         source_factory: SourceFactory | None = None,
+        *,
+        box_id: str = "",
+        free_bytes: Callable[[Path], int] = statvfs_free_bytes,
     ) -> None:
         self.settings = settings
         self.index = SegmentIndex(db)
@@ -38,7 +43,16 @@ class RecordingManager:
         self.clock = clock
         self._factory = source_factory or default_source_factory(clock)
         self.recorders: dict[str, CameraRecorder] = {}
-        self.volumes: list[tuple[int, Path]] = []
+        storage = settings.storage
+        self.volumes = VolumeSet(
+            self.index,
+            box_id=box_id,
+            policy=storage.placement,
+            min_free_bytes=storage.min_free_bytes,
+            min_free_percent=storage.min_free_percent,
+            clock=clock,
+            free_bytes=free_bytes,
+        )
         self._retention: asyncio.Future[None] | None = None
 
     def volume_paths(self) -> list[Path]:
@@ -49,10 +63,11 @@ class RecordingManager:
 
     async def start(self) -> None:
         storage = self.settings.storage
-        for path in self.volume_paths():
-            await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
-            volume_id = await self.index.ensure_volume(str(path.resolve()), storage.min_free_bytes)
-            report = await recover_volume(self.index, volume_id, path)
+        await self.volumes.attach(self.volume_paths())
+        for volume in self.volumes.online():  # offline and foreign ones are not touched
+            assert volume.id is not None
+            path = volume.path
+            report = await recover_volume(self.index, volume.id, path)
             if (
                 report.recovered_fragments
                 or report.truncated_bytes
@@ -67,7 +82,8 @@ class RecordingManager:
                     report.orphan_files,
                     "; " + "; ".join(report.problems) if report.problems else "",
                 )
-            self.volumes.append((volume_id, path))
+        if not self.volumes.online():
+            log.error("no usable storage volume: nothing will be recorded until one is mounted")
         self._retention = asyncio.ensure_future(self._retention_loop())
         if not storage.record:
             return
@@ -76,12 +92,10 @@ class RecordingManager:
                 self.start_camera(camera.name, camera)
 
     def start_camera(self, name: str, camera: Camera) -> None:
-        volume_id, path = self.volumes[0]
         storage = self.settings.storage
         recorder = CameraRecorder(
             camera,
-            volume_id=volume_id,
-            volume_path=path,
+            placement=self.volumes.choose,
             index=self.index,
             clock=self.clock,
             source_factory=self._factory,
@@ -104,13 +118,16 @@ class RecordingManager:
         policies = {
             c.id: StreamPolicy(c.id, retention_s=c.retention_s) for c in await self.cameras.list()
         }
-        volumes = [(vid, path, self.settings.storage.min_free_bytes) for vid, path in self.volumes]
+        await self.volumes.refresh()  # a volume unmounted since is left alone from now on
+        volumes = [
+            (v.id, v.path, v.min_free_bytes) for v in self.volumes.online() if v.id is not None
+        ]
         return await retention.enforce(
             self.index,
             volumes,
             policies,
             self.clock.wall_ns(),
-            free_bytes=lambda path: hostinfo.volume_info(path).free_bytes,
+            free_bytes=self.volumes.free_bytes,
             locks=await self.index.locks(),
             on_deleted=self._deleted,
         )

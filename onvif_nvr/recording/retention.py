@@ -95,16 +95,17 @@ async def enforce(
     locks: Mapping[int, Sequence[tuple[int, int]]] | None = None,
     on_deleted: Callable[[SegmentRow], None] | None = None,
 ) -> list[SegmentRow]:
-    """Plan and carry out one retention pass. Deletion order: mark the segment
-    ``deleting`` (committed) → unlink → fsync the directory → drop the rows."""
+    """Plan and carry out one retention pass over ``volumes`` (id, directory, floor).
+    Deletion order: mark the segment ``deleting`` (committed) → unlink → fsync the
+    directory → drop the rows. Segments on volumes not listed (offline, foreign) are left
+    alone, even when they are past their retention time."""
     states = [
         VolumeState(volume_id, await asyncio.to_thread(free_bytes, path), min_free)
         for volume_id, path, min_free in volumes
     ]
     paths = {volume_id: path for volume_id, path, _ in volumes}
-    doomed = plan(
-        now_wall_ns, await index.segments(states=("closed",)), policies, states, locks or {}
-    )
+    segments = [s for s in await index.segments(states=("closed",)) if s.volume_id in paths]
+    doomed = plan(now_wall_ns, segments, policies, states, locks or {})
     for segment in doomed:
         await index.mark_deleting(segment.id)
         path = paths[segment.volume_id] / str(segment.camera_id) / f"{segment.id}.mp4"

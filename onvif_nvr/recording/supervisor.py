@@ -20,7 +20,7 @@ from onvif_nvr.media.units import AudioParameters, SourceInfo, TimedUnit
 from onvif_nvr.recording.cameras import Camera, display_url
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.index import SegmentIndex
-from onvif_nvr.recording.writer import SegmentWriter
+from onvif_nvr.recording.writer import Placement, SegmentWriter
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,18 @@ class CameraRecorder:
         self,
         camera: Camera,
         *,
-        volume_id: int,
-        volume_path: Path,
         index: SegmentIndex,
         clock: Clock,
         source_factory: SourceFactory,
+        placement: Placement | None = None,
+        volume_id: int = 0,
+        volume_path: Path = Path(),
         segment_s: float = 60.0,
         fragment_s: float = 1.0,
         fsync: str = "fragment",
     ) -> None:
+        """Each segment's volume comes from ``placement``; without it, ``volume_id`` and
+        ``volume_path`` name the one volume."""
         self.camera = camera
         self.hub = Hub(camera.name)
         self.index = index
@@ -92,6 +95,7 @@ class CameraRecorder:
             fragment_s=fragment_s,
             fsync=fsync,
             clock=clock,
+            placement=placement,
             audio_parameters=self._audio_parameters,
         )
         self._source: Source | None = None

@@ -29,7 +29,7 @@ import dataclasses
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,6 +42,8 @@ from onvif_nvr.rtsp import h264, h265
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: camera id → (volume id, volume directory) for its next segment, or None (none usable).
+Placement = Callable[[int], Awaitable[tuple[int, Path] | None]]
 
 #: A media-clock step larger than this (or backwards) starts a new segment.
 MAX_DTS_STEP_90K = 10 * 90_000
@@ -122,6 +124,7 @@ class SegmentWriter:
         clock: Clock | None = None,
         retry_s: float = 5.0,
         audio_parameters: Callable[[], AudioParameters | None] | None = None,
+        placement: Placement | None = None,
     ) -> None:
         """``audio_parameters`` tells what the source knows of its audio now (e.g.
         ``lambda: source.info.audio``); without it, or while it gives None, audio units
@@ -129,6 +132,9 @@ class SegmentWriter:
         self.camera_id = camera_id
         self.volume_id = volume_id
         self.directory = volume_path / str(camera_id)
+        #: Given: each new segment asks it for its volume (``volume_id``/``volume_path``
+        #: are then only the initial values); None when no volume can take it.
+        self.placement = placement
         self.index = index
         self.segment_90k = int(segment_s * 90_000)
         self.fragment_90k = int(fragment_s * 90_000)
@@ -163,9 +169,21 @@ class SegmentWriter:
     async def _in_io(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
+    async def _place(self) -> None:
+        """Ask the placement for the next segment's volume; none usable is a full disk."""
+        if self.placement is None:
+            return
+        chosen = await self.placement(self.camera_id)
+        if chosen is None:
+            raise OSError(errno.ENOSPC, "no storage volume can take a new segment")
+        self.volume_id, volume_path = chosen
+        self.directory = volume_path / str(self.camera_id)
+        await self._in_io(os.makedirs, self.directory, 0o755, True)
+
     async def run(self, subscription: Subscription) -> None:
         """Write until the subscription ends; then close the open segment cleanly."""
-        await self._in_io(os.makedirs, self.directory, 0o755, True)
+        if self.placement is None:  # else made when a segment is placed
+            await self._in_io(os.makedirs, self.directory, 0o755, True)
         try:
             async for batch in subscription.batches():
                 for unit in batch:
@@ -390,6 +408,7 @@ class SegmentWriter:
         has_audio = init is not None
         if init is None:
             init = init_segment([video], creation_time_s=creation_time_s)
+        await self._place()
         segment_id = await self.index.create_segment(
             self.camera_id, self.volume_id, first.wall_ns, first.dts_90k, tracks
         )
