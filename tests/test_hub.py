@@ -83,3 +83,16 @@ async def test_batches_take_what_is_queued_and_wait_for_more():
     hub.end()
     assert [[u.dts_90k for u in b] async for b in sub.batches()] == [[21000]]
     assert await sub.get_batch() == []
+
+
+async def test_subscriber_changes_are_reported():
+    hub = Hub("cam")
+    counts: list[int] = []
+    hub.on_subscribers = counts.append
+    recorder = hub.subscribe("recorder", lossy=True)
+    viewer = hub.subscribe("viewer", maxsize=1)
+    hub.publish(unit(0, key=True))
+    hub.publish(unit(1))  # the viewer overflows and is dropped
+    recorder.close()
+    assert counts == [1, 2, 1, 0]
+    assert viewer.closed_reason == "slow consumer"

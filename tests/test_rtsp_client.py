@@ -140,3 +140,27 @@ def test_aac_deframer_splits_several_aus_and_reassembles_fragments():
         deframer.feed(headers + b"abcd", True)
     with pytest.raises(ValueError, match="AAC payload has no AU-headers-length"):
         deframer.feed(b"\x00", True)
+
+
+def test_read_batching_follows_the_stream_rate_and_live_viewers():
+    """SO_RCVLOWAT is the rate of the last tick times the read latency (capped), 1 (read at
+    once) for a stream that stalled or when someone watches live."""
+    source = RtspSource("rtsp://127.0.0.1:1/x", clock=SystemClock(), on_units=lambda units: None)
+    a, b = socket.socketpair()
+    with a, b:
+        source._socket = a
+
+        def lowat() -> int:
+            return a.getsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT)
+
+        source._batch_reads(500_000, 1_000_000_000)  # 4 Mbit/s for 1 s: 0.1 s of it
+        assert lowat() == 50_000
+        source._batch_reads(50_000_000, 1_000_000_000)
+        assert lowat() == 262_144
+        source._batch_reads(0, 500_000_000)  # nothing came: the next bytes are read at once
+        assert lowat() == 1
+        source._batch_reads(500_000, 1_000_000_000)
+        source.set_read_latency(0)  # a live viewer subscribed
+        assert lowat() == 1
+        source._batch_reads(500_000, 1_000_000_000)
+        assert lowat() == 1

@@ -1,7 +1,10 @@
 """Open the database, migrate it, and run synchronous SQLAlchemy work off the event loop.
 
 All database work goes through :class:`Database.run`, one worker thread: SQLite allows
-one writer at a time anyway, and one queue keeps write order obvious.
+one writer at a time anyway, and one queue keeps write order obvious. Frequent small writes
+whose commit may lag a little (the segment index's fragment rows) are batched with
+:meth:`Database.defer` instead: one transaction for every stream's rows, applied before any
+later job, so no job ever sees the database without them.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any, TypeVar
@@ -19,6 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from onvif_nvr.db.models import Base
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: A deferred write waits at most this long for company before it is applied.
+DEFER_S = 0.5
+#: A batch of deferred writes that failed this many times is dropped (and logged).
+DEFER_ATTEMPTS = 3
+
+BatchFn = Callable[[list[Any]], None]
 
 #: The newest migration in ``migrations/versions``; a test checks it against Alembic's head.
 #: Knowing it lets start-up skip importing Alembic (≈0.4 s) when the schema is current.
@@ -91,17 +103,84 @@ class Database:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="db"
         )
+        self._deferred: list[tuple[BatchFn, Any]] = []  # event loop side
+        self._defer_timer: asyncio.TimerHandle | None = None
+        self._flushes: set[asyncio.Future[None]] = set()
+        #: Batches that failed, with their attempts so far (worker thread side).
+        self._retry: list[tuple[BatchFn, list[Any], int]] = []
 
     def session(self) -> Session:
         return self._sessions()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the worker thread, after every write deferred before."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        call = functools.partial(fn, *args)
+        deferred = self._take_deferred()
+        if deferred or self._retry:
+            call = functools.partial(self._after_deferred, deferred, call)
+        return await loop.run_in_executor(self._executor, call)
+
+    def defer(self, batch_fn: BatchFn, item: Any) -> None:
+        """Queue ``item`` for ``batch_fn(items)``: applied on the worker thread within
+        ``DEFER_S`` together with the items queued meanwhile (consecutive items of one
+        function in one call), and before any job submitted later. A batch that raises is
+        logged and retried with the next jobs, up to ``DEFER_ATTEMPTS`` times."""
+        self._deferred.append((batch_fn, item))
+        if self._defer_timer is None:
+            self._defer_timer = asyncio.get_running_loop().call_later(DEFER_S, self._flush_soon)
+
+    async def flush(self) -> None:
+        """Apply every deferred write now."""
+        await self.run(_nothing)
+
+    def _take_deferred(self) -> list[tuple[BatchFn, Any]]:
+        deferred, self._deferred = self._deferred, []
+        if self._defer_timer is not None:
+            self._defer_timer.cancel()
+            self._defer_timer = None
+        return deferred
+
+    def _flush_soon(self) -> None:
+        self._defer_timer = None
+        flush = asyncio.ensure_future(self.flush())
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    def _after_deferred(self, deferred: list[tuple[BatchFn, Any]], call: Callable[[], T]) -> T:
+        self._apply(deferred)
+        return call()
+
+    def _apply(self, deferred: list[tuple[BatchFn, Any]]) -> None:
+        """Worker thread: the failed batches again, then ``deferred`` grouped by function."""
+        batches, self._retry = self._retry, []
+        for batch_fn, item in deferred:
+            if batches and batches[-1][0] is batch_fn and batches[-1][2] == 0:
+                batches[-1][1].append(item)
+            else:
+                batches.append((batch_fn, [item], 0))
+        for batch_fn, items, attempts in batches:
+            try:
+                batch_fn(items)
+            except Exception:
+                if attempts + 1 < DEFER_ATTEMPTS:
+                    log.warning("deferred database write failed; retrying", exc_info=True)
+                    self._retry.append((batch_fn, items, attempts + 1))
+                else:
+                    log.error(
+                        "deferred database write of %d items dropped", len(items), exc_info=True
+                    )
 
     async def migrate(self) -> None:
         await self.run(migrate, self.engine)
 
     def close(self) -> None:
+        deferred = self._take_deferred()
+        if deferred or self._retry:
+            self._executor.submit(self._apply, deferred).result()
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _nothing() -> None:
+    pass

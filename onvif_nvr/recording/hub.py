@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from onvif_nvr.media.units import TimedUnit
 
@@ -123,6 +123,9 @@ class Hub:
         self._gop: collections.deque[TimedUnit] = collections.deque(maxlen=GOP_CACHE_UNITS)
         self.published = 0
         self.ended = False
+        #: Called with the new count whenever a consumer subscribes or goes (the source
+        #: reads with less latency while someone watches live).
+        self.on_subscribers: Callable[[int], None] | None = None
 
     def publish(self, unit: TimedUnit) -> None:
         """Hand a unit to every consumer; never blocks."""
@@ -148,6 +151,7 @@ class Hub:
             for unit in self._gop:
                 subscription._push(unit)
         self._subscriptions.append(subscription)
+        self._changed()
         return subscription
 
     def end(self, reason: str = "stream ended") -> None:
@@ -159,8 +163,13 @@ class Hub:
     def _detach(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
+            self._changed()
             if subscription.closed_reason == "slow consumer":
                 log.info("%s: dropped slow consumer %s", self.name, subscription.name)
+
+    def _changed(self) -> None:
+        if self.on_subscribers is not None:
+            self.on_subscribers(len(self._subscriptions))
 
     @property
     def subscriber_count(self) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, update
 
 from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
@@ -98,6 +98,24 @@ def _fragment(row: models.Fragment) -> FragmentRow:
         row.first_is_sync,
         row.sample_count,
     )
+
+
+_S = models.Segment
+_INSERT_FRAGMENT = insert(models.Fragment)
+#: Move a segment's end over newly indexed fragments (executemany, one row per segment).
+_EXTEND_SEGMENT = (
+    update(_S)
+    .where(_S.id == bindparam("sid"))
+    .values(
+        end_wall_ns=case(
+            (_S.end_wall_ns > bindparam("end"), _S.end_wall_ns), else_=bindparam("end")
+        ),
+        duration_90k=bindparam("media_end") - _S.start_90k,
+        size=bindparam("size"),
+        init_size=bindparam("init"),
+        fragment_count=_S.fragment_count + bindparam("count"),
+    )
+)
 
 
 class SegmentIndex:
@@ -213,24 +231,39 @@ class SegmentIndex:
     async def add_fragments(
         self, segment_id: int, fragments: list[FragmentRow], init_size: int
     ) -> None:
-        """Record durable fragments and move the segment's end (one transaction)."""
-        if not fragments:
-            return
+        """Record durable fragments and move the segment's end.
 
-        def work() -> None:
-            with self._db.session() as session, session.begin():
-                for f in fragments:
-                    session.add(models.Fragment(**dataclasses.asdict(f)))
-                last = fragments[-1]
-                segment = session.get(models.Segment, segment_id)
-                assert segment is not None
-                segment.end_wall_ns = max(segment.end_wall_ns, last.end_wall_ns)
-                segment.duration_90k = last.start_90k + last.duration_90k - segment.start_90k
-                segment.size = last.offset + last.size
-                segment.init_size = init_size
-                segment.fragment_count += len(fragments)
+        The rows are deferred (``Database.defer``): committed within half a second in one
+        transaction with every other stream's, and before any later index operation, so
+        ``close_segment`` or a query never misses them. A kill before the commit loses
+        nothing: the fragments are in the file, and recovery indexes them."""
+        if fragments:
+            self._db.defer(self._commit_fragments, (segment_id, list(fragments), init_size))
 
-        await self._db.run(work)
+    def _commit_fragments(self, items: list[tuple[int, list[FragmentRow], int]]) -> None:
+        """Worker thread: the fragment rows of several segments in one transaction (two
+        executemany statements, compiled once)."""
+        rows: list[dict[str, Any]] = []
+        ends: dict[int, dict[str, Any]] = {}
+        for segment_id, fragments, init_size in items:
+            rows.extend(f.__dict__ for f in fragments)
+            last = fragments[-1]
+            count = ends[segment_id]["count"] if segment_id in ends else 0
+            ends[segment_id] = {
+                "sid": segment_id,
+                "end": last.end_wall_ns,
+                "media_end": last.start_90k + last.duration_90k,
+                "size": last.offset + last.size,
+                "init": init_size,
+                "count": count + len(fragments),
+            }
+        with self._db.engine.begin() as connection:
+            connection.execute(_INSERT_FRAGMENT, rows)
+            connection.execute(_EXTEND_SEGMENT, list(ends.values()))
+
+    async def flush(self) -> None:
+        """Commit the deferred fragment rows now."""
+        await self._db.flush()
 
     async def close_segment(self, segment_id: int) -> None:
         await self._set_state(segment_id, "closed")

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
+#: How long a recorded-only stream's data may wait in the kernel to be read in bigger
+#: chunks (fewer wake-ups per camera); live viewers get it at once.
+READ_LATENCY_S = 0.1
 
 
 class Source(Protocol):
@@ -83,6 +86,7 @@ class CameraRecorder:
         ``volume_path`` name the one volume."""
         self.camera = camera
         self.hub = Hub(camera.name)
+        self.hub.on_subscribers = self._subscribers_changed
         self.index = index
         self.clock = clock
         self._factory = source_factory
@@ -131,6 +135,13 @@ class CameraRecorder:
             await asyncio.gather(self._tasks[0], return_exceptions=True)
         self.state = "stopped"
 
+    def _subscribers_changed(self, count: int) -> None:
+        """Someone besides the recorder watches: the source reads at once; otherwise it may
+        let the kernel gather data for fewer, bigger reads (sources that can)."""
+        set_latency = getattr(self._source, "set_read_latency", None)
+        if set_latency is not None:
+            set_latency(0.0 if count > 1 else READ_LATENCY_S)
+
     def _publish(self, units: list[TimedUnit]) -> None:
         if self._in_gap and units:
             self._in_gap = False
@@ -144,6 +155,7 @@ class CameraRecorder:
         while not self._stopping.is_set():
             self.state = "connecting"
             self._source = self._factory(self.camera, backend, self._publish)
+            self._subscribers_changed(self.hub.subscriber_count)
             started = self.clock.monotonic_ns()
             try:
                 await self._source.run()

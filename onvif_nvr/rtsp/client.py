@@ -77,6 +77,11 @@ log = logging.getLogger(__name__)
 #: Kernel receive buffer asked for: a second of a 4 Mbit/s stream, so a busy loop never
 #: makes the camera's TCP window close.
 RECEIVE_BUFFER = 1 << 20
+#: Default of ``read_latency_s``: how long data may wait in the kernel so that it is read in
+#: bigger chunks (fewer wake-ups) while nobody watches live.
+READ_LATENCY_S = 0.1
+#: Largest SO_RCVLOWAT asked for.
+MAX_READ_BATCH = 262_144
 #: RTP fixed header after the first byte: M/PT, sequence number, timestamp, SSRC.
 _RTP_REST = struct.Struct(">BHII")
 RECEIVER_REPORT_S = 5.0
@@ -278,6 +283,9 @@ class RtspSource:
         self._open_timeout_s = open_timeout_s
         self._stall_timeout_s = stall_timeout_s
         self._keepalive_s = keepalive_s
+        self._read_latency_s = READ_LATENCY_S
+        self._socket: socket.socket | None = None
+        self._lowat = 1
         self._stopping = asyncio.Event()
         self._parser = MessageParser("client", frame_sink=self._frames)
         self._transport: asyncio.Transport | None = None
@@ -313,6 +321,13 @@ class RtspSource:
         """Packets missing from the sequence numbers, all streams."""
         return sum(max(t.sequence.lost, 0) for t in self._tracks)
 
+    def set_read_latency(self, seconds: float) -> None:
+        """How long received data may wait to be read in one batch (0: read at once, for
+        live viewers). Applied at the next streaming tick; see :meth:`_batch_reads`."""
+        self._read_latency_s = max(0.0, seconds)
+        if seconds <= 0:
+            self._set_lowat(1)
+
     def stop(self) -> None:
         """End ``run()`` (with a TEARDOWN); call from the event loop's thread."""
         self._stopping.set()
@@ -333,6 +348,7 @@ class RtspSource:
             raise RtspConnectionError(f"{self._display}: cannot connect: {reason}") from exc
         sock = transport.get_extra_info("socket")
         if sock is not None:
+            self._socket = sock
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         self._transport = transport
@@ -345,6 +361,7 @@ class RtspSource:
         except _Stopped:
             clean = True
         finally:
+            self._set_lowat(1)  # the TEARDOWN reply must not wait for a batch
             if clean and self._session is not None and not closed.done():
                 with contextlib.suppress(Exception):
                     await self._request("TEARDOWN", self._aggregate_url, None, TEARDOWN_TIMEOUT_S)
@@ -533,7 +550,8 @@ class RtspSource:
     # -- streaming ---------------------------------------------------------------------------
 
     async def _stream(self, stop_task: asyncio.Task[bool]) -> None:
-        tick_s = max(min(1.0, self._stall_timeout_s / 4), 0.05)
+        tick_s = max(min(0.5, self._stall_timeout_s / 4), 0.05)
+        tick_bytes, tick_ns = self.bytes, self._clock.monotonic_ns()
         now = self._clock.monotonic_ns()
         next_keepalive, next_report = now, now + int(RECEIVER_REPORT_S * 1e9)
         next_keepalive += int(self._keepalive_interval_s * 1e9)
@@ -557,9 +575,28 @@ class RtspSource:
             if now >= next_keepalive:
                 next_keepalive = now + int(self._keepalive_interval_s * 1e9)
                 self._send(self._keepalive_method, self._aggregate_url)
+            self._batch_reads(self.bytes - tick_bytes, now - tick_ns)
+            tick_bytes, tick_ns = self.bytes, now
             if now >= next_report:
                 next_report = now + int(RECEIVER_REPORT_S * 1e9)
                 self._send_receiver_reports(now)
+
+    def _batch_reads(self, received: int, elapsed_ns: int) -> None:
+        """Let the kernel gather ``read_latency_s`` worth of the stream before waking us:
+        SO_RCVLOWAT from the rate of the last tick. A stream that slows down gets a smaller
+        mark at the next tick (data never waits longer than a tick plus the latency);
+        RTSP replies and RTCP ride along with the media."""
+        if elapsed_ns <= 0:
+            return
+        rate = received * 1e9 / elapsed_ns
+        self._set_lowat(max(1, min(int(rate * self._read_latency_s), MAX_READ_BATCH)))
+
+    def _set_lowat(self, lowat: int) -> None:
+        if self._socket is None or lowat == self._lowat:
+            return
+        self._lowat = lowat
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
 
     def _send_receiver_reports(self, now_ns: int) -> None:
         assert self._transport is not None
