@@ -2,26 +2,36 @@
 
 The source is the project's RTSP server (``bench.ingest_worker server``) with N mounts of
 one looping 1920x1080 25 fps ~4 Mbit/s H.264 clip, in its own process pinned to core 0
-(it is the load generator, not measured). The recorder under test runs pinned to core 1:
+(it is the load generator, not measured; its CPU and the frame rate it sent over the
+window are reported, and a cell whose server used >= 95 % of its core or sent less than
+98 % of 25 fps per channel is flagged invalid). The recorder under test runs
+pinned to core 1:
 
 * ``ours``: ``RtspSource`` → ``Hub`` → ``SegmentWriter`` + ``SegmentIndex`` (SQLite), all
   channels in one process and one event loop (``bench.ingest_worker record``);
-* ``ffmpeg``: one ``ffmpeg -c copy -f segment`` process per camera;
+* ``ffmpeg``: one ``ffmpeg -c copy -f segment`` process per camera, writing 60 s MP4
+  segments fragmented at each keyframe (``movflags=+frag_keyframe+empty_moov``), the
+  crash-safe form one would run for recording, like our writer's 1 s fragments;
 * ``pyav``: the project's fallback ``PyAVSource`` → same hub and writer, one process.
 
-Per cell (recorder × N): a warm-up once every channel delivers, then a measured window.
-CPU is utime+stime of the recorder process(es) over the window (/proc/<pid>/stat, all
-threads, summed over the FFmpeg processes), per channel in % of one core. RSS is VmRSS at
-the end of the window, summed, per channel. Throughput is the growth of the recorded
-files over the window. Lost frames: at the end the server stops sending and reports the
-units it handed to each viewer; the recorder then drains and stops, and the frames it
-recorded (ours/pyav: ``units_written`` after the last segment is closed; ffmpeg: video
-packets in its output files, counted with PyAV) are subtracted.
+Per cell (recorder × N): a warm-up once every channel delivers (ours/pyav: every hub has
+published; ffmpeg: every output holds a first fragment), then a measured window. CPU is
+utime+stime of the recorder process(es) over the window (/proc/<pid>/stat, all threads,
+summed over the FFmpeg processes), per channel in % of one core. RSS (and PSS, which
+splits shared library pages among the FFmpeg processes) is taken at the end of the
+window, summed, per channel. Throughput is the growth of the recorded files over the
+window. Lost frames: at the end the server stops sending and reports the units it handed
+to each viewer; after a drain the recorder stops (ours/pyav: SIGTERM; ffmpeg: SIGINT, then
+the server goes away so that its blocked read ends with EOF and it writes its trailer)
+and the frames it recorded (ours/pyav: ``units_written`` after the last segment is
+closed; ffmpeg: video packets in its output files, counted with PyAV) are subtracted,
+per channel.
 
-    .venv/bin/python -m bench.ingest [--channels 1,8,32] [--seconds 20] [--warmup 3]
+    .venv/bin/python -m bench.ingest [--channels 1,8,32,64] [--seconds 20] [--warmup 3]
         [--recorders ours,ffmpeg,pyav] [--no-pin]
 
-Prints a table and writes ``bench/results/ingest.json``.
+Prints a table and writes ``bench/results/ingest.json``. Every cell's processes are
+stopped and its temporary directory removed, also when it fails.
 """
 
 from __future__ import annotations
@@ -38,7 +48,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import REPO, RESULTS, ServerProcess, machine_info, pin_prefix, proc_cpu_s
+from bench.common import (
+    REPO,
+    RESULTS,
+    ServerProcess,
+    cores_busy_s,
+    machine_info,
+    pin_prefix,
+    proc_cpu_s,
+)
 
 SOURCE_CORE = 0
 RECORDER_CORE = 1
@@ -52,6 +70,31 @@ TARGETS = {
     "lost_frames_max": 0,
 }
 PY = sys.executable
+#: The FFmpeg baseline: stream copy into 60 s MP4 segments, fragmented at each keyframe
+#: (1 s here, as our writer's fragments) with the moov up front. This is what one would run
+#: for recording: a plain MP4 is unreadable until its trailer (moov) is written, so anything
+#: lost on a crash or a kill would lose the whole segment.
+FFMPEG_OUTPUT = [
+    "-c",
+    "copy",
+    "-f",
+    "segment",
+    "-segment_format",
+    "mp4",
+    "-segment_format_options",
+    "movflags=+frag_keyframe+empty_moov+default_base_moof",
+    "-segment_time",
+    "60",
+    "-reset_timestamps",
+    "1",
+]
+#: A source core busier than this over the window means the load generator may not have kept
+#: up: the cell is flagged invalid.
+SERVER_CPU_VALID_MAX = 95.0
+#: The server must send at least this share of the clip's frame rate over the window.
+SERVER_FPS_VALID_MIN = 0.98
+#: An FFmpeg output has its first fragment once it is this large (the header is ~1 kB).
+FFMPEG_READY_BYTES = 64 * 1024
 
 
 def clip_path() -> Path:
@@ -78,6 +121,19 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (libraries) split among the processes mapping
+    them, so that summing it over N FFmpeg processes does not count libavcodec N times."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def dir_bytes(path: Path) -> int:
     total = 0
     for root, _, files in os.walk(path):
@@ -100,7 +156,16 @@ def wait_file(path: Path, procs: list[ServerProcess], timeout: float) -> dict:
     raise RuntimeError(f"timed out waiting for {path.name}:\n{procs[0].log_tail()}")
 
 
+def server_snapshot(server: ServerProcess, path: Path) -> dict:
+    """The server's counts so far (and its loop time), without stopping it."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    os.kill(server.pid, signal.SIGUSR2)
+    return wait_file(path, [server], 10)
+
+
 def count_packets(files: list[Path]) -> int:
+    """Video packets (frames) in the files; an unreadable file counts 0 (and is reported)."""
     import av
 
     total = 0
@@ -112,6 +177,18 @@ def count_packets(files: list[Path]) -> int:
         except (av.FFmpegError, IndexError) as exc:
             print(f"cannot read {path}: {exc}", file=sys.stderr)
     return total
+
+
+def loss_summary(sent: list[int], recorded: list[int]) -> dict:
+    lost = [s - r for s, r in zip(sent, recorded, strict=True)]
+    return {
+        "frames_sent": sum(sent),
+        "frames_recorded": sum(recorded),
+        "frames_lost": sum(lost),
+        "channels_with_loss": sum(1 for x in lost if x),
+        "frames_lost_max_per_channel": max(lost, default=0),
+        "frames_lost_min_per_channel": min(lost, default=0),
+    }
 
 
 class Cell:
@@ -134,10 +211,11 @@ class Cell:
 
     def run(self, clip: Path) -> dict:
         t = self.tmp
+        n = self.n
         server = self.spawn(
             [PY, "-m", "bench.ingest_worker", "server", "--clip", str(clip)]
-            + ["--channels", str(self.n), "--ready", str(t / "server.ready")]
-            + ["--counts", str(t / "counts.json")],
+            + ["--channels", str(n), "--ready", str(t / "server.ready")]
+            + ["--counts", str(t / "counts.json"), "--snapshot", str(t / "snapshot.json")],
             SOURCE_CORE,
             "server.log",
         )
@@ -145,107 +223,197 @@ class Cell:
         base = f"rtsp://127.0.0.1:{port}/sim/"
         out = t / "out"
         out.mkdir()
+        started = time.perf_counter()
         if self.recorder == "ffmpeg":
             recorders = []
-            for i in range(1, self.n + 1):
+            for i in range(1, n + 1):
                 (out / str(i)).mkdir()
                 recorders.append(
                     self.spawn(
                         ["ffmpeg", "-nostdin", "-loglevel", "error", "-rtsp_transport", "tcp"]
-                        + ["-i", f"{base}{i}", "-c", "copy", "-f", "segment"]
-                        + ["-segment_time", "60", "-reset_timestamps", "1"]
+                        + ["-i", f"{base}{i}"]
+                        + FFMPEG_OUTPUT
                         + [str(out / str(i) / "OUT_%05d.mp4")],
                         RECORDER_CORE,
                         f"ffmpeg-{i}.log",
                     )
                 )
-            deadline = time.monotonic() + 30
-            while dir_bytes(out) == 0 or any(
-                not any((out / str(i)).iterdir()) for i in range(1, self.n + 1)
-            ):
-                if time.monotonic() > deadline or not all(r.alive() for r in recorders):
-                    raise RuntimeError("ffmpeg did not start:\n" + recorders[0].log_tail())
-                time.sleep(0.1)
+            # Ready once every camera's output holds a first fragment (not just a header).
+            deadline = time.monotonic() + 30 + n
+            waiting = set(range(1, n + 1))
+            while waiting:
+                waiting = {i for i in waiting if dir_bytes(out / str(i)) < FFMPEG_READY_BYTES}
+                dead = [r for r in recorders if not r.alive()]
+                if dead or time.monotonic() > deadline:
+                    log = (dead or recorders)[0].log_tail()
+                    raise RuntimeError(
+                        f"ffmpeg did not start ({len(waiting)} of {n} not writing):\n{log}"
+                    )
+                time.sleep(0.2)
         else:
             backend = "native" if self.recorder == "ours" else "pyav"
             recorders = [
                 self.spawn(
                     [PY, "-m", "bench.ingest_worker", "record", "--backend", backend]
-                    + ["--base", base, "--channels", str(self.n), "--dir", str(out)]
+                    + ["--base", base, "--channels", str(n), "--dir", str(out)]
                     + ["--ready", str(t / "rec.ready"), "--stats", str(t / "stats.json")]
                     + ["--fsync", self.args.fsync],
                     RECORDER_CORE,
                     "recorder.log",
                 )
             ]
-            wait_file(t / "rec.ready", [recorders[0], server], 60 + self.n)
+            wait_file(t / "rec.ready", [recorders[0], server], 60 + n)
+        ready_s = time.perf_counter() - started
         time.sleep(self.args.warmup)
 
         pids = [r.pid for r in recorders]
+        snap0 = server_snapshot(server, t / "snapshot.json")
+        cores0 = cores_busy_s()
+        server0 = proc_cpu_s(server.pid)
         cpu0, bytes0, wall0 = sum(map(proc_cpu_s, pids)), dir_bytes(out), time.perf_counter()
         time.sleep(self.args.seconds)
         cpu1, bytes1, wall1 = sum(map(proc_cpu_s, pids)), dir_bytes(out), time.perf_counter()
+        server1 = proc_cpu_s(server.pid)
+        cores1 = cores_busy_s()
+        snap1 = server_snapshot(server, t / "snapshot.json")
         rss = sum(map(rss_bytes, pids))
+        pss = sum(map(pss_bytes, pids))
         window = wall1 - wall0
         if not all(r.alive() for r in recorders):
             raise RuntimeError("a recorder died:\n" + recorders[0].log_tail())
+        if not server.alive():
+            raise RuntimeError("the server died:\n" + server.log_tail())
 
         # Stop the source first, so that everything sent can be drained and counted.
         os.kill(server.pid, signal.SIGUSR1)
         counts = wait_file(t / "counts.json", [server], 10)
         time.sleep(self.args.drain)
-        stats = None
+        stop0 = time.perf_counter()
         for r in recorders:
             os.kill(r.pid, signal.SIGINT if self.recorder == "ffmpeg" else signal.SIGTERM)
+        forced = 0
         if self.recorder == "ffmpeg":
-            # FFmpeg's first SIGINT only ends its main loop; a read blocked on the silent
-            # source is interrupted by the second (it still writes the trailer).
-            time.sleep(1.0)
+            # FFmpeg's SIGINT ends its main loop once the current read returns, but a read
+            # blocked on the silent source would wait forever. A second SIGINT would end it
+            # but also aborts all further I/O, output included: the trailer (the last
+            # fragment, ~1 s) would be cut. So the source goes away instead: the read sees
+            # EOF, FFmpeg flushes its parser (the last frame) and writes the trailer.
+            time.sleep(0.5)
+            server.stop()
+            deadline = time.monotonic() + 10 + n / 4
+            while time.monotonic() < deadline and any(r.alive() for r in recorders):
+                time.sleep(0.1)
             for r in recorders:
                 if r.alive():
+                    forced += 1
                     os.kill(r.pid, signal.SIGINT)
+        not_stopped = 0
         for r in recorders:
             try:
-                r.proc.wait(30 + self.n)
+                r.proc.wait(30 + n)
             except subprocess.TimeoutExpired:
-                print(f"{self.recorder}: a recorder did not stop in time", file=sys.stderr)
+                not_stopped += 1
+        if not_stopped:
+            # Its files would be incomplete: the counts are not trustworthy.
+            raise RuntimeError(f"{self.recorder}: {not_stopped} recorder(s) did not stop")
+        stop_s = time.perf_counter() - stop0
+        sent = [counts[str(i)]["sent"] for i in range(1, n + 1)]
+        extra: dict = {}
         if self.recorder == "ffmpeg":
-            recorded = count_packets(sorted(out.rglob("*.mp4")))
-            extra: dict = {}
+            recorded = [
+                count_packets(sorted((out / str(i)).glob("*.mp4"))) for i in range(1, n + 1)
+            ]
+            extra["exit_codes"] = sorted({r.proc.returncode for r in recorders})
+            extra["forced_stops"] = forced
         else:
             stats = wait_file(t / "stats.json", [server], 1)
-            recorded = sum(c["units_written"] for c in stats["channels"])
+            recorded = [c["units_written"] for c in stats["channels"]]
             extra = {
+                "published": sum(c["published"] for c in stats["channels"]),
                 "hub_dropped": sum(c["hub_dropped"] for c in stats["channels"]),
                 "units_skipped": sum(c["units_skipped"] for c in stats["channels"]),
                 "storage_errors": sum(c["storage_errors"] for c in stats["channels"]),
-                "source_errors": stats["source_errors"],
+                "source_errors": len(stats["source_errors"]),
+                "source_error_kinds": sorted({e.split("(", 1)[0] for e in stats["source_errors"]}),
             }
             if self.recorder == "ours":
                 extra["rtp_packets_lost"] = sum(c["source_lost_packets"] for c in stats["channels"])
                 extra["rtp_packets_dropped"] = sum(c["source_dropped"] for c in stats["channels"])
-        sent = sum(c["sent"] for c in counts.values())
         self.stop_all()
+        server_cpu = round(100 * (server1 - server0) / window, 1)
+        core_busy = {
+            str(c): round(100 * (cores1[c] - cores0[c]) / window, 1)
+            for c in (SOURCE_CORE, RECORDER_CORE)
+            if c in cores0 and c in cores1
+        }
+        sent_in_window = sum(
+            snap1["counts"][k]["sent"] - snap0["counts"][k]["sent"] for k in snap1["counts"]
+        )
+        server_fps = sent_in_window / (snap1["monotonic"] - snap0["monotonic"]) / n
+        invalid = []
+        if server_fps < SERVER_FPS_VALID_MIN * CLIP["fps"]:
+            invalid.append(
+                f"server sent {server_fps:.2f} fps per channel, not {CLIP['fps']}: it fell behind"
+            )
+        if server_cpu >= SERVER_CPU_VALID_MAX:
+            invalid.append(f"server CPU {server_cpu} % >= {SERVER_CPU_VALID_MAX} %")
+        sessions = sum(c["subscriptions"] for c in counts.values())
+        if sessions != n:
+            invalid.append(f"{sessions} viewer sessions for {n} channels (reconnects)")
         return {
             "recorder": self.recorder,
-            "channels": self.n,
+            "channels": n,
             "processes": len(pids),
+            "ready_s": round(ready_s, 2),
             "window_s": round(window, 3),
+            "stop_s": round(stop_s, 2),
             "cpu_s": round(cpu1 - cpu0, 3),
-            "cpu_pct_per_channel": round(100 * (cpu1 - cpu0) / window / self.n, 3),
-            "rss_mb_per_channel": round(rss / 1e6 / self.n, 2),
+            "cpu_pct_total": round(100 * (cpu1 - cpu0) / window, 2),
+            "cpu_pct_per_channel": round(100 * (cpu1 - cpu0) / window / n, 3),
+            "rss_mb_per_channel": round(rss / 1e6 / n, 2),
             "rss_mb_total": round(rss / 1e6, 1),
+            "pss_mb_per_channel": round(pss / 1e6 / n, 2),
             "mbit_s_written": round((bytes1 - bytes0) * 8 / window / 1e6, 2),
-            "frames_sent": sent,
-            "frames_recorded": recorded,
-            "frames_lost": sent - recorded,
-            "viewer_sessions": sum(c["subscriptions"] for c in counts.values()),
+            "server_cpu_pct": server_cpu,
+            "server_fps_per_channel": round(server_fps, 2),
+            "core_busy_pct": core_busy,
+            **loss_summary(sent, recorded),
+            "viewer_sessions": sessions,
+            "valid": not invalid,
+            "invalid_reasons": invalid,
             **extra,
         }
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
+
+
+def growth(cells: list[dict], recorders: list[str]) -> dict:
+    """How the cost grows with N, per recorder: the smallest and largest N measured and the
+    marginal cost of one more channel between them (CPU % of one core, RSS MB)."""
+    out: dict = {}
+    for rec in recorders:
+        mine = sorted((c for c in cells if c["recorder"] == rec), key=lambda c: c["channels"])
+        if not mine:
+            continue
+        lo, hi = mine[0], mine[-1]
+        row = {
+            "channels": [c["channels"] for c in mine],
+            "cpu_pct_total": [c["cpu_pct_total"] for c in mine],
+            "cpu_pct_per_channel": [c["cpu_pct_per_channel"] for c in mine],
+            "rss_mb_total": [c["rss_mb_total"] for c in mine],
+        }
+        dn = hi["channels"] - lo["channels"]
+        if dn > 0:
+            row["marginal_cpu_pct_per_channel"] = round(
+                (hi["cpu_pct_total"] - lo["cpu_pct_total"]) / dn, 3
+            )
+            row["marginal_rss_mb_per_channel"] = round(
+                (hi["rss_mb_total"] - lo["rss_mb_total"]) / dn, 2
+            )
+        out[rec] = row
+    return out
 
 
 def summarize(cells: list[dict], channels: list[int]) -> dict:
@@ -257,12 +425,12 @@ def summarize(cells: list[dict], channels: list[int]) -> dict:
         for peer in ("ffmpeg", "pyav"):
             other = by.get((peer, n))
             if ours and other:
-                row[f"cpu_ours_over_{peer}"] = ratio(
-                    ours["cpu_pct_per_channel"], other["cpu_pct_per_channel"]
-                )
-                row[f"rss_ours_over_{peer}"] = ratio(
-                    ours["rss_mb_per_channel"], other["rss_mb_per_channel"]
-                )
+                for key, short in (
+                    ("cpu_pct_per_channel", "cpu"),
+                    ("rss_mb_per_channel", "rss"),
+                    ("pss_mb_per_channel", "pss"),
+                ):
+                    row[f"{short}_ours_over_{peer}"] = ratio(ours.get(key), other.get(key))
         if ours:
             t = TARGETS
             row["targets_met"] = {
@@ -274,8 +442,19 @@ def summarize(cells: list[dict], channels: list[int]) -> dict:
                 "rss_mb_per_channel": ours["rss_mb_per_channel"] <= t["rss_mb_per_channel_max"],
                 "lost_frames": ours["frames_lost"] <= t["lost_frames_max"],
             }
+        row["all_cells_valid"] = all(
+            c["valid"] for (_, cn), c in by.items() if cn == n and "valid" in c
+        )
         out[str(n)] = row
     return out
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    return fmt.format(value)
 
 
 def print_report(report: dict) -> None:
@@ -283,9 +462,18 @@ def print_report(report: dict) -> None:
     by = {(c["recorder"], c["channels"]): c for c in report["cells"]}
     metrics = [
         ("cpu %/ch", "cpu_pct_per_channel", "{:.3f}"),
+        ("cpu % total", "cpu_pct_total", "{:.1f}"),
         ("RSS MB/ch", "rss_mb_per_channel", "{:.1f}"),
-        ("lost frames", "frames_lost", "{:d}"),
+        ("PSS MB/ch", "pss_mb_per_channel", "{:.1f}"),
         ("Mbit/s", "mbit_s_written", "{:.1f}"),
+        ("frames sent", "frames_sent", "{:d}"),
+        ("frames rec", "frames_recorded", "{:d}"),
+        ("frames lost", "frames_lost", "{:d}"),
+        ("lost max/ch", "frames_lost_max_per_channel", "{:d}"),
+        ("server cpu %", "server_cpu_pct", "{:.1f}"),
+        ("server fps/ch", "server_fps_per_channel", "{:.2f}"),
+        ("rec core %", "recorder_core_busy_pct", "{:.1f}"),
+        ("valid", "valid", "{}"),
     ]
     head = f"{'recorder':<8} {'metric':<12}" + "".join(f"{'N=' + str(n):>10}" for n in channels)
     print(head)
@@ -295,9 +483,19 @@ def print_report(report: dict) -> None:
             cols = []
             for n in channels:
                 c = by.get((rec, n))
-                cols.append(fmt.format(c[key]) if c and key in c else "-")
+                if c and key == "recorder_core_busy_pct":
+                    value = c.get("core_busy_pct", {}).get(str(RECORDER_CORE))
+                else:
+                    value = c.get(key) if c else None
+                cols.append(_fmt(value, fmt))
             print(f"{rec:<8} {label:<12}" + "".join(f"{v:>10}" for v in cols))
-    for key in ("cpu_ours_over_ffmpeg", "cpu_ours_over_pyav", "rss_ours_over_ffmpeg"):
+        print()
+    for key in (
+        "cpu_ours_over_ffmpeg",
+        "cpu_ours_over_pyav",
+        "rss_ours_over_ffmpeg",
+        "pss_ours_over_ffmpeg",
+    ):
         vals = [report["summary"][str(n)].get(key) for n in channels]
         print(
             f"{'ratio':<8} {key[:12]:<12}"
@@ -305,6 +503,18 @@ def print_report(report: dict) -> None:
             end="",
         )
         print(f"  ({key})")
+    print("growth (CPU % of one core, total; marginal = per added channel, smallest→largest N):")
+    for rec, g in report.get("growth", {}).items():
+        steps = ", ".join(
+            f"N={n}: {cpu:.1f} %" for n, cpu in zip(g["channels"], g["cpu_pct_total"], strict=True)
+        )
+        marginal = g.get("marginal_cpu_pct_per_channel")
+        tail = (
+            f"; marginal {marginal} %/ch, {g['marginal_rss_mb_per_channel']} MB/ch"
+            if marginal is not None
+            else ""
+        )
+        print(f"  {rec:<7} {steps}{tail}")
     t = TARGETS
     print(
         f"targets (ours): cpu <= {t['cpu_pct_per_channel_max']} %/ch, "
@@ -317,6 +527,9 @@ def print_report(report: dict) -> None:
             print(
                 f"  N={n}: " + ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in met.items())
             )
+    for c in report["cells"]:
+        if not c.get("valid", True):
+            print(f"INVALID {c['recorder']} N={c['channels']}: {'; '.join(c['invalid_reasons'])}")
     for name, err in report.get("errors", {}).items():
         print(f"error {name}: {err.splitlines()[0] if err else ''}")
 
@@ -327,7 +540,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--channels", default="1,8,32", help="channel counts, comma-separated")
+    p.add_argument("--channels", default="1,8,32,64", help="channel counts, comma-separated")
     p.add_argument("--seconds", type=float, default=20.0, help="measured window per cell")
     p.add_argument("--warmup", type=float, default=3.0, help="warm-up once all channels deliver")
     p.add_argument("--drain", type=float, default=2.0, help="after the source stops, before stop")
@@ -380,8 +593,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"lost {result['frames_lost']}/{result['frames_sent']}",
                         file=sys.stderr,
                     )
-                except RuntimeError as exc:
-                    errors[f"{rec}-{n}"] = str(exc)
+                except Exception as exc:  # noqa: BLE001 - one failed cell must not end the run
+                    errors[f"{rec}-{n}"] = f"{type(exc).__name__}: {exc}"
                     print(f"  failed: {exc}", file=sys.stderr)
                 finally:
                     cell.stop_all()
@@ -411,16 +624,19 @@ def main(argv: list[str] | None = None) -> int:
             "clip": CLIP,
             "clip_bytes": clip.stat().st_size,
             "writer": {"segment_s": 60.0, "fragment_s": 1.0, "fsync": args.fsync},
-            "ffmpeg_argv": (
-                "ffmpeg -nostdin -loglevel error -rtsp_transport tcp -i URL -c copy "
-                "-f segment -segment_time 60 -reset_timestamps 1 OUT_%05d.mp4"
+            "ffmpeg_argv": " ".join(
+                ["ffmpeg -nostdin -loglevel error -rtsp_transport tcp -i URL"]
+                + FFMPEG_OUTPUT
+                + ["OUT_%05d.mp4"]
             ),
+            "ffmpeg_stop": "SIGINT, after 1 s a second SIGINT, then wait for exit",
             "ffmpeg_version": _ffmpeg_version(),
         },
         "targets": TARGETS,
         "machine": machine,
         "cells": cells,
         "summary": summarize(cells, args.channels),
+        "growth": growth(cells, args.recorders),
         "errors": errors,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)

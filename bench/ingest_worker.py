@@ -1,13 +1,15 @@
 """Child processes of ``bench.ingest``: the RTSP load generator and the in-process recorders.
 
     python -m bench.ingest_worker server --clip CLIP --channels N --ready FILE --counts FILE
+        [--snapshot FILE]
     python -m bench.ingest_worker record --backend native|pyav --base URL --channels N
         --dir DIR --ready FILE --stats FILE
 
 ``server``: the project's RTSP server with N mounts ``/sim/1..N``, one ``LoopingClip``
 each, wrapped to count the units handed to viewers. It writes its port to ``--ready``; on
 SIGUSR1 it stops sending (every viewer's stream pauses) and writes the counts to
-``--counts``.
+``--counts``. On SIGUSR2 it writes the counts so far to ``--snapshot`` and goes on (the
+rate at which it sends, to check that it keeps up).
 
 ``record``: N cameras recorded by one process, one event loop: source (``RtspSource`` or
 ``PyAVSource``) → ``Hub`` → ``SegmentWriter`` with a ``SegmentIndex`` on SQLite. ``--ready``
@@ -63,15 +65,23 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    def freeze() -> None:
-        frozen.set()
-        counts = {
+    def counts() -> dict:
+        return {
             str(i): {"sent": m.sent, "bytes": m.bytes, "subscriptions": m.subscriptions}
             for i, m in mounts.items()
         }
-        _write_json(Path(args.counts), counts)
+
+    def freeze() -> None:
+        frozen.set()
+        _write_json(Path(args.counts), counts())
+
+    def snapshot() -> None:
+        if args.snapshot:
+            data = {"monotonic": loop.time(), "counts": counts()}
+            _write_json(Path(args.snapshot), data)
 
     loop.add_signal_handler(signal.SIGUSR1, freeze)
+    loop.add_signal_handler(signal.SIGUSR2, snapshot)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     _write_json(Path(args.ready), {"port": server.bound_port})
     try:
@@ -183,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--channels", type=int, required=True)
     s.add_argument("--ready", required=True)
     s.add_argument("--counts", required=True)
+    s.add_argument("--snapshot", help="on SIGUSR2, write the counts so far here (not frozen)")
     r = sub.add_parser("record")
     r.add_argument("--backend", choices=("native", "pyav"), required=True)
     r.add_argument("--base", required=True, help="URL prefix; the channel number is appended")
