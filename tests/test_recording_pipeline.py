@@ -131,3 +131,62 @@ async def test_recorded_segments_play_and_match_the_index(tmp_path, codec):
         assert len(sent_audio) - 0.6 / frame_s <= audio_total <= len(sent_audio)
     finally:
         db.close()
+
+
+async def test_native_client_records_aligned_audio(tmp_path):
+    """The native client's streams each have their own media clock (RTP timestamps start at
+    random values): the writer relates audio to video through wall time."""
+    from onvif_nvr.rtsp.client import RtspSource
+
+    db = Database(f"sqlite:///{tmp_path / 'nvr.sqlite3'}")
+    await db.migrate()
+    try:
+        index = SegmentIndex(db)
+        with gstcam.camera("--size", "320x240", "--fps", "25", "--gop", "10", "--audio") as url:
+            cam = await CameraStore(db, Sealer(b"k" * 32), ManualClock()).add("cam", url)
+            volume_path = tmp_path / "volume"
+            volume_id = await index.ensure_volume(str(volume_path))
+            hub = Hub("cam")
+            received: list[TimedUnit] = []
+
+            def publish(units: list[TimedUnit]) -> None:
+                received.extend(u for u in units if u.track == 1)
+                hub.publish_many(units)
+
+            source = RtspSource(url, clock=SystemClock(), on_units=publish)
+            writer = SegmentWriter(
+                cam.id, volume_id, volume_path, index, segment_s=2.0,
+                audio_parameters=lambda: source.info.audio,
+            )  # fmt: skip
+            writing = asyncio.ensure_future(
+                writer.run(hub.subscribe("recorder", maxsize=10_000, lossy=True))
+            )
+            reading = asyncio.ensure_future(source.run())
+            await asyncio.sleep(4.0)
+            source.stop()
+            await asyncio.wait_for(reading, 15)
+            hub.end()
+            await asyncio.wait_for(writing, 15)
+        segments = await index.segments(cam.id)
+        assert len(segments) >= 2
+        audio_total = 0
+        for segment in segments:
+            path = volume_path / str(cam.id) / f"{segment.id}.mp4"
+            with av.open(str(path)) as container:
+                video = [p for p in container.demux(video=0) if p.size]
+            with av.open(str(path)) as container:
+                sound = container.streams.audio[0]
+                assert sound.codec_context.name == "aac"
+                audio = [p for p in container.demux(sound) if p.size]
+                audio_tb = sound.time_base
+            with av.open(str(path)) as container:
+                assert sum(1 for _ in container.decode(audio=0)) == len(audio) > 0
+            assert video[0].pts == 0
+            assert audio[0].pts * audio_tb < 0.1
+            video_end = Fraction(video[-1].pts + video[-1].duration, 90_000)
+            assert abs((audio[-1].pts + audio[-1].duration) * audio_tb - video_end) < 0.1
+            audio_total += len(audio)
+        assert writer.audio_units_written == audio_total
+        assert len(received) - 0.6 * 44100 / 1024 <= audio_total <= len(received)
+    finally:
+        db.close()

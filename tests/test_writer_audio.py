@@ -40,20 +40,24 @@ def video_units(count: int, start_90k: int = 0) -> list[TimedUnit]:
     return out
 
 
-def audio_units(frames: tuple[bytes, ...], codec: str = "AAC", step_90k: int = AAC_90K):
+def audio_units(
+    frames: tuple[bytes, ...], codec: str = "AAC", step_90k: int = AAC_90K, clock_90k: int = 0
+) -> list[TimedUnit]:
+    """Audio at the video's times; its own media clock reads ``clock_90k`` more (RTP
+    timestamps of each stream start at random values; only wall times relate them)."""
     return [
-        TimedUnit(AccessUnit(codec, (f,), i * step_90k, True), 1, i * step_90k,
+        TimedUnit(AccessUnit(codec, (f,), i * step_90k, True), 1, clock_90k + i * step_90k,
                   T0 + i * step_90k * 100_000 // 9)
         for i, f in enumerate(frames)
     ]  # fmt: skip
 
 
-def interleave(*streams: list[TimedUnit], video_late_90k: int = 0) -> list[TimedUnit]:
-    """Arrival order: by media time (video ``video_late_90k`` later), video first at equal
+def interleave(*streams: list[TimedUnit], video_late_ns: int = 0) -> list[TimedUnit]:
+    """Arrival order: by wall time (video ``video_late_ns`` later), video first at equal
     times."""
     return sorted(
         (u for s in streams for u in s),
-        key=lambda u: (u.dts_90k + (video_late_90k if u.track == 0 else 0), u.track),
+        key=lambda u: (u.wall_ns + (video_late_ns if u.track == 0 else 0), u.track),
     )
 
 
@@ -93,11 +97,12 @@ async def test_video_and_aac_segments(env):
     config, frames = aac_frames(2.5)
     params = AudioParameters("AAC", 48000, 1, config)
     video = video_units(60)  # 2.4 s, a keyframe every 10
-    audio = audio_units(frames)
-    sent = [u for u in audio if u.dts_90k < video[-1].dts_90k + VIDEO_90K]
+    clock = 3_000_000_000  # the audio's media clock is far from the video's
+    audio = audio_units(frames, clock_90k=clock)
+    sent = [u for u in audio if u.dts_90k - clock < video[-1].dts_90k + VIDEO_90K]
     # The ingest may hand a picture over only when the next one starts (PyAV does): audio
     # then arrives ahead of the keyframe that opens a segment and waits for it.
-    units = interleave(video, sent, video_late_90k=VIDEO_90K)
+    units = interleave(video, sent, video_late_ns=40_000_000)
     writer, segments = await write(env, units, lambda: params, segment_s=0.7, fragment_s=1.0)
     assert len(segments) == 3 and all(s.state == "closed" for s in segments)
     assert writer.units_written == 60 and writer.units_skipped == 0
@@ -135,7 +140,7 @@ async def test_video_and_aac_segments(env):
         # Audio and video start together in each segment (the audio frames are 40 ms apart
         # at most from a keyframe).
         assert packets[0].pts * 90_000 // 48_000 < AAC_90K
-    assert got_audio == [(u.dts_90k, u.unit.payloads[0]) for u in sent]
+    assert got_audio == [(u.dts_90k - clock, u.unit.payloads[0]) for u in sent]
     tracks = stored_tracks(env[0])
     assert tracks[0] == [
         {

@@ -94,16 +94,30 @@ class _OpenSegment:
     audio_params: AudioParameters | None = None
     #: Whether the file has the audio track (False also when ``audio_params`` are unusable).
     audio: bool = False
-    #: Media time of the last audio unit taken into the segment.
+    #: Media time (the audio's own) of the last audio unit taken into the segment.
     audio_last_90k: int | None = None
+    #: Audio media time + this = video media time. Each stream has its own media clock
+    #: (RTP timestamps start at random values), so the two are related once per segment
+    #: through their wall times.
+    audio_offset_90k: int | None = None
     #: Why the segment ends at the next keyframe (audio parameters, wall clock), if it does.
     rotate: str | None = None
 
-    def audio_ticks(self, dts_90k: int) -> int:
-        """A media time as an audio decode time of this segment (sample-rate timescale)."""
+    def relate_audio(self, unit: TimedUnit) -> None:
+        """Place the audio clock on the video's by an audio unit's wall time."""
+        video_90k = self.start_90k + ((unit.wall_ns - self.start_wall_ns) * 9 + 50_000) // 100_000
+        self.audio_offset_90k = video_90k - unit.dts_90k
+
+    def audio_dts(self, unit: TimedUnit) -> int:
+        """An audio unit's media time on the video's clock."""
+        assert self.audio_offset_90k is not None
+        return unit.dts_90k + self.audio_offset_90k
+
+    def audio_ticks(self, unit: TimedUnit) -> int:
+        """An audio unit's decode time in this segment (sample-rate timescale)."""
         assert self.audio_params is not None
         rate = self.audio_params.sample_rate
-        return ((dts_90k - self.start_90k) * rate + 45_000) // 90_000
+        return ((self.audio_dts(unit) - self.start_90k) * rate + 45_000) // 90_000
 
     def line_wall_ns(self, dts_90k: int) -> int:
         """Wall time of a media time on the segment's line."""
@@ -325,7 +339,6 @@ class SegmentWriter:
             not segment.audio
             or params is None
             or unit.unit.codec != params.codec
-            or unit.dts_90k < segment.start_90k
             or (last is not None and unit.dts_90k <= last)
         ):
             self.audio_units_skipped += 1
@@ -334,6 +347,16 @@ class SegmentWriter:
             segment.rotate = segment.rotate or "audio clock step"
             self.audio_units_skipped += 1
             return
+        if segment.audio_offset_90k is None:
+            segment.relate_audio(unit)
+        dts_90k = segment.audio_dts(unit)
+        if dts_90k < segment.start_90k:
+            self.audio_units_skipped += 1
+            return
+        if segment.rotate is None:
+            departure = unit.wall_ns - segment.line_wall_ns(dts_90k)
+            if abs(departure) > MAX_WALL_DEPARTURE_NS:
+                segment.rotate = f"audio wall clock departed {departure / 1e9:+.3f} s"
         segment.audio_last_90k = unit.dts_90k
         self._pending_audio.append(unit)
 
@@ -431,9 +454,10 @@ class SegmentWriter:
         )
         segment.audio_params, segment.audio = audio_params, has_audio
         # Audio units gathered past the previous segment's end start this one's audio.
-        carried = [u for u in self._pending_audio if u.dts_90k >= first.dts_90k]
-        if not has_audio or audio_params != self._carried_params:
-            carried = []
+        carried = []
+        if self._pending_audio and has_audio and audio_params == self._carried_params:
+            segment.relate_audio(self._pending_audio[-1])
+            carried = [u for u in self._pending_audio if segment.audio_dts(u) >= first.dts_90k]
         self.audio_units_skipped += len(self._pending_audio) - len(carried)
         self._pending_audio = carried
         if carried:
@@ -460,7 +484,7 @@ class SegmentWriter:
         tracks = [(1, units[0].dts_90k - segment.start_90k, samples)]
         audio = self._pending_audio
         if final:
-            audio_units = [u for u in audio if u.dts_90k < next_dts_90k]
+            audio_units = [u for u in audio if segment.audio_dts(u) < next_dts_90k]
             self._pending_audio = audio[len(audio_units) :]
         else:
             audio_units, self._pending_audio = audio[:-1], audio[-1:]
@@ -499,9 +523,9 @@ class SegmentWriter:
         """The audio track's part of a fragment: each unit lasts until the next one (the
         held-back one, if any), the last of a segment one nominal frame."""
         assert segment.audio_params is not None
-        times = [segment.audio_ticks(u.dts_90k) for u in units]
+        times = [segment.audio_ticks(u) for u in units]
         if self._pending_audio:
-            end = segment.audio_ticks(self._pending_audio[0].dts_90k)
+            end = segment.audio_ticks(self._pending_audio[0])
         else:
             end = times[-1] + _audio_frame_samples(segment.audio_params, units[-1])
         ends = [*times[1:], end]
