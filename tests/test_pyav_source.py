@@ -9,7 +9,7 @@ import pytest
 from onvif_nvr.clock import SystemClock
 from onvif_nvr.media.units import TimedUnit
 from onvif_nvr.recording.hub import Hub
-from onvif_nvr.recording.pyav_source import PyAVSource
+from onvif_nvr.recording.pyav_source import PyAVSource, has_slice, starts_picture
 from onvif_nvr.rtsp.bits import split_annexb
 from tests import gstcam
 
@@ -50,6 +50,12 @@ async def test_records_units_with_keyframes_and_parameters(codec):
     walls = [u.wall_ns for u in video]
     assert walls == sorted(walls)
     assert recorder.lost == 0
+    # One picture per unit, the first one included (FFmpeg hands it over without timestamps;
+    # it must not be merged into the next): exactly one first slice in each.
+    video_codec = codec.upper()
+    for u in video:
+        slices = [n for n in u.unit.payloads if has_slice(video_codec, [n])]
+        assert sum(starts_picture(video_codec, [n]) for n in slices) == 1, u.dts_90k
 
 
 async def test_many_fallback_sources_run_at_once():

@@ -237,3 +237,31 @@ async def test_idle_connection_is_closed(clip: Path) -> None:
             await writer.wait_closed()
     finally:
         await server.close()
+
+
+async def test_pyav_fallback_source_keeps_the_undated_first_picture(server: RtspServer) -> None:
+    """FFmpeg hands the first picture over without timestamps, whole (this server sends a
+    picture's slices together); the PyAV source must not merge it into the next picture."""
+    from onvif_nvr.recording.pyav_source import PyAVSource, has_slice, starts_picture
+
+    got: list[TimedUnit] = []
+    enough = asyncio.Event()
+
+    def take(units: list[TimedUnit]) -> None:
+        got.extend(units)
+        if len(got) >= 40:
+            enough.set()
+
+    source = PyAVSource(_url(server), clock=SystemClock(), on_units=take)
+    task = asyncio.ensure_future(source.run())
+    await asyncio.wait_for(enough.wait(), 15)
+    source.stop()
+    await asyncio.wait_for(task, 15)
+    video = [u for u in got if u.track == 0]
+    assert len(video) >= 30
+    assert video[0].unit.keyframe
+    for unit in video:
+        slices = [n for n in unit.unit.payloads if has_slice("H264", [n])]
+        assert sum(starts_picture("H264", [n]) for n in slices) == 1, unit.dts_90k
+    steps = {b.dts_90k - a.dts_90k for a, b in zip(video, video[1:], strict=False)}
+    assert steps == {3600}

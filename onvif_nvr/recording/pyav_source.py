@@ -44,6 +44,38 @@ _CODECS = {
 NAL_TYPE = {"H264": h264.nal_type, "H265": h265.nal_type}
 _IDR = {"H264": {h264.NAL_IDR}, "H265": {16, 17, 18, 19, 20, 21}}  # H.265: the IRAP types
 BATCH_S = 0.02
+#: Picture duration assumed when the stream states no frame rate (25 fps).
+DEFAULT_FRAME_90K = 3600
+
+
+def has_slice(codec: str, nals: list[bytes]) -> bool:
+    """True when ``nals`` hold a coded slice (VCL NAL unit)."""
+    if codec == "H264":
+        return any(n and 1 <= NAL_TYPE[codec](n) <= 5 for n in nals)
+    return any(len(n) >= 2 and NAL_TYPE[codec](n) < 32 for n in nals)
+
+
+def starts_picture(codec: str, nals: list[bytes]) -> bool:
+    """True when ``nals`` begin a new picture: an access unit delimiter, or the first slice
+    of a picture (H.264 first_mb_in_slice = 0; H.265 first_slice_segment_in_pic_flag) —
+    FFmpeg may hand a picture over without timestamps, and only the bitstream tells it from
+    the next slice of the picture before it. Parameter sets do not count: payloaders repeat
+    them in front of every slice of a keyframe."""
+    for nal in nals:
+        if len(nal) < 3:
+            continue
+        kind = NAL_TYPE[codec](nal)
+        if codec == "H264":
+            if kind == h264.NAL_AUD:
+                return True
+            if kind in (1, 5):
+                return bool(nal[1] & 0x80)  # ue(v) first_mb_in_slice == 0 is the bit '1'
+        else:
+            if kind == h265.NAL_AUD:
+                return True
+            if kind < 32:
+                return bool(nal[2] & 0x80)
+    return False
 
 
 def codec_of_video(tracks: dict[int, tuple[int, str, Any]]) -> str:
@@ -99,10 +131,14 @@ class PyAVSource:
             if not any(s.type == "video" for s in streams):
                 raise ValueError(f"{display_url(self._url)}: no H.264/H.265 video stream")
             tracks = {}
+            frame_90k = DEFAULT_FRAME_90K
             for stream in streams:
                 codec = _CODECS[stream.codec_context.name]
                 tracks[stream.index] = (0 if stream.type == "video" else 1, codec, stream.time_base)
                 self._describe(stream, codec)
+                rate = stream.guessed_rate if stream.type == "video" else None
+                if rate:
+                    frame_90k = max(1, int(90_000 / Fraction(rate)))
             batch: list[TimedUnit] = []
             last_flush = time.monotonic()
             base: tuple[int, int] | None = None  # (wall_ns, dts_90k) of the first unit
@@ -123,7 +159,7 @@ class PyAVSource:
                     batch, last_flush = [], now
 
             for packet in container.demux(streams):
-                if self._stop.is_set():
+                if self._stop.is_set() and pending is None:
                     break
                 if packet.size == 0:
                     continue
@@ -143,10 +179,18 @@ class PyAVSource:
                         )
                     continue
                 nals = split_annexb(data)
-                if pending is not None and pending[0] is not None and dts_90k != pending[0]:
-                    p_dts, p_nals, p_key, p_bad = pending[0], pending[1], pending[2], pending[3]
-                    emit(p_dts, AccessUnit(codec, tuple(p_nals), p_dts, p_key, p_bad), 0)
+                if pending is not None and (
+                    (pending[0] is not None and dts_90k != pending[0])
+                    or (starts_picture(codec, nals) and has_slice(codec, pending[1]))
+                ):
+                    p_dts, p_nals, p_key, p_bad = pending
+                    if p_dts is None and dts_90k is not None:
+                        p_dts = dts_90k - frame_90k  # an undated picture: one frame before
+                    if p_dts is not None:
+                        emit(p_dts, AccessUnit(codec, tuple(p_nals), p_dts, p_key, p_bad), 0)
                     pending = None
+                    if self._stop.is_set():
+                        break
                 key = packet.is_keyframe or any(NAL_TYPE[codec](n) in _IDR[codec] for n in nals)
                 if pending is None:
                     pending = (dts_90k, nals, key, packet.is_corrupt)
