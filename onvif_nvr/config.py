@@ -92,9 +92,11 @@ class StorageSettings:
     segment_s: int = 60
     #: Longest fragment (fragments also end at every keyframe).
     fragment_ms: int = 1000
-    #: "fragment": fsync every fragment (at most ~1 s lost on a power cut); "none": leave it
-    #: to the OS (faster on slow disks; a power cut may lose more).
+    #: "fragment": fsync every fragment (at most ~1 s lost on a power cut); "interval": every
+    #: ``fsync_interval_s`` and at segment end (fewer flushes on slow disks; a power cut
+    #: loses up to the interval); "none": leave it to the OS (a power cut may lose more).
     fsync: str = "fragment"
+    fsync_interval_s: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -257,6 +259,10 @@ def load_settings(
         raise ConfigError("http_port and rtsp_port must be between 0 (any free port) and 65535")
     if settings.storage.placement not in ("most-free", "round-robin"):
         raise ConfigError('storage.placement must be "most-free" or "round-robin"')
+    if settings.storage.fsync not in ("fragment", "interval", "none"):
+        raise ConfigError('storage.fsync must be "fragment", "interval" or "none"')
+    if not 0 < settings.storage.fsync_interval_s <= 3600:
+        raise ConfigError("storage.fsync_interval_s must be between 0 and 3600 seconds")
     if not 0 <= settings.storage.min_free_percent < 100:
         raise ConfigError("storage.min_free_percent must be between 0 and 99")
     return settings

@@ -56,6 +56,8 @@ def test_precedence_file_env_overrides(tmp_path: Path):
             "http_port and rtsp_port must be between 0 (any free port) and 65535",
         ),
         ("device = 3\n", {}, "device: expected a table"),
+        ('[storage]\nfsync = "sometimes"\n', {}, 'storage.fsync must be "fragment"'),
+        ("[storage]\nfsync_interval_s = 0\n", {}, "storage.fsync_interval_s must be"),
         ("[x\n", {}, "is not valid TOML"),
     ],
 )

@@ -102,6 +102,7 @@ class RecordingManager:
             segment_s=storage.segment_s,
             fragment_s=storage.fragment_ms / 1000,
             fsync=storage.fsync,
+            fsync_interval_s=storage.fsync_interval_s,
         )
         self.recorders[name] = recorder
         recorder.start()

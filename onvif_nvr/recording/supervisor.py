@@ -81,6 +81,7 @@ class CameraRecorder:
         segment_s: float = 60.0,
         fragment_s: float = 1.0,
         fsync: str = "fragment",
+        fsync_interval_s: float = 5.0,
     ) -> None:
         """Each segment's volume comes from ``placement``; without it, ``volume_id`` and
         ``volume_path`` name the one volume."""
@@ -98,6 +99,7 @@ class CameraRecorder:
             segment_s=segment_s,
             fragment_s=fragment_s,
             fsync=fsync,
+            fsync_interval_s=fsync_interval_s,
             clock=clock,
             placement=placement,
             audio_parameters=self._audio_parameters,

@@ -90,6 +90,10 @@ class _OpenSegment:
     size: int
     init_size: int
     fragments: int = 0
+    #: Monotonic time of the file's last fsync (``fsync = "interval"``).
+    synced_ns: int = 0
+    #: Rows of fragments written since then: added to the index after the next fsync.
+    unsynced: list[FragmentRow] = dataclasses.field(default_factory=list)
     #: The audio parameters known when the segment opened (None: no audio known).
     audio_params: AudioParameters | None = None
     #: Whether the file has the audio track (False also when ``audio_params`` are unusable).
@@ -124,6 +128,11 @@ class _OpenSegment:
         return self.start_wall_ns + (dts_90k - self.start_90k) * 100_000 // 9
 
 
+#: ``storage.fsync``: every fragment; every ``fsync_interval_s`` (and at segment end); never
+#: (left to the OS).
+FSYNC_POLICIES = ("fragment", "interval", "none")
+
+
 class SegmentWriter:
     def __init__(
         self,
@@ -135,6 +144,7 @@ class SegmentWriter:
         segment_s: float = 60.0,
         fragment_s: float = 1.0,
         fsync: str = "fragment",
+        fsync_interval_s: float = 5.0,
         clock: Clock | None = None,
         retry_s: float = 5.0,
         audio_parameters: Callable[[], AudioParameters | None] | None = None,
@@ -152,7 +162,10 @@ class SegmentWriter:
         self.index = index
         self.segment_90k = int(segment_s * 90_000)
         self.fragment_90k = int(fragment_s * 90_000)
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}")
         self.fsync = fsync
+        self.fsync_interval_ns = int(fsync_interval_s * 1e9)
         self.clock = clock or SystemClock()
         self.retry_ns = int(retry_s * 1e9)
         self._audio_parameters = audio_parameters
@@ -234,8 +247,10 @@ class SegmentWriter:
         self._pending = []
         self._pending_audio = []
         if segment is not None:
+            # Cut a torn fragment, and the fragments not yet fsynced (their rows wait).
+            durable = segment.unsynced[0].offset if segment.unsynced else segment.size
             with contextlib.suppress(OSError):
-                await self._in_io(_truncate, segment.fd, segment.size)  # cut a torn fragment
+                await self._in_io(_truncate, segment.fd, durable)
             with contextlib.suppress(OSError):
                 await self._in_io(_close, segment.fd)
             if segment.fragments:
@@ -493,13 +508,20 @@ class SegmentWriter:
         self._fragment_seq += 1
         data = media_fragment(self._fragment_seq, tracks)
         first_fragment = segment.fragments == 0
+        now_ns = self.clock.monotonic_ns()
+        sync = self.fsync == "fragment" or (
+            self.fsync == "interval"
+            and (first_fragment or now_ns - segment.synced_ns >= self.fsync_interval_ns)
+        )
         await self._in_io(
             _append,
             segment.fd,
             data,
-            self.fsync == "fragment",
+            sync,
             segment.path.parent if first_fragment else None,
         )
+        if sync:
+            segment.synced_ns = now_ns
         row = FragmentRow(
             segment_id=segment.id,
             seq=self._fragment_seq,
@@ -513,7 +535,11 @@ class SegmentWriter:
         )
         segment.size += len(data)
         segment.fragments += 1
-        await self.index.add_fragments(segment.id, [row], segment.init_size)
+        if self.fsync == "interval" and not sync:
+            segment.unsynced.append(row)  # indexed once durable (docs/design/storage.md)
+        else:
+            rows, segment.unsynced = [*segment.unsynced, row], []
+            await self.index.add_fragments(segment.id, rows, segment.init_size)
         self.units_written += len(units)
         self.audio_units_written += len(audio_units)
 
@@ -554,6 +580,10 @@ class SegmentWriter:
         if next_dts_90k is None:
             self.audio_units_skipped += len(self._pending_audio)
             self._pending_audio = []
+        if segment.unsynced:
+            await self._in_io(os.fsync, segment.fd)
+            rows, segment.unsynced = segment.unsynced, []
+            await self.index.add_fragments(segment.id, rows, segment.init_size)
         await self._in_io(_close, segment.fd)
         if segment.fragments:
             await self.index.close_segment(segment.id)
