@@ -15,6 +15,7 @@ from onvif_nvr.media.units import AccessUnit
 from onvif_nvr.rtsp import h264, h265
 from onvif_nvr.rtsp.bits import BaseDepacketizer
 from onvif_nvr.rtsp.message import Headers, Interleaved, MessageParser, Request, Response
+from onvif_nvr.rtsp.rtp import RtpPacket, SequenceTracker
 from tests import mediagen
 from tests.test_h264 import Packet, to_packets
 
@@ -141,3 +142,92 @@ def test_frame_sink_sees_what_interleaved_messages_carry() -> None:
                 m for m in plain if isinstance(m, kind)
             ]
         assert len(plain) == len(fast) == 200
+
+
+def interleave(packets: list[Packet], seed: int) -> bytes:
+    """The packets as RTP over RTSP/TCP on channel 0, with RTCP-like frames on channel 1
+    now and then, and now and then a packet with a CSRC (not plain)."""
+    rng = random.Random(seed)
+    frames = []
+    for payload, ts, marker, seq in packets:
+        first = 0x80
+        csrc = b""
+        if rng.random() < 0.02:
+            first, csrc = 0x81, b"\x00\x00\x00\x07"
+        header = bytes([first, (0x80 if marker else 0) | 96]) + seq.to_bytes(2, "big")
+        rtp = header + ts.to_bytes(4, "big") + (1234).to_bytes(4, "big") + csrc + payload
+        frames.append(bytes(Interleaved(0, rtp)))
+        if rng.random() < 0.03:
+            frames.append(bytes(Interleaved(1, b"\x80\xc8" + bytes(26))))
+    return b"".join(frames)
+
+
+@pytest.mark.parametrize("seed", [None, 11, 12, 13])
+def test_interleaved_runs_equal_feed(stream: tuple[str, list[Packet]], seed: int | None) -> None:
+    codec, packets = stream
+    if seed is not None:
+        packets = perturb(packets, seed)
+    _, depacketizer, _ = CODECS[codec]
+    general, fast = depacketizer(), depacketizer()
+    general_units: list[AccessUnit] = []
+    fast_units: list[AccessUnit] = []
+    for payload, ts, marker, seq in packets:
+        general_units.extend(general.feed(payload, ts, marker, seq))
+    general_units += general.flush()
+    data = interleave(packets, seed or 0)
+    runs = 0
+    tracker = SequenceTracker(probation=0)
+    with memoryview(data) as view:
+        pos = 0
+        while pos < len(data):
+            length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            end = pos + 4 + length
+            if data[pos + 1] == 0 and data[pos + 4] == 0x80:
+                new, count, ssrc = fast.feed_interleaved_run(view, pos, len(data), 0, 96)
+                if count:
+                    assert ssrc == 1234
+                    runs += count
+                    tracker.advance(count, fast.last_sequence_number or 0)
+                    pos = new
+                    continue
+                second = data[pos + 5]
+                seq = int.from_bytes(data[pos + 6 : pos + 8], "big")
+                ts = int.from_bytes(data[pos + 8 : pos + 12], "big")
+                fast_units.extend(fast.feed_view(view, pos + 16, end, ts, second > 0x7F, seq))
+                tracker.update(seq)
+            elif data[pos + 1] == 0:  # the general parser's path, as the client has it
+                packet = RtpPacket.parse(data[pos + 4 : end])
+                fast_units.extend(
+                    fast.feed(
+                        packet.payload, packet.timestamp, packet.marker, packet.sequence_number
+                    )
+                )
+                tracker.update(packet.sequence_number)
+            pos = end
+    fast_units += fast.flush()
+    assert results(fast, fast_units) == results(general, general_units)
+    assert runs > len(packets) // (3 if seed is None else 10)  # many packets took the run
+    reference = SequenceTracker(probation=0)
+    for _, _, _, seq in packets:
+        reference.update(seq)
+    if seed is None:
+        assert (tracker.received, tracker.extended_highest_sequence) == (
+            reference.received,
+            reference.extended_highest_sequence,
+        )
+
+
+def test_sequence_tracker_advance_equals_updates() -> None:
+    for start in (65_530, 100):
+        bulk, single = SequenceTracker(probation=0), SequenceTracker(probation=0)
+        for tracker in (bulk, single):
+            tracker.update(start)
+        for i in range(1, 21):
+            single.update((start + i) & 0xFFFF)
+        bulk.advance(20, (start + 20) & 0xFFFF)
+        assert vars(bulk) == vars(single)
+    fresh, reference = SequenceTracker(), SequenceTracker()  # on probation: one by one
+    fresh.advance(3, 12)
+    for seq in (10, 11, 12):
+        reference.update(seq)
+    assert vars(fresh) == vars(reference)

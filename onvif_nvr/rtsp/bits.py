@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import struct
 from collections.abc import Callable, Iterable
 
 from onvif_nvr.media.units import AccessUnit
@@ -242,6 +243,11 @@ def remember_parameter_set(
         store.store(key[0], key[1], nal)
 
 
+#: An interleaved frame header and a plain RTP header: '$', channel, length, V/P/X/CC,
+#: M/PT, sequence number, timestamp, SSRC.
+_INTERLEAVED_RTP = struct.Struct(">BBHBBHII")
+
+
 class BaseDepacketizer:
     """RTP payloads in, access units out; the codec subclasses know the payload formats.
 
@@ -360,6 +366,73 @@ class BaseDepacketizer:
                     return self._emit()
                 return []
         return self.feed(view[start:end].tobytes(), rtp_timestamp, marker, sequence_number)
+
+    @property
+    def fu_open(self) -> bool:
+        """A fragmented NAL unit is under assembly (the next packet may continue it)."""
+        return self._fu is not None
+
+    @property
+    def last_sequence_number(self) -> int | None:
+        """The sequence number of the last packet taken."""
+        return self._last_seq
+
+    def feed_interleaved_run(
+        self, view: memoryview, pos: int, limit: int, channel: int, payload_type: int
+    ) -> tuple[int, int, int]:
+        """The interleaved fast lane's inner loop, for RTP over RTSP/TCP (RFC 2326 §10.12).
+
+        From ``view[pos:]``, consume the consecutive ``$`` frames on ``channel`` that carry
+        a plain RTP packet (version 2, no padding, extension or CSRC; ``payload_type``; no
+        marker) continuing the fragmented NAL unit under assembly: next sequence number,
+        same timestamp, middle or end fragment. Their data is appended straight from the
+        buffer, with no call or object per packet. Stops before the first frame that is
+        anything else (the caller's general path takes it) and after an end fragment.
+        Returns (offset after the last frame consumed, packets consumed, last SSRC); the
+        effect is that of :meth:`feed` for each packet.
+        """
+        fu = self._fu
+        last_seq = self._last_seq
+        if fu is None or last_seq is None:
+            return pos, 0, 0
+        timestamp, max_size, size = self._ts, self._max_size, self._size
+        continuation, unpack = self._continuation, _INTERLEAVED_RTP.unpack_from
+        count = ssrc = 0
+        ended = False
+        while limit - pos >= 16:
+            dollar, ch, length, first, second, seq, ts, ssrc_ = unpack(view, pos)
+            end = pos + 4 + length
+            if (
+                dollar != 0x24
+                or ch != channel
+                or length < 12
+                or end > limit
+                or first != 0x80
+                or second != payload_type
+                or ts != timestamp
+                or seq != (last_seq + 1) & 0xFFFF
+            ):
+                break
+            data = continuation(view, pos + 16, end, fu)
+            if not data:
+                break
+            fu += view[data:end]
+            count += 1
+            last_seq, ssrc, pos = seq, ssrc_, end
+            if size + len(fu) > max_size:
+                break
+            if view[data - 1] & 0x40:  # E bit of the FU header
+                ended = True
+                break
+        self.packets += count
+        self._fu_packets += count
+        self._last_seq = last_seq
+        if size + len(fu) > max_size:
+            self._abort_fu(f"fragmented NAL unit larger than {max_size} bytes")
+        elif ended:
+            self._fu = None
+            self._add(bytes(fu))
+        return pos, count, ssrc
 
     def _continuation(self, view: memoryview, start: int, end: int, fu: bytearray) -> int:
         """Offset of the data of a middle/end fragment of the NAL unit ``fu`` (whose header

@@ -542,6 +542,21 @@ class SequenceTracker:
         self.reordered += 1
         return "reordered"
 
+    def advance(self, count: int, last_seq: int) -> None:
+        """``update`` for ``count`` packets in order right after the highest sequence number
+        so far, the last of them ``last_seq`` (the interleaved fast lane's bulk update)."""
+        if count <= 0:
+            return
+        if not self.started or self.probation > 0:
+            for i in range(count - 1, -1, -1):
+                self.update((last_seq - i) & 0xFFFF)
+            return
+        if last_seq < self.max_seq:
+            self.cycles += 0x10000
+        self.max_seq = last_seq
+        self.received += count
+        self._seen = ((self._seen << count) | ((1 << count) - 1)) & self._seen_mask
+
     @property
     def extended_highest_sequence(self) -> int:
         return self.cycles + self.max_seq
