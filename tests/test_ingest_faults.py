@@ -462,8 +462,10 @@ async def test_resolution_change_on_the_same_session_starts_a_new_segment(tmp_pa
     # Frames continue across the change: at most a few pictures between the two segments.
     step_90k = after.row.start_90k - end_90k(before.row)
     assert 0 <= step_90k <= 3 * FRAME_90K, step_90k
+    # (The wall clock is slewed towards the least-delayed arrivals at up to 1 ms per second,
+    # so consecutive segments' lines may overlap by a few ms: docs/design/time.md.)
     step_ns = after.row.start_wall_ns - before.row.end_wall_ns
-    assert -1e6 <= step_ns <= 3 * 1e9 / FPS, step_ns
+    assert -10e6 <= step_ns <= 3 * 1e9 / FPS, step_ns
     assert rig.writer.units_skipped <= GOP  # only while waiting for the first keyframe
     assert rig.damaged == 0 and gaps(rig) == []
 
