@@ -123,9 +123,11 @@ async def test_silent_server_times_out():
             await asyncio.wait_for(source.run(), 5)
 
 
-def test_udp_transport_not_supported_yet():
+def test_unknown_transport_is_not_supported():
+    """tcp, udp and http are native (tests/test_rtsp_transports.py); anything else is left
+    to the PyAV fallback."""
     with pytest.raises(NotImplementedError, match="use backend=pyav"):
-        RtspSource("rtsp://127.0.0.1/x", transport="udp", clock=SystemClock(), on_units=print)
+        RtspSource("rtsp://127.0.0.1/x", transport="sctp", clock=SystemClock(), on_units=print)
 
 
 def test_aac_deframer_splits_several_aus_and_reassembles_fragments():

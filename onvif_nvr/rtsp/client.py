@@ -1,4 +1,5 @@
-"""The NVR's own RTSP client for ingest: one camera session over RTSP/TCP interleaved.
+"""The NVR's own RTSP client for ingest: one camera session, RTP over the RTSP connection
+(TCP interleaved, the default), over UDP, or over an RTSP-over-HTTP tunnel.
 
 Interchangeable with ``recording.pyav_source.PyAVSource`` (same ``run()``/``stop()``/``info``
 and ``on_units(list[TimedUnit])`` callback) but it runs on the event loop: a protocol object
@@ -14,6 +15,14 @@ Time (docs/design/time.md): RTP timestamps are unwrapped per stream to 90 kHz ``
 ``wall_ns`` comes from the stream's latest RTCP sender report, before the first one from the
 arrival clock, and never goes backwards within a stream.
 
+Transports (``transport=``): "tcp" reads RTP and RTCP interleaved on the RTSP connection;
+"udp" sets up RTP/AVP unicast on an even/odd socket pair (``rtsp.udp``), puts the packets back
+in order (``rtp.ReorderBuffer``, a bounded wait), sends receiver reports to the camera's RTCP
+port, and when no RTP arrives at all (or the camera refuses UDP) falls back to TCP
+interleaved in the same ``run()``, as VLC and FFmpeg do; "http" tunnels RTSP through an HTTP
+GET (camera to us, parsed exactly as the TCP connection) and POST (us to camera, base64) pair
+(``rtsp.tunnel``), with HTTP-level Basic/Digest when the camera challenges the GET.
+
 Failures raise :class:`RtspClientError` subclasses with a message fit for logs (credentials
 are never in it); the supervisor reconnects. Bad RTP packets only count in ``dropped``.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import socket
 import struct
@@ -37,7 +47,7 @@ from onvif_nvr.media.units import (
     TimedUnit,
 )
 from onvif_nvr.media.wallclock import WallClockMapper
-from onvif_nvr.rtsp import h264, h265, sdp
+from onvif_nvr.rtsp import h264, h265, sdp, tunnel, udp
 from onvif_nvr.rtsp.auth import ClientAuthenticator
 from onvif_nvr.rtsp.bits import BaseDepacketizer
 from onvif_nvr.rtsp.headers import (
@@ -61,7 +71,9 @@ from onvif_nvr.rtsp.message import (
 )
 from onvif_nvr.rtsp.rtp import (
     SDES_CNAME,
+    InterarrivalJitter,
     ReceiverReport,
+    ReorderBuffer,
     RtpPacket,
     SenderReport,
     SequenceTracker,
@@ -89,6 +101,14 @@ DEFAULT_SESSION_TIMEOUT_S = 60
 TEARDOWN_TIMEOUT_S = 1.0
 USER_AGENT = "onvif-nvr"
 _AUDIO_CODECS = ("AAC", "PCMU", "PCMA", "OPUS")
+TRANSPORTS = ("tcp", "udp", "http")
+#: UDP: how long a missing packet is waited for (at most) before the gap is skipped, in
+#: packets and in time (whichever comes first; the time bound matters for audio).
+REORDER_PACKETS = 64
+REORDER_WAIT_S = 0.08
+#: UDP: how long after PLAY the first RTP packet may take before UDP is deemed blocked
+#: (bounded by ``stall_timeout_s``).
+UDP_FIRST_PACKET_S = 5.0
 AAC_FRAME_SAMPLES = 1024  # AAC-LC; each further AU of a packet is one frame later
 
 
@@ -120,6 +140,15 @@ class RtspStallError(RtspClientError):
     """No RTP arrived for ``stall_timeout_s``."""
 
 
+class RtspUdpError(RtspClientError):
+    """RTP over UDP does not work with this camera (it refused it, or nothing arrived: a
+    firewall or NAT in the way); raised when the fallback to TCP is off."""
+
+
+class _UdpUnavailable(Exception):
+    pass
+
+
 class _Stopped(Exception):
     pass
 
@@ -129,12 +158,64 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, source: RtspSource) -> None:
         self._source = source
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
 
     def data_received(self, data: bytes) -> None:
         self._source._on_data(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._source._on_lost(exc)
+        self._source._on_lost(self._transport, exc)
+
+
+class _TunnelGet(asyncio.Protocol):
+    """The GET half of an HTTP tunnel: its HTTP answer, then the RTSP byte stream."""
+
+    def __init__(self, source: RtspSource) -> None:
+        self._source = source
+        self._buf = bytearray()
+        self.head: asyncio.Future[tuple[int, str, Headers]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.live = False
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.live:
+            self._source._on_data(data)
+            return
+        if self.head.done():
+            return
+        self._buf += data
+        try:
+            parsed = tunnel.parse_response_head(self._buf)
+        except tunnel.TunnelError as exc:
+            self.head.set_exception(exc)
+            return
+        if parsed is None:
+            return
+        status, reason, headers, used = parsed
+        self.head.set_result((status, reason, headers))
+        if status == 200:
+            self.live = True
+            rest, self._buf = bytes(self._buf[used:]), bytearray()
+            if rest:
+                self._source._on_data(rest)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.live:
+            self._source._on_lost(self._transport, exc)
+        elif not self.head.done():
+            self.head.set_exception(ConnectionResetError("closed without an answer"))
+
+
+class _TunnelPost(asyncio.Protocol):
+    """The POST half: only written to (nothing is expected back)."""
 
 
 class AacDeframer:
@@ -221,6 +302,23 @@ class _Track:
     arrival: tuple[int, int] | None = None  # (wall_ns, unwrapped rtp) of the first unit
     last_wall_ns: int = 0
     mapper: WallClockMapper | None = None
+    # UDP only: the socket pair, the camera's address and ports, reordering, jitter.
+    rtp_endpoint: asyncio.DatagramTransport | None = None
+    rtcp_endpoint: asyncio.DatagramTransport | None = None
+    peer_host: str = ""
+    server_rtp: tuple[str, int] | None = None
+    server_rtcp: tuple[str, int] | None = None
+    reorder: ReorderBuffer | None = None
+    reorder_timer: asyncio.TimerHandle | None = None
+    jitter: InterarrivalJitter | None = None
+
+    def close_udp(self) -> None:
+        if self.reorder_timer is not None:
+            self.reorder_timer.cancel()
+            self.reorder_timer = None
+        for endpoint in (self.rtp_endpoint, self.rtcp_endpoint):
+            if endpoint is not None:
+                endpoint.close()
 
     def peek(self, rtp_timestamp: int) -> int:
         if self.last_ts is None:
@@ -243,16 +341,26 @@ class _Track:
         return self.last_wall_ns
 
 
-def _split_userinfo(url: str) -> tuple[str, str | None, str | None, str, int]:
-    """(URL without user info, user, password, host, port) of an rtsp:// URL."""
+def _split_userinfo(
+    url: str, transport: str = "tcp"
+) -> tuple[str, str | None, str | None, str, int]:
+    """(URL without user info, user, password, host, port) of an rtsp:// URL (or, for the
+    HTTP tunnel, an http:// one: the tunnel's port, 80 by default; the RTSP requests then
+    name the same host and port with the rtsp scheme)."""
     parts = urllib.parse.urlsplit(url.strip())
-    if parts.scheme.lower() != "rtsp" or not parts.hostname:
-        raise ValueError("the URL must be rtsp://host[:port]/path")
-    port = parts.port or 554
+    scheme = parts.scheme.lower()
+    allowed = ("rtsp", "http") if transport == "http" else ("rtsp",)
+    if scheme not in allowed or not parts.hostname:
+        raise ValueError(
+            "the URL must be rtsp://host[:port]/path"
+            + (" or http://host[:port]/path" if transport == "http" else "")
+        )
+    port = parts.port or (80 if scheme == "http" else 554)
     user = urllib.parse.unquote(parts.username) if parts.username else None
     password = urllib.parse.unquote(parts.password) if parts.password is not None else None
     host = parts.hostname
-    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    explicit = parts.port or (port if scheme == "http" else None)
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{explicit}" if explicit else "")
     clean = urllib.parse.urlunsplit(("rtsp", netloc, parts.path or "/", parts.query, ""))
     return clean, user, password, host, port
 
@@ -270,14 +378,25 @@ class RtspSource:
         open_timeout_s: float = 10.0,
         stall_timeout_s: float = 10.0,
         keepalive_s: float | None = None,
+        udp_fallback: bool = True,
     ) -> None:
-        if transport != "tcp":
+        if transport not in TRANSPORTS:
             raise NotImplementedError(
-                f"transport {transport} is not supported by the native client yet; use backend=pyav"
+                f"transport {transport} is not supported by the native client; use backend=pyav"
             )
-        self._url, user, password, self._host, self._port = _split_userinfo(url)
+        self._url, user, password, self._host, self._port = _split_userinfo(url, transport)
         self._display = redact_url(self._url)
         self._auth = ClientAuthenticator(user, password or "") if user is not None else None
+        # HTTP-level challenges of the tunnel's GET/POST are answered apart from RTSP's.
+        self._http_auth = ClientAuthenticator(user, password or "") if user is not None else None
+        #: The transport in use: the one asked for, "tcp" after a fallback from "udp".
+        self.transport = transport
+        self._udp_fallback = udp_fallback
+        self._post: asyncio.Transport | None = None
+        self._peer_ip = ""
+        self._local: tuple[Any, ...] = ()
+        self._play_ns = 0
+        self._play_packets = 0
         self._clock = clock
         self._on_units = on_units
         self._open_timeout_s = open_timeout_s
@@ -293,7 +412,7 @@ class RtspSource:
         self._closed: asyncio.Future[None] | None = None
         self._cseq = 0
         self._pending: dict[int, asyncio.Future[Response]] = {}
-        self._session: str | None = None
+        self._session_id: str | None = None
         self._aggregate_url = self._url
         self._keepalive_method = "OPTIONS"
         self._keepalive_interval_s = DEFAULT_SESSION_TIMEOUT_S / 2
@@ -308,12 +427,18 @@ class RtspSource:
         self.packets = 0
         self.bytes = 0
         self.units = 0
+        #: UDP datagrams from other hosts than the camera (dropped).
+        self.foreign_datagrams = 0
 
     @property
     def dropped(self) -> int:
         """Packets not used: unparseable RTP/RTCP, foreign payload types, depacketizer drops."""
-        return self._bad_packets + sum(
-            t.depacketizer.dropped for t in self._tracks if t.depacketizer is not None
+        return (
+            self._bad_packets
+            + sum(t.depacketizer.dropped for t in self._tracks if t.depacketizer is not None)
+            + sum(
+                t.reorder.late + t.reorder.duplicates for t in self._tracks if t.reorder is not None
+            )
         )
 
     @property
@@ -334,60 +459,171 @@ class RtspSource:
 
     async def run(self) -> SourceInfo:
         """Stream until stopped (returns ``info``) or the session fails (raises)."""
+        try:
+            await self._session(self.transport)
+        except _UdpUnavailable as exc:
+            if not self._udp_fallback:
+                raise RtspUdpError(f"{self._display}: {exc}") from None
+            log.warning("%s: %s; falling back to RTP over TCP (interleaved)", self._display, exc)
+            self.transport = "tcp"
+            self._reset()
+            await self._session("tcp")
+        return self.info
+
+    def _reset(self) -> None:
+        """Forget one session's state before the next (the counters go on)."""
+        self._parser = MessageParser("client", frame_sink=self._frames)
+        self._transport = self._post = self._socket = None
+        self._lowat = 1
+        self._pending = {}
+        self._session_id = None
+        self._aggregate_url = self._url
+        self._keepalive_method = "OPTIONS"
+        self._keepalive_interval_s = DEFAULT_SESSION_TIMEOUT_S / 2
+        self._tracks = []
+        self._by_channel = {}
+        self._batch = []
+        self.info = SourceInfo()
+
+    async def _session(self, mode: str) -> None:
         loop = asyncio.get_running_loop()
         self._closed = closed = loop.create_future()
-        try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(self), self._host, self._port),
-                self._open_timeout_s,
-            )
-        except TimeoutError:
-            raise RtspConnectionError(f"{self._display}: connection timed out") from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise RtspConnectionError(f"{self._display}: cannot connect: {reason}") from exc
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self._socket = sock
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        self._transport = transport
         stop_task = asyncio.create_task(self._stopping.wait())
-        clean = False
+        teardown = False
         try:
-            await self._handshake(stop_task)
-            await self._stream(stop_task)
-            clean = True
+            if mode == "http":
+                await self._open_tunnel(stop_task)
+            else:
+                self._attach(await self._connect(lambda: _Connection(self)), batch=mode == "tcp")
+            mode = await self._handshake(mode, stop_task)
+            await self._stream(mode, stop_task)
+            teardown = True
         except _Stopped:
-            clean = True
+            teardown = True
+        except _UdpUnavailable:
+            teardown = True
+            raise
         finally:
             self._set_lowat(1)  # the TEARDOWN reply must not wait for a batch
-            if clean and self._session is not None and not closed.done():
+            if teardown and self._session_id is not None and not closed.done():
                 with contextlib.suppress(Exception):
                     await self._request("TEARDOWN", self._aggregate_url, None, TEARDOWN_TIMEOUT_S)
             stop_task.cancel()
             await asyncio.gather(stop_task, return_exceptions=True)
             for future in self._pending.values():
                 future.cancel()
-            transport.close()
+            for track in self._tracks:
+                track.close_udp()
+            if self._post is not None:
+                self._post.close()
+            if self._transport is not None:
+                self._transport.close()
             if not closed.done():
                 closed.set_result(None)
             closed.exception()  # retrieved: the failure, if any, was raised already
-        return self.info
+
+    async def _connect(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(factory, self._host, self._port), self._open_timeout_s
+            )
+        except TimeoutError:
+            raise RtspConnectionError(f"{self._display}: connection timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise RtspConnectionError(f"{self._display}: cannot connect: {reason}") from exc
+        return transport
+
+    def _attach(self, transport: asyncio.Transport, *, batch: bool) -> None:
+        """``transport`` is the connection the camera's RTSP stream arrives on; ``batch``:
+        media arrive on it too, so its reads may be batched (not for UDP)."""
+        self._transport = transport
+        self._local = tuple(transport.get_extra_info("sockname") or ())
+        peer = transport.get_extra_info("peername")
+        self._peer_ip = str(peer[0]) if peer else self._host
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            if batch:
+                self._socket = sock
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+    async def _open_tunnel(self, stop_task: asyncio.Task[bool]) -> None:
+        """The GET and POST connections of RTSP over HTTP; answers one HTTP 401."""
+        parts = urllib.parse.urlsplit(self._url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc
+        cookie = tunnel.new_cookie()
+        authorization: str | None = None
+        for attempt in range(2):
+            get = _TunnelGet(self)
+            transport = await self._connect(lambda: get)  # noqa: B023 (used at once)
+            transport.write(tunnel.get_request(target, host, cookie, USER_AGENT, authorization))
+            try:
+                waiters: set[asyncio.Future[Any]] = {get.head, stop_task}
+                await asyncio.wait(
+                    waiters,
+                    timeout=self._open_timeout_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop_task.done():
+                    raise _Stopped
+                if not get.head.done():
+                    raise RtspConnectionError(f"{self._display}: no answer to the HTTP tunnel GET")
+                try:
+                    status, reason, headers = get.head.result()
+                except (OSError, tunnel.TunnelError) as exc:
+                    raise RtspProtocolError(f"{self._display}: HTTP tunnel GET: {exc}") from None
+            except BaseException:
+                transport.close()
+                raise
+            if status == 200:
+                self._attach(transport, batch=True)
+                break
+            transport.close()
+            if status != 401:
+                raise RtspStatusError(
+                    f"{self._display}: HTTP tunnel GET failed: {status} {reason}", status
+                )
+            if self._http_auth is None:
+                raise RtspAuthError(
+                    f"{self._display}: HTTP tunnel: camera requires credentials", 401
+                )
+            if attempt or not self._http_auth.challenge(headers.get_all("WWW-Authenticate")):
+                raise RtspAuthError(
+                    f"{self._display}: HTTP tunnel: camera refused the credentials", 401
+                )
+            authorization = self._http_auth.authorization("GET", target)
+        post = await self._connect(_TunnelPost)
+        self._post = post
+        post_authorization = None
+        if authorization is not None and self._http_auth is not None:
+            post_authorization = self._http_auth.authorization("POST", target)
+        post.write(tunnel.post_request(target, host, cookie, USER_AGENT, post_authorization))
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _send(self, method: str, uri: str, extra: dict[str, str] | None = None) -> int:
+    def _write(self, data: bytes) -> None:
+        """Send to the camera: on the RTSP connection, or base64 on the tunnel's POST."""
+        if self._post is not None:
+            if self._post.is_closing():
+                raise RtspConnectionError(f"{self._display}: camera closed the tunnel's POST")
+            self._post.write(tunnel.encode(data))
+            return
         assert self._transport is not None
+        self._transport.write(data)
+
+    def _send(self, method: str, uri: str, extra: dict[str, str] | None = None) -> int:
         self._cseq += 1
         headers = Headers({"CSeq": str(self._cseq), "User-Agent": USER_AGENT, **(extra or {})})
-        if self._session is not None:
-            headers.set("Session", self._session)
+        if self._session_id is not None:
+            headers.set("Session", self._session_id)
         if self._auth is not None:
             authorization = self._auth.authorization(method, uri)
             if authorization is not None:
                 headers.set("Authorization", authorization)
-        self._transport.write(bytes(Request(method, uri, headers)))
+        self._write(bytes(Request(method, uri, headers)))
         return self._cseq
 
     async def _request(
@@ -440,7 +676,9 @@ class RtspSource:
             )
         return response
 
-    async def _handshake(self, stop_task: asyncio.Task[bool]) -> None:
+    async def _handshake(self, mode: str, stop_task: asyncio.Task[bool]) -> str:
+        """OPTIONS, DESCRIBE, SETUP, PLAY; returns the transport used (a camera that
+        refuses the first UDP SETUP gets a TCP one on the same connection)."""
         options = await self._request("OPTIONS", self._url, stop_task)
         public = {m.upper() for m in parse_tokens(options.headers.get("Public", ""))}
         self._keepalive_method = "GET_PARAMETER" if "GET_PARAMETER" in public else "OPTIONS"
@@ -456,20 +694,49 @@ class RtspSource:
         self._choose_tracks(description, base)
         timeout_s = DEFAULT_SESSION_TIMEOUT_S
         for n, track in enumerate(self._tracks):
-            spec = TransportSpec("RTP/AVP/TCP", "unicast", interleaved=(2 * n, 2 * n + 1))
-            reply = await self._request(
-                "SETUP",
-                track.control_url,
-                stop_task,
-                extra={"Transport": format_transport([spec])},
-            )
+            if mode == "udp":
+                spec = await self._open_udp(track)
+            else:
+                spec = TransportSpec("RTP/AVP/TCP", "unicast", interleaved=(2 * n, 2 * n + 1))
             try:
-                if self._session is None:
+                reply = await self._request(
+                    "SETUP",
+                    track.control_url,
+                    stop_task,
+                    extra={"Transport": format_transport([spec])},
+                )
+            except RtspStatusError as exc:
+                if mode != "udp" or exc.status not in (400, 461):
+                    raise
+                reason = f"camera refused RTP over UDP ({exc.status})"
+                if n or not self._udp_fallback:
+                    raise _UdpUnavailable(reason) from None
+                log.warning("%s: %s; using RTP over TCP (interleaved)", self._display, reason)
+                track.close_udp()
+                track.rtp_endpoint = track.rtcp_endpoint = None
+                track.reorder = track.jitter = None
+                mode = self.transport = "tcp"
+                if self._transport is not None:
+                    self._attach(self._transport, batch=True)
+                spec = TransportSpec("RTP/AVP/TCP", "unicast", interleaved=(0, 1))
+                reply = await self._request(
+                    "SETUP",
+                    track.control_url,
+                    stop_task,
+                    extra={"Transport": format_transport([spec])},
+                )
+            try:
+                if self._session_id is None:
                     session = parse_session(reply.headers.get("Session", ""))
-                    self._session, timeout_s = session.id, session.timeout_s or timeout_s
+                    self._session_id, timeout_s = session.id, session.timeout_s or timeout_s
                 chosen = parse_transport(reply.headers.get("Transport", ""))[0]
             except ValueError as exc:
                 raise RtspProtocolError(f"{self._display}: SETUP reply: {exc}") from exc
+            if mode == "udp":
+                if chosen.lower_transport != "UDP" or chosen.delivery == "multicast":
+                    raise _UdpUnavailable(f"camera answered the UDP SETUP with {chosen.protocol}")
+                self._udp_peer(track, chosen)
+                continue
             if chosen.lower_transport != "TCP":
                 raise RtspProtocolError(f"{self._display}: camera refused RTP over TCP")
             track.channel = chosen.interleaved[0] if chosen.interleaved else 2 * n
@@ -478,8 +745,73 @@ class RtspSource:
         self._keepalive_interval_s = self._keepalive_s or max(timeout_s / 2, 1.0)
         self._last_rtp_ns = self._clock.monotonic_ns()
         await self._request("PLAY", self._aggregate_url, stop_task, extra={"Range": "npt=0.000-"})
-        self._last_rtp_ns = self._clock.monotonic_ns()
-        log.info("%s: playing %s", self._display, ", ".join(t.codec for t in self._tracks))
+        self._last_rtp_ns = self._play_ns = self._clock.monotonic_ns()
+        self._play_packets = self.packets
+        if mode == "udp":
+            self._punch()
+        log.info(
+            "%s: playing %s over %s",
+            self._display,
+            ", ".join(t.codec for t in self._tracks),
+            {"tcp": "TCP", "udp": "UDP", "http": "HTTP"}[mode],
+        )
+        return mode
+
+    async def _open_udp(self, track: _Track) -> TransportSpec:
+        """The track's RTP/RTCP socket pair on the RTSP connection's local address."""
+        loop = asyncio.get_running_loop()
+        try:
+            rtp, rtcp = udp.bind_pair(self._local)
+        except OSError as exc:
+            raise RtspConnectionError(f"{self._display}: UDP ports: {exc}") from exc
+        try:
+            track.rtp_endpoint, _ = await loop.create_datagram_endpoint(
+                lambda: udp.Datagrams(lambda data, addr: self._on_datagram(track, data, addr)),
+                sock=rtp,
+            )
+        except BaseException:
+            rtp.close()
+            rtcp.close()
+            raise
+        try:
+            track.rtcp_endpoint, _ = await loop.create_datagram_endpoint(
+                lambda: udp.Datagrams(lambda data, addr: self._on_rtcp_datagram(track, data, addr)),
+                sock=rtcp,
+            )
+        except BaseException:
+            rtcp.close()
+            raise
+        track.reorder = ReorderBuffer(REORDER_PACKETS)
+        track.jitter = InterarrivalJitter()
+        port = rtp.getsockname()[1]
+        return TransportSpec("RTP/AVP", "unicast", client_port=(port, port + 1))
+
+    def _udp_peer(self, track: _Track, chosen: TransportSpec) -> None:
+        """Where the track's packets come from (the reply's source, else the RTSP peer)
+        and where our RTCP goes (its server_port pair)."""
+        host = self._peer_ip
+        if chosen.source:
+            with contextlib.suppress(ValueError):
+                host = str(ipaddress.ip_address(chosen.source))
+        track.peer_host = host
+        if chosen.server_port:
+            rtp_port = chosen.server_port[0]
+            rtcp_port = chosen.server_port[1] if len(chosen.server_port) > 1 else rtp_port + 1
+            track.server_rtp, track.server_rtcp = (host, rtp_port), (host, rtcp_port)
+
+    def _punch(self) -> None:
+        """A packet to each of the camera's ports: opens a NAT/firewall path for its media
+        (and tells cameras that wait for one where to send); harmless for the others."""
+        for track in self._tracks:
+            own_ssrc = 0x4E565200 | track.index
+            if track.rtp_endpoint is not None and track.server_rtp is not None:
+                track.rtp_endpoint.sendto(
+                    udp.punch_rtp(track.payload_type, own_ssrc), track.server_rtp
+                )
+            if track.rtcp_endpoint is not None and track.server_rtcp is not None:
+                track.rtcp_endpoint.sendto(
+                    udp.punch_rtcp(own_ssrc, USER_AGENT.encode()), track.server_rtcp
+                )
 
     def _choose_tracks(self, description: sdp.SessionDescription, base: str) -> None:
         video = audio = None
@@ -549,7 +881,7 @@ class RtspSource:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    async def _stream(self, stop_task: asyncio.Task[bool]) -> None:
+    async def _stream(self, mode: str, stop_task: asyncio.Task[bool]) -> None:
         tick_s = max(min(0.5, self._stall_timeout_s / 4), 0.05)
         tick_bytes, tick_ns = self.bytes, self._clock.monotonic_ns()
         now = self._clock.monotonic_ns()
@@ -568,6 +900,15 @@ class RtspSource:
                 closed.result()
                 raise RtspConnectionError(f"{self._display}: connection closed")
             now = self._clock.monotonic_ns()
+            if (
+                mode == "udp"
+                and self.packets == self._play_packets
+                and now - self._play_ns > min(UDP_FIRST_PACKET_S, self._stall_timeout_s) * 1e9
+            ):
+                waited = min(UDP_FIRST_PACKET_S, self._stall_timeout_s)
+                raise _UdpUnavailable(
+                    f"no RTP over UDP in {waited:g} s after PLAY (a firewall or NAT in the way?)"
+                )
             if now - self._last_rtp_ns > self._stall_timeout_s * 1e9:
                 raise RtspStallError(
                     f"{self._display}: no RTP for {self._stall_timeout_s:g} s (stalled)"
@@ -599,7 +940,6 @@ class RtspSource:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, lowat)
 
     def _send_receiver_reports(self, now_ns: int) -> None:
-        assert self._transport is not None
         for track in self._tracks:
             if track.ssrc is None:
                 continue
@@ -608,12 +948,16 @@ class RtspSource:
             if track.sr is not None:
                 lsr = ntp_short(track.sr_ntp)
                 dlsr = (now_ns - track.sr_mono_ns) * 65536 // 1_000_000_000
-            block = track.sequence.reception_report(track.ssrc, lsr=lsr, dlsr=dlsr)
+            jitter = track.jitter.jitter if track.jitter is not None else 0
+            block = track.sequence.reception_report(track.ssrc, jitter=jitter, lsr=lsr, dlsr=dlsr)
             compound = build_compound(
                 ReceiverReport(own_ssrc, [block]),
                 SourceDescription([(own_ssrc, [(SDES_CNAME, USER_AGENT.encode())])]),
             )
-            self._transport.write(bytes(Interleaved(track.channel + 1, compound)))
+            if track.rtcp_endpoint is None:
+                self._write(bytes(Interleaved(track.channel + 1, compound)))
+            elif track.server_rtcp is not None:
+                track.rtcp_endpoint.sendto(compound, track.server_rtcp)
 
     def _on_data(self, data: bytes) -> None:
         if self._closed is None or self._closed.done():
@@ -637,7 +981,9 @@ class RtspSource:
         except Exception as exc:  # the session is over; run() raises it
             self._fail(exc)
 
-    def _on_lost(self, exc: Exception | None) -> None:
+    def _on_lost(self, transport: asyncio.BaseTransport | None, exc: Exception | None) -> None:
+        if transport is not self._transport:
+            return  # a connection of an earlier session (before a fallback to TCP)
         reason = f": {exc.strerror or exc}" if isinstance(exc, OSError) else ""
         self._fail(RtspConnectionError(f"{self._display}: camera closed the connection{reason}"))
 
@@ -693,17 +1039,16 @@ class RtspSource:
             self._answer(message)
 
     def _answer(self, request: Request) -> None:
-        assert self._transport is not None
         known = request.method in ("GET_PARAMETER", "SET_PARAMETER", "OPTIONS")
         headers = Headers()
         with contextlib.suppress(ValueError):
             headers.set("CSeq", str(request.cseq))
-        if self._session is not None:
-            headers.set("Session", self._session)
+        if self._session_id is not None:
+            headers.set("Session", self._session_id)
         if request.method == "OPTIONS":
             headers.set("Public", "OPTIONS, GET_PARAMETER, SET_PARAMETER")
         reply = Response(200 if known else 501, "OK" if known else "Not Implemented", headers)
-        self._transport.write(bytes(reply))
+        self._write(bytes(reply))
 
     def _on_plain_rtp(self, track: _Track, view: memoryview, start: int, end: int) -> None:
         """An RTP packet without CSRC, extension or padding, read in place."""
@@ -734,6 +1079,10 @@ class RtspSource:
         if packet.payload_type != track.payload_type:
             self._bad_packets += 1
             return
+        self._rtp_packet(track, packet)
+
+    def _rtp_packet(self, track: _Track, packet: RtpPacket) -> None:
+        """A parsed RTP packet of the track's payload type, in order."""
         track.ssrc = packet.ssrc
         track.sequence.update(packet.sequence_number)
         if track.depacketizer is not None:
@@ -744,6 +1093,77 @@ class RtspSource:
                 self._video_units(track, units)
         else:
             self._audio(track, packet.payload, packet.timestamp, packet.marker)
+
+    # -- UDP ---------------------------------------------------------------------------------
+
+    def _on_datagram(self, track: _Track, data: bytes, addr: udp.Address) -> None:
+        """An RTP datagram: parsed, put in order (a bounded wait for a missing one)."""
+        closed = self._closed
+        if closed is None or closed.done():
+            return
+        if addr[0] != track.peer_host:
+            self._foreign(addr)
+            return
+        self.bytes += len(data)
+        try:
+            packet = RtpPacket.parse(data)
+        except ValueError as exc:
+            self._bad_packets += 1
+            log.debug("%s: dropped RTP packet: %s", self._display, exc)
+            return
+        self.packets += 1
+        now = self._clock.monotonic_ns()
+        self._last_rtp_ns = now
+        if packet.payload_type != track.payload_type:
+            self._bad_packets += 1
+            return
+        self._arrival_ns = self._clock.wall_ns()
+        reorder, jitter = track.reorder, track.jitter
+        assert reorder is not None and jitter is not None
+        jitter.update(packet.timestamp, now * track.clock_rate // 1_000_000_000)
+        try:
+            for released in reorder.push(packet):
+                self._rtp_packet(track, released)
+            if len(reorder):
+                if track.reorder_timer is None:
+                    track.reorder_timer = asyncio.get_running_loop().call_later(
+                        REORDER_WAIT_S, self._reorder_expired, track
+                    )
+            elif track.reorder_timer is not None:
+                track.reorder_timer.cancel()
+                track.reorder_timer = None
+            self._flush()
+        except Exception as exc:  # the session is over; run() raises it
+            self._fail(exc)
+
+    def _reorder_expired(self, track: _Track) -> None:
+        """A missing packet was waited for long enough: skip the gap(s)."""
+        track.reorder_timer = None
+        if track.reorder is None or self._closed is None or self._closed.done():
+            return
+        try:
+            for released in track.reorder.flush():
+                self._rtp_packet(track, released)
+            self._flush()
+        except Exception as exc:
+            self._fail(exc)
+
+    def _on_rtcp_datagram(self, track: _Track, data: bytes, addr: udp.Address) -> None:
+        closed = self._closed
+        if closed is None or closed.done():
+            return
+        if addr[0] != track.peer_host:
+            self._foreign(addr)
+            return
+        self.bytes += len(data)
+        self._on_rtcp(track, data)
+
+    def _foreign(self, addr: udp.Address) -> None:
+        """A datagram from another host than the camera: dropped (and counted)."""
+        self._bad_packets += 1
+        self.foreign_datagrams += 1
+        if self.foreign_datagrams == 1:
+            log.debug("%s: dropped a datagram from %s", self._display, addr[0])
 
     def _video_units(self, track: _Track, units: list[AccessUnit]) -> None:
         for unit in units:

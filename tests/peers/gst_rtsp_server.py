@@ -2,11 +2,13 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi; not the project's venv). argv:
 PORT [--codec h264|h265] [--audio] [--size 640x360] [--fps 25] [--gop 25] [--user U --password P]
-[--switch-size 320x180 --switch-after 3]
+[--switch-size 320x180 --switch-after 3] [--protocols tcp,udp]
 Serves rtsp://127.0.0.1:PORT/live (video test pattern, live, RTCP sender reports on).
 With --switch-size the picture size changes --switch-after seconds after the media is built
 (its first client): the raw caps change live, the encoder renegotiates and sends new
 parameter sets with an IDR picture on the same RTSP session.
+--protocols limits the lower transports offered (default: GStreamer's, UDP, UDP multicast and
+TCP; RTSP over HTTP tunnels are accepted on the same port either way).
 Prints READY when it listens; stops on SIGTERM.
 """
 
@@ -33,6 +35,7 @@ parser.add_argument("--user")
 parser.add_argument("--password")
 parser.add_argument("--switch-size", help="WxH to change to while streaming")
 parser.add_argument("--switch-after", type=float, default=3.0, help="seconds")
+parser.add_argument("--protocols", help="comma-separated lower transports: udp, udp-mcast, tcp")
 args = parser.parse_args()
 width, height = args.size.split("x")
 
@@ -63,6 +66,16 @@ server.set_service(str(args.port))
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(launch)
 factory.set_shared(True)
+if args.protocols:
+    flags = {
+        "udp": GstRtsp.RTSPLowerTrans.UDP,
+        "udp-mcast": GstRtsp.RTSPLowerTrans.UDP_MCAST,
+        "tcp": GstRtsp.RTSPLowerTrans.TCP,
+    }
+    chosen = GstRtsp.RTSPLowerTrans(0)
+    for name in args.protocols.split(","):
+        chosen |= flags[name.strip()]
+    factory.set_protocols(chosen)
 if args.user:
     auth = GstRtspServer.RTSPAuth()
     token = GstRtspServer.RTSPToken()
