@@ -23,13 +23,19 @@ from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
+from onvif_nvr.events.bus import EventBus
+from onvif_nvr.events.topics import onvif_catalog
 from onvif_nvr.recording import simulator
-from onvif_nvr.recording.cameras import CameraStore, sync_from_config
+from onvif_nvr.recording.camera_setup import CameraSetup, sync_from_config
+from onvif_nvr.recording.cameras import CameraStore
+from onvif_nvr.recording.control import RecordingControl
+from onvif_nvr.recording.events import StorageEvents
 from onvif_nvr.recording.manager import RecordingManager
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
+from onvif_nvr.services.events import EventService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
@@ -73,6 +79,7 @@ class NvrApp:
         #: Simulated cameras served (and recorded) by ``onvif-nvr demo``.
         self.demo_cameras = demo_cameras
         self.rtsp: RtspServer | None = None
+        self.event_service: EventService | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -114,6 +121,9 @@ class NvrApp:
         binding_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_binding, catalog.DEVICE)
         )
+        events_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_bindings, catalog.EVENT_SERVICES)
+        )
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
@@ -121,6 +131,7 @@ class NvrApp:
             await db.migrate()
         except BaseException:
             binding_task.cancel()
+            events_task.cancel()
             raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
@@ -141,7 +152,12 @@ class NvrApp:
             settings.admin_password
         )
         self.cameras = CameraStore(db, sealer, self.clock)
-        await sync_from_config(self.cameras, settings.camera)
+        #: The event bus the domain publishes on (events service, Core §9).
+        self.events = EventBus(onvif_catalog(), self.clock, queue_limit=settings.events.queue_limit)
+        #: The Profile G domain API (receivers, recordings, jobs) every front-end drives.
+        self.control = RecordingControl(db, sealer, self.clock, settings.recording)
+        self.camera_setup = CameraSetup(self.control)
+        await sync_from_config(self.camera_setup, settings.camera)
         if self.demo_cameras:
             await self._start_demo(self.demo_cameras)
         self.recording = RecordingManager(
@@ -151,6 +167,8 @@ class NvrApp:
             self.clock,
             # The box's identity goes into new volume markers (unknown on the very first start).
             box_id=str(self.store.get("endpoint_uuid") or ""),
+            control=self.control,
+            volume_events=StorageEvents(self.events).volume_status,
         )
         await self.recording.start()
 
@@ -181,6 +199,26 @@ class NvrApp:
             )
         )
         services = [SoapService(device_binding, {**device.handlers(), **network.handlers()})]
+        event_bindings = {b.service.key: b for b in await events_task}
+        self.event_service = events = EventService(
+            self.events, settings.events, self.clock, event_bindings
+        )
+        event_handlers = events.handlers()
+        services += [
+            SoapService(binding, event_handlers[key], addressing=True)
+            for key, binding in event_bindings.items()
+        ]
+        advertised.append(
+            AdvertisedService(
+                namespace=catalog.EVENTS.namespace,
+                path=catalog.EVENTS.path,
+                version=event_bindings[catalog.EVENTS.key].version,
+                capabilities=events.capabilities_element,
+                legacy_field="Events",
+                legacy_capabilities=events.legacy_capabilities,
+            )
+        )
+        events.start()
         authenticator = Authenticator(
             self.users,
             DigestAuthority(
@@ -235,13 +273,13 @@ class NvrApp:
         for i in range(1, count + 1):
             self.rtsp.add_mount(f"/sim/{i}", simulator.LoopingClip(params, units, self.clock))
         await self.rtsp.start()
-        existing = {c.name: c for c in await self.cameras.list()}
+        existing = {c.name: c for c in await self.camera_setup.list()}
         for i in range(1, count + 1):
             name, url = f"demo-{i}", f"rtsp://127.0.0.1:{self.rtsp.bound_port}/sim/{i}"
             if name not in existing:
-                await self.cameras.add(name, url, origin="demo")
+                await self.camera_setup.add(name, url, origin="demo")
             elif existing[name].url != url:
-                await self.cameras.update(name, url=url)
+                await self.camera_setup.update(name, url=url)
         log.info(
             "demo: %d simulated cameras at rtsp://127.0.0.1:%s/sim/N", count, self.rtsp.bound_port
         )
@@ -307,6 +345,9 @@ class NvrApp:
             await target.stop()  # Bye, while the network is still there
         if self.recording is not None:
             await self.recording.stop()  # writers close their segments before the DB goes
+        if self.event_service is not None:
+            await self.event_service.close()
+            self.event_service = None
         if self.rtsp is not None:
             await self.rtsp.close()
             self.rtsp = None
@@ -330,6 +371,7 @@ class NvrApp:
     def _web_app(self) -> web.Application:
         app = web.Application(client_max_size=self.settings.security.max_body_bytes)
         app.router.add_post("/onvif/{service}", self._soap)
+        app.router.add_post(catalog.PULL_POINT.path + "{subscription}", self._soap)
         app.router.add_get("/onvif/wsdl/{path:.*}", self._wsdl_file)
         app.router.add_get("/onvif/{service}", self._service_get)
         app.router.add_get("/", self._index)
@@ -422,13 +464,20 @@ def coverage_report() -> str:
     """Per served binding: every operation and whether it is implemented."""
     binding = catalog.load_binding(catalog.DEVICE)
     handled = {**DeviceService(None, binding).handlers(), **DeviceNetworkService(None).handlers()}  # type: ignore[arg-type]
-    service = SoapService(binding, handled)
+    services = [SoapService(binding, handled)]
+    event_handlers = EventService(None, None, None).handlers()  # type: ignore[arg-type]
+    services += [
+        SoapService(b, event_handlers[b.service.key])
+        for b in catalog.load_bindings(catalog.EVENT_SERVICES)
+    ]
     lines = []
-    coverage = service.coverage()
-    done = sum(coverage.values())
-    lines.append(
-        f"{catalog.DEVICE.key} ({catalog.DEVICE.binding}, {catalog.DEVICE.path}): {done}/{len(coverage)} implemented"
-    )
-    for name, implemented in coverage.items():
-        lines.append(f"  [{'x' if implemented else ' '}] {name}")
+    for service in services:
+        definition = service.definition
+        coverage = service.coverage()
+        done = sum(coverage.values())
+        lines.append(
+            f"{definition.key} ({definition.binding}, {definition.path}): {done}/{len(coverage)} implemented"
+        )
+        for name, implemented in coverage.items():
+            lines.append(f"  [{'x' if implemented else ' '}] {name}")
     return "\n".join(lines)

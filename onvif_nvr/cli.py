@@ -144,7 +144,8 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
     from onvif_nvr.clock import SystemClock
     from onvif_nvr.db.engine import Database
     from onvif_nvr.errors import NvrError
-    from onvif_nvr.recording.cameras import CameraStore
+    from onvif_nvr.recording.camera_setup import CameraSetup
+    from onvif_nvr.recording.control import RecordingControl
     from onvif_nvr.system.secrets import Sealer, load_or_create_key
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -152,10 +153,11 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
     db = Database(settings.effective_database_url)
     try:
         await db.migrate()
-        store = CameraStore(db, Sealer(key), SystemClock())
+        control = RecordingControl(db, Sealer(key), SystemClock(), settings.recording)
+        setup = CameraSetup(control)
         try:
             if args.camera_command == "add":
-                camera = await store.add(
+                camera = await setup.add(
                     args.name,
                     args.url,
                     username=args.user,
@@ -165,9 +167,12 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
                     enabled=not args.disabled,
                     retention_s=args.retention,
                 )
-                print(f"added camera {camera.name} ({camera.url})")
+                print(
+                    f"added camera {camera.name} ({camera.url}): receiver {camera.receiver}, "
+                    f"recording {camera.recording}, job {camera.job}"
+                )
             elif args.camera_command == "set":
-                camera = await store.update(
+                camera = await setup.update(
                     args.name,
                     url=args.url,
                     username=args.user,
@@ -179,10 +184,10 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 print(f"changed camera {camera.name}")
             elif args.camera_command == "remove":
-                await store.remove(args.name)
-                print(f"removed camera {args.name}")
+                await setup.remove(args.name)
+                print(f"removed camera {args.name} (its recording and recorded data too)")
             else:
-                cameras = await store.list()
+                cameras = await setup.list()
                 if args.json:
                     print(
                         json.dumps(
@@ -196,6 +201,11 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
                                     "enabled": c.enabled,
                                     "retention_s": c.retention_s,
                                     "origin": c.origin,
+                                    "receiver": c.receiver,
+                                    "recording": c.recording,
+                                    "job": c.job,
+                                    "receiver_state": c.receiver_state,
+                                    "job_state": c.job_state,
                                 }
                                 for c in cameras
                             ],
@@ -208,7 +218,11 @@ async def _camera(settings: Settings, args: argparse.Namespace) -> int:
                     for c in cameras:
                         state = "enabled" if c.enabled else "disabled"
                         user = f" as {c.username}" if c.username else ""
-                        print(f"{c.name}  {c.url}{user}  {c.transport}/{c.backend}  {state}")
+                        print(
+                            f"{c.name}  {c.url}{user}  {c.transport}/{c.backend}  {state}  "
+                            f"{c.receiver} -> {c.recording or '-'} ({c.job or 'no job'}: "
+                            f"{c.job_state or '-'})"
+                        )
         except NvrError as exc:
             print(f"onvif-nvr: {exc.message}", file=sys.stderr)
             return 1
@@ -326,7 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_argument(
         "--saved", action="store_true", help="list the results kept from earlier runs"
     )
-    camera = sub.add_parser("camera", help="add, change, list and remove the cameras to record")
+    camera = sub.add_parser(
+        "camera",
+        help="add, change, list and remove the cameras to record (each a receiver, a recording "
+        "and a recording job)",
+    )
     camera.add_argument("--config", help="TOML settings file (for the data dir / database)")
     camera.add_argument("--data-dir", type=Path, help="the NVR's data dir")
     camera.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in the data dir)")

@@ -75,6 +75,24 @@ class DiscoverySettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class EventSettings:
+    """The event service's limits (reported in its capabilities)."""
+
+    #: Pull-point subscriptions at once (CreatePullPointSubscription beyond: a fault).
+    max_pull_points: int = 128
+    #: Basic Notification (Subscribe/Notify push) subscriptions at once; 0 turns it off.
+    max_push_subscriptions: int = 32
+    #: Messages queued per subscription; when full the oldest go (and are counted).
+    queue_limit: int = 1000
+    #: Longest PullMessages Timeout (a longer one faults with the limits, Core §9.1).
+    max_pull_timeout_s: int = 600
+    #: Lifetime of a subscription created without InitialTerminationTime.
+    default_termination_s: int = 60
+    #: Longest lifetime a client may ask for (a later one is cut to this).
+    max_termination_s: int = 86400
+
+
+@dataclasses.dataclass(frozen=True)
 class StorageSettings:
     #: Record the enabled cameras (off: the box serves ONVIF only).
     record: bool = True
@@ -97,6 +115,19 @@ class StorageSettings:
     #: loses up to the interval); "none": leave it to the OS (a power cut may lose more).
     fsync: str = "fragment"
     fsync_interval_s: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordingSettings:
+    """Limits of the Profile G objects (reported in the Recording and Receiver services'
+    capabilities; creating one more faults with ter:Max...)."""
+
+    max_receivers: int = 64
+    max_recordings: int = 64
+    #: Recording jobs, all recordings together.
+    max_recording_jobs: int = 64
+    #: Tracks per recording (CreateRecording makes 3: VIDEO001, AUDIO001, META001).
+    max_tracks: int = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +161,9 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     host: HostSettings = HostSettings()
     discovery: DiscoverySettings = DiscoverySettings()
+    events: EventSettings = EventSettings()
     storage: StorageSettings = StorageSettings()
+    recording: RecordingSettings = RecordingSettings()
     #: ``[[camera]]`` tables of the config file.
     camera: tuple[CameraSettings, ...] = ()
 
@@ -257,12 +290,28 @@ def load_settings(
     settings: Settings = _build(Settings, values, "")
     if not 0 <= settings.http_port < 65536 or not 0 <= settings.rtsp_port < 65536:
         raise ConfigError("http_port and rtsp_port must be between 0 (any free port) and 65535")
+    events = settings.events
+    if min(events.max_pull_points, events.queue_limit, events.default_termination_s) < 1:
+        raise ConfigError("events.max_pull_points, queue_limit, default_termination_s must be >= 1")
+    if not 60 <= events.max_pull_timeout_s <= 3600 or events.max_push_subscriptions < 0:
+        raise ConfigError(
+            "events.max_pull_timeout_s must be 60..3600 and max_push_subscriptions >= 0"
+        )
+    if events.max_termination_s < events.default_termination_s:
+        raise ConfigError("events.max_termination_s must be at least default_termination_s")
     if settings.storage.placement not in ("most-free", "round-robin"):
         raise ConfigError('storage.placement must be "most-free" or "round-robin"')
     if settings.storage.fsync not in ("fragment", "interval", "none"):
         raise ConfigError('storage.fsync must be "fragment", "interval" or "none"')
     if not 0 < settings.storage.fsync_interval_s <= 3600:
         raise ConfigError("storage.fsync_interval_s must be between 0 and 3600 seconds")
+    limits = settings.recording
+    if min(limits.max_receivers, limits.max_recordings, limits.max_recording_jobs) < 1:
+        raise ConfigError(
+            "recording.max_receivers, max_recordings, max_recording_jobs must be >= 1"
+        )
+    if limits.max_tracks < 3:
+        raise ConfigError("recording.max_tracks must be at least 3 (video, audio, metadata)")
     if not 0 <= settings.storage.min_free_percent < 100:
         raise ConfigError("storage.min_free_percent must be between 0 and 99")
     return settings

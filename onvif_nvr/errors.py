@@ -85,3 +85,94 @@ class ResourceProblem(NvrError):
 
     side = "Receiver"
     subcodes = ("Action", "ResourceProblem")
+
+
+# -- Profile G (RecordingControl and Receiver specifications) -------------------------------
+class NoRecording(InvalidArgument):
+    """``env:Sender/ter:InvalidArgVal/ter:NoRecording``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "NoRecording")
+
+
+class NoTrack(InvalidArgument):
+    """``env:Sender/ter:InvalidArgVal/ter:NoTrack``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "NoTrack")
+
+
+class NoRecordingJob(InvalidArgument):
+    """``env:Sender/ter:InvalidArgVal/ter:NoRecordingJob``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "NoRecordingJob")
+
+
+class NoReceiver(InvalidArgument):
+    """An unknown ReceiverToken: ``env:Sender/ter:InvalidArgVal/ter:UnknownToken`` (the
+    Receiver specification's fault for every operation that takes a token)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "UnknownToken")
+
+
+class BadConfiguration(InvalidArgument):
+    """``env:Sender/ter:InvalidArgVal/ter:BadConfiguration``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "BadConfiguration")
+
+
+class InvalidMediaUri(BadConfiguration):
+    """A MediaUri the receivers cannot use (an ill-formed or non-RTSP URI, too long);
+    ONVIF has no own subcode for it: ``ter:BadConfiguration``."""
+
+
+class BadMode(InvalidArgument):
+    """``env:Sender/ter:InvalidArgVal/ter:BadMode``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "BadMode")
+
+
+class MaxRecordings(ActionFailed):
+    """``env:Receiver/ter:Action/ter:MaxRecordings``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "MaxRecordings")
+
+
+class MaxTracks(ActionFailed):
+    """``env:Receiver/ter:Action/ter:MaxTracks``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "MaxTracks")
+
+
+class MaxRecordingJobs(ActionFailed):
+    """``env:Receiver/ter:Action/ter:MaxRecordingJobs``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "MaxRecordingJobs")
+
+
+class MaxReceivers(ActionFailed):
+    """``env:Receiver/ter:Action/ter:MaxReceivers``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "MaxReceivers")
+
+
+class CannotDelete(ActionFailed):
+    """``env:Receiver/ter:Action/ter:CannotDelete`` (a recording or track)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "CannotDelete")
+
+
+class CannotDeleteReceiver(ActionFailed):
+    """``env:Receiver/ter:Action/ter:CannotDeleteReceiver`` (e.g. a job uses it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "CannotDeleteReceiver")

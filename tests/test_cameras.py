@@ -14,12 +14,9 @@ from onvif_nvr.clock import ManualClock
 from onvif_nvr.config import CameraSettings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import InvalidArgument, OperationProhibited
-from onvif_nvr.recording.cameras import (
-    CameraStore,
-    display_url,
-    split_credentials,
-    sync_from_config,
-)
+from onvif_nvr.recording.camera_setup import CameraSetup, sync_from_config
+from onvif_nvr.recording.cameras import CameraStore, display_url, split_credentials
+from onvif_nvr.recording.control import RecordingControl
 from onvif_nvr.system.secrets import Sealer
 from tests.nvrproc import ROOT
 
@@ -76,7 +73,16 @@ async def test_add_update_remove(store):
         await store.remove("Front door")
 
 
-async def test_config_cameras_are_kept_in_step(store):
+@pytest.fixture
+async def setup(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'nvr.sqlite3'}")
+    await db.migrate()
+    yield CameraSetup(RecordingControl(db, Sealer(b"k" * 32), ManualClock()))
+    db.close()
+
+
+async def test_config_cameras_are_kept_in_step(setup):
+    store = setup
     await store.add("manual", "rtsp://192.0.2.20/x")
     await sync_from_config(
         store,

@@ -60,7 +60,9 @@ class DiscoveredDevice(Base):
 
 
 class Camera(Base):
-    """A camera stream to record (RTSP URL without credentials; those are sealed)."""
+    """A camera stream: the ONVIF Receiver (RTSP URL without credentials; those are sealed).
+
+    The table keeps its historical name; see docs/design/profile-g.md."""
 
     __tablename__ = "cameras"
 
@@ -76,8 +78,78 @@ class Camera(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     #: Keep recordings this long; 0 = until space is needed.
     retention_s: Mapped[int] = mapped_column(BigInteger, default=0)
-    #: Where the camera came from: "cli", "config" or "onvif".
+    #: Where the camera came from: "cli", "config", "demo" or "onvif".
     origin: Mapped[str] = mapped_column(String(8), default="cli")
+    created_wall_ns: Mapped[int] = mapped_column(BigInteger)
+    #: The ONVIF ReceiverToken (``RECEIVER_<id>``).
+    token: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    #: tt:ReceiverMode: AlwaysConnect, NeverConnect or AutoConnect.
+    mode: Mapped[str] = mapped_column(String(16), default="AlwaysConnect")
+    #: Made by a recording job's AutoCreateReceiver (deleted with the job).
+    auto_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The MediaUri as the client gave it, credentials removed (``url`` is normalized).
+    media_uri: Mapped[str] = mapped_column(Text, default="")
+    #: tt:StreamSetup: Stream (RTP-Unicast) and Transport Protocol (UDP, TCP, RTSP, HTTP)
+    #: as given; ``transport`` is what the ingest uses.
+    stream_type: Mapped[str] = mapped_column(String(16), default="RTP-Unicast")
+    protocol: Mapped[str] = mapped_column(String(8), default="RTSP")
+
+
+class Recording(Base):
+    """An ONVIF recording: a container of tracks (RecordingControl §5)."""
+
+    __tablename__ = "recordings"
+    __table_args__ = {"sqlite_autoincrement": True}  # tokens are never reused
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    #: tt:RecordingSourceInformation, stored and echoed, never interpreted.
+    source_id: Mapped[str] = mapped_column(Text, default="")
+    source_name: Mapped[str] = mapped_column(Text, default="")
+    location: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str] = mapped_column(Text, default="")
+    content: Mapped[str] = mapped_column(Text, default="")
+    #: MaximumRetentionTime in seconds; 0 = unlimited.
+    max_retention_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: "onvif", "cli", "config", "demo" or "migration".
+    origin: Mapped[str] = mapped_column(String(16), default="onvif")
+    #: The receiver a camera command made this recording for (None: made over ONVIF).
+    camera_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cameras.id", ondelete="SET NULL"), nullable=True
+    )
+    created_wall_ns: Mapped[int] = mapped_column(BigInteger)
+
+
+class Track(Base):
+    """A track of a recording; its token is unique within the recording only."""
+
+    __tablename__ = "tracks"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    token: Mapped[str] = mapped_column(String(64))
+    #: Video, Audio or Metadata (never changes).
+    track_type: Mapped[str] = mapped_column(String(16))
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class RecordingJob(Base):
+    """A recording job: moves data from sources (receivers) into a recording."""
+
+    __tablename__ = "recording_jobs"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    #: Idle or Active.
+    mode: Mapped[str] = mapped_column(String(8), default="Active")
+    #: Higher wins a track when several active jobs record into it.
+    priority: Mapped[int] = mapped_column(default=0)
+    #: [{"type": <tt:Receiver or tt:Profile URI>, "token": ..., "auto_created": bool,
+    #:   "tracks": [{"source_tag": ..., "destination": <track token>}]}]
+    sources: Mapped[Any] = mapped_column(JSON)
     created_wall_ns: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -103,10 +175,19 @@ class Segment(Base):
     """One fMP4 file of one stream (see docs/design/storage.md)."""
 
     __tablename__ = "segments"
-    __table_args__ = (Index("ix_segments_stream_start", "camera_id", "start_wall_ns"),)
+    __table_args__ = (
+        Index("ix_segments_stream_start", "camera_id", "start_wall_ns"),
+        Index("ix_segments_recording_start", "recording_id", "start_wall_ns"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    #: The stream (receiver) the data came from; also names the segment's directory.
     camera_id: Mapped[int] = mapped_column(ForeignKey("cameras.id", ondelete="CASCADE"))
+    #: The recording the data belongs to (None: recorded before recordings existed, or the
+    #: recording was deleted while the segment's volume was offline).
+    recording_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recordings.id", ondelete="SET NULL"), nullable=True
+    )
     volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id"))
     #: writing, closed, deleting
     state: Mapped[str] = mapped_column(String(8), default="writing")

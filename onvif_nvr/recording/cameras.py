@@ -1,5 +1,7 @@
-"""The cameras the box records: the domain API that the CLI, the config file and (next)
-the ONVIF Recording/Receiver services all use.
+"""Camera streams: the rows behind the ONVIF receivers (``recording/control.py``), their
+URLs and sealed credentials. The camera commands (``recording/camera_setup.py``) and the
+ONVIF services go through :class:`~onvif_nvr.recording.control.RecordingControl`;
+:class:`CameraStore` is the plain row store underneath.
 
 URLs are stored without credentials; a user name and password given in the URL or
 separately are kept apart, the password sealed with the box key. Nothing here logs a URL
@@ -11,18 +13,18 @@ from __future__ import annotations
 import dataclasses
 import re
 import urllib.parse
-from collections.abc import Sequence
 
 from sqlalchemy import select
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.config import CameraSettings
 from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import InvalidArgument, OperationProhibited
 from onvif_nvr.system.secrets import Sealer
 
 TRANSPORTS = ("tcp", "udp", "http")
+#: The ONVIF StreamSetup Transport Protocol reported for each ingest transport.
+TRANSPORT_PROTOCOL = {"tcp": "RTSP", "udp": "UDP", "http": "HTTP"}
 BACKENDS = ("native", "pyav")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,63}$")
 MAX_URL_LENGTH = 1024
@@ -96,26 +98,20 @@ class CameraStore:
         self._clock = clock
 
     def _camera(self, row: models.Camera) -> Camera:
-        password = (
-            self._sealer.open(row.password_enc, f"camera:{row.name}") if row.password_enc else None
-        )
-        return Camera(
-            id=row.id,
-            name=row.name,
-            url=row.url,
-            username=row.username,
-            password=password,
-            transport=row.transport,
-            backend=row.backend,
-            enabled=row.enabled,
-            retention_s=row.retention_s,
-            origin=row.origin,
-        )
+        return camera_from_row(row, self._sealer)
 
     async def list(self) -> list[Camera]:
+        """Every camera stream (receiver), deleted receivers kept for their data excepted."""
+
         def read() -> list[models.Camera]:
             with self._db.session() as session:
-                return list(session.scalars(select(models.Camera).order_by(models.Camera.name)))
+                return list(
+                    session.scalars(
+                        select(models.Camera)
+                        .where(models.Camera.token.is_not(None))
+                        .order_by(models.Camera.name)
+                    )
+                )
 
         return [self._camera(r) for r in await self._db.run(read)]
 
@@ -135,7 +131,7 @@ class CameraStore:
         retention_s: int = 0,
         origin: str = "cli",
     ) -> Camera:
-        name = _check_name(name)
+        name = check_name(name)
         clean, url_user, url_password = _check_url(url)
         username = username if username is not None else url_user
         password = password if password is not None else url_password
@@ -164,9 +160,15 @@ class CameraStore:
                     retention_s=retention_s,
                     origin=origin,
                     created_wall_ns=now,
+                    mode="AlwaysConnect" if enabled else "NeverConnect",
+                    auto_created=False,
+                    media_uri=clean,
+                    stream_type="RTP-Unicast",
+                    protocol=TRANSPORT_PROTOCOL[transport],
                 )
                 session.add(row)
                 session.flush()
+                row.token = receiver_token(row.id)
                 return row.id
 
         camera_id = await self._db.run(write)
@@ -221,6 +223,8 @@ class CameraStore:
                 row = session.scalar(select(models.Camera).where(models.Camera.name == name))
                 assert row is not None
                 row.url = values["url"]
+                row.media_uri = values["url"]
+                row.protocol = TRANSPORT_PROTOCOL[values["transport"]]
                 row.username = values["username"]
                 row.password_enc = sealed
                 row.transport = values["transport"]
@@ -244,7 +248,28 @@ class CameraStore:
             raise InvalidArgument(f"no camera named {name!r}")
 
 
-def _check_name(name: str) -> str:
+def receiver_token(camera_id: int) -> str:
+    """The ONVIF ReceiverToken of a camera stream."""
+    return f"RECEIVER_{camera_id}"
+
+
+def camera_from_row(row: models.Camera, sealer: Sealer) -> Camera:
+    password = sealer.open(row.password_enc, f"camera:{row.name}") if row.password_enc else None
+    return Camera(
+        id=row.id,
+        name=row.name,
+        url=row.url,
+        username=row.username,
+        password=password,
+        transport=row.transport,
+        backend=row.backend,
+        enabled=row.enabled,
+        retention_s=row.retention_s,
+        origin=row.origin,
+    )
+
+
+def check_name(name: str) -> str:
     name = name.strip()
     if not _NAME.match(name):
         raise InvalidArgument(
@@ -263,45 +288,3 @@ def _check_url(url: str) -> tuple[str, str | None, str | None]:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise InvalidArgument(f"{what} must be one of {', '.join(choices)}")
-
-
-async def sync_from_config(store: CameraStore, declared: Sequence[CameraSettings]) -> None:
-    """Make the database's config-declared cameras match the config file: add new ones,
-    update changed ones, remove those no longer declared. Cameras added by other means
-    (CLI, ONVIF) are left alone; a name clash with one of them is an error."""
-    existing = {c.name: c for c in await store.list()}
-    wanted = {}
-    for entry in declared:
-        wanted[_check_name(entry.name)] = entry
-    for name, entry in wanted.items():
-        current = existing.get(name)
-        if current is None:
-            await store.add(
-                name,
-                entry.url,
-                username=entry.user or None,
-                password=entry.password or None,
-                transport=entry.transport,
-                backend=entry.backend,
-                enabled=entry.enabled,
-                retention_s=entry.retention_s,
-                origin="config",
-            )
-        elif current.origin != "config":
-            raise OperationProhibited(
-                f"config camera {name!r} clashes with a camera added another way"
-            )
-        else:
-            await store.update(
-                name,
-                url=entry.url,
-                username=entry.user or None,
-                password=entry.password or None,
-                transport=entry.transport,
-                backend=entry.backend,
-                enabled=entry.enabled,
-                retention_s=entry.retention_s,
-            )
-    for name, camera in existing.items():
-        if camera.origin == "config" and name not in wanted:
-            await store.remove(name)

@@ -9,6 +9,7 @@ All methods run SQL on the database worker thread (``Database.run``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, insert, select, update
@@ -32,6 +33,8 @@ class SegmentRow:
     size: int
     init_size: int
     fragment_count: int
+    #: The recording the segment belongs to (None: none, see models.Segment).
+    recording_id: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +86,7 @@ def _segment(row: models.Segment) -> SegmentRow:
         row.size,
         row.init_size,
         row.fragment_count,
+        row.recording_id,
     )
 
 
@@ -121,6 +125,9 @@ _EXTEND_SEGMENT = (
 class SegmentIndex:
     def __init__(self, db: Database) -> None:
         self._db = db
+        #: Told (volume id, status) after each volume status written: the storage
+        #: failure event hangs here.
+        self.volume_listener: Callable[[int, str], None] | None = None
 
     # -- write side (one writer per stream calls these, in this order) ---------------------
     async def ensure_volume(self, path: str, min_free_bytes: int = 0) -> int:
@@ -180,19 +187,23 @@ class SegmentIndex:
                 )
 
         await self._db.run(work)
+        if self.volume_listener is not None:
+            self.volume_listener(volume_id, status)
 
     async def set_volume_status(self, volume_id: int, status: str, reason: str = "") -> None:
         """A writer's report (``full``, ``failed``, ``ok``); ignored for a detached volume."""
 
-        def work() -> None:
+        def work() -> int:
             with self._db.session() as session, session.begin():
-                session.execute(
+                result = session.execute(
                     update(models.Volume)
                     .where(models.Volume.id == volume_id, models.Volume.status.not_in(DETACHED))
                     .values(status=status, status_reason=reason)
                 )
+                return int(getattr(result, "rowcount", 0) or 0)
 
-        await self._db.run(work)
+        if await self._db.run(work) and self.volume_listener is not None:
+            self.volume_listener(volume_id, status)
 
     async def volumes(self) -> list[VolumeRow]:
         def work() -> list[VolumeRow]:
@@ -203,14 +214,22 @@ class SegmentIndex:
         return await self._db.run(work)
 
     async def create_segment(
-        self, camera_id: int, volume_id: int, start_wall_ns: int, start_90k: int, tracks: Any = None
+        self,
+        camera_id: int,
+        volume_id: int,
+        start_wall_ns: int,
+        start_90k: int,
+        tracks: Any = None,
+        recording_id: int | None = None,
     ) -> int:
-        """A row in state ``writing``; its id names the file, which is created after."""
+        """A row in state ``writing``; its id names the file, which is created after.
+        ``camera_id`` is the stream (its directory), ``recording_id`` the recording."""
 
         def work() -> int:
             with self._db.session() as session, session.begin():
                 row = models.Segment(
                     camera_id=camera_id,
+                    recording_id=recording_id,
                     volume_id=volume_id,
                     state="writing",
                     start_wall_ns=start_wall_ns,
@@ -321,12 +340,18 @@ class SegmentIndex:
 
     # -- read side -------------------------------------------------------------------------
     async def segments(
-        self, camera_id: int | None = None, states: tuple[str, ...] = ()
+        self,
+        camera_id: int | None = None,
+        states: tuple[str, ...] = (),
+        *,
+        recording_id: int | None = None,
     ) -> list[SegmentRow]:
         def work() -> list[SegmentRow]:
             query = select(models.Segment).order_by(models.Segment.start_wall_ns)
             if camera_id is not None:
                 query = query.where(models.Segment.camera_id == camera_id)
+            if recording_id is not None:
+                query = query.where(models.Segment.recording_id == recording_id)
             if states:
                 query = query.where(models.Segment.state.in_(states))
             with self._db.session() as session:

@@ -1,19 +1,22 @@
 """Everything the box records: volumes (marked, recovered at start, chosen per segment by
-the placement policy), one recorder per enabled camera."""
+the placement policy), and the recorders the Profile G control plane asks for — one per
+(active recording job, receiver) and one per AlwaysConnect receiver no job uses
+(``recording/control.py``: :func:`~onvif_nvr.recording.control.plan`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from onvif_nvr.clock import Clock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
 from onvif_nvr.recording import retention
-from onvif_nvr.recording.cameras import Camera, CameraStore
+from onvif_nvr.recording.cameras import CameraStore
+from onvif_nvr.recording.control import IngestStatus, RecorderSpec, RecordingControl
 from onvif_nvr.recording.index import SegmentIndex, SegmentRow
 from onvif_nvr.recording.recovery import recover_volume
 from onvif_nvr.recording.retention import StreamPolicy
@@ -36,13 +39,23 @@ class RecordingManager:
         *,
         box_id: str = "",
         free_bytes: Callable[[Path], int] = statvfs_free_bytes,
+        control: RecordingControl | None = None,
+        volume_events: Callable[[int, str], None] | None = None,
     ) -> None:
+        """With ``control``, runs the recorders it plans (see :meth:`apply`); without,
+        only volumes and retention."""
         self.settings = settings
+        self.control = control
         self.index = SegmentIndex(db)
+        # Volume status changes (a writer's failure, a disk gone or back) as events.
+        self.index.volume_listener = volume_events
         self.cameras = cameras
         self.clock = clock
         self._factory = source_factory or default_source_factory(clock)
-        self.recorders: dict[str, CameraRecorder] = {}
+        #: Running recorders by (job id, receiver id); job id 0: connected, not recording.
+        self.recorders: dict[tuple[int, int], CameraRecorder] = {}
+        self._specs: dict[tuple[int, int], RecorderSpec] = {}
+        self._applying = asyncio.Lock()
         storage = settings.storage
         self.volumes = VolumeSet(
             self.index,
@@ -62,8 +75,11 @@ class RecordingManager:
         return [self.settings.data_dir / "recordings"]
 
     async def start(self) -> None:
-        storage = self.settings.storage
         await self.volumes.attach(self.volume_paths())
+        if volume_events := self.index.volume_listener:
+            for attached in self.volumes.volumes:  # the initial state of every volume
+                if attached.id is not None:
+                    volume_events(attached.id, attached.status)
         for volume in self.volumes.online():  # offline and foreign ones are not touched
             assert volume.id is not None
             path = volume.path
@@ -85,16 +101,38 @@ class RecordingManager:
         if not self.volumes.online():
             log.error("no usable storage volume: nothing will be recorded until one is mounted")
         self._retention = asyncio.ensure_future(self._retention_loop())
-        if not storage.record:
-            return
-        for camera in await self.cameras.list():
-            if camera.enabled:
-                self.start_camera(camera.name, camera)
+        if self.control is not None:
+            self.control.set_segment_deleter(self.delete_recording_data)
+            await self.control.attach(self)
 
-    def start_camera(self, name: str, camera: Camera) -> None:
+    # -- the control plane's runtime (recording.control.Runtime) ---------------------------
+    async def apply(self, specs: Sequence[RecorderSpec]) -> None:
+        """Run exactly ``specs``: recorders no longer wanted stop (closing their segment),
+        changed ones (new URL, credentials, transport, recording) start again."""
+        wanted = {s.key: s for s in specs} if self.settings.storage.record else {}
+        async with self._applying:
+            stale = [k for k in self.recorders if self._specs.get(k) != wanted.get(k)]
+            stopping = [self.recorders.pop(k) for k in stale]
+            for key in stale:
+                self._specs.pop(key, None)
+            await asyncio.gather(*(r.stop() for r in stopping), return_exceptions=True)
+            for key, spec in wanted.items():
+                if key not in self.recorders:
+                    self._start(spec)
+
+    def status(self, key: tuple[int, int]) -> IngestStatus | None:
+        recorder = self.recorders.get(key)
+        if recorder is None:
+            return None
+        return IngestStatus(recorder.state, recorder.last_error, recorder.has_audio)
+
+    def running(self) -> Iterable[tuple[int, int]]:
+        return list(self.recorders)
+
+    def _start(self, spec: RecorderSpec) -> None:
         storage = self.settings.storage
         recorder = CameraRecorder(
-            camera,
+            spec.camera,
             placement=self.volumes.choose,
             index=self.index,
             clock=self.clock,
@@ -103,22 +141,47 @@ class RecordingManager:
             fragment_s=storage.fragment_ms / 1000,
             fsync=storage.fsync,
             fsync_interval_s=storage.fsync_interval_s,
+            recording_id=spec.recording_id,
+            record=spec.key[0] != 0,
         )
-        self.recorders[name] = recorder
+        self.recorders[spec.key] = recorder
+        self._specs[spec.key] = spec
         recorder.start()
+
+    async def delete_recording_data(self, recording_id: int) -> None:
+        """DeleteRecording's data, in storage.md's delete order."""
+        await self.volumes.refresh()
+        paths = {v.id: v.path for v in self.volumes.online() if v.id is not None}
+        segments = await self.index.segments(recording_id=recording_id)
+        await retention.delete_segments(self.index, segments, paths, self._deleted)
 
     async def stop(self) -> None:
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._retention
-        await asyncio.gather(*(r.stop() for r in self.recorders.values()), return_exceptions=True)
-        self.recorders.clear()
+        if self.control is not None:
+            self.control.set_segment_deleter(None)
+            await self.control.attach(None)
+        async with self._applying:
+            await asyncio.gather(
+                *(r.stop() for r in self.recorders.values()), return_exceptions=True
+            )
+            self.recorders.clear()
+            self._specs.clear()
 
     async def enforce_retention(self) -> list[SegmentRow]:
         policies = {
             c.id: StreamPolicy(c.id, retention_s=c.retention_s) for c in await self.cameras.list()
         }
+        recording_policies = (
+            {
+                r.id: StreamPolicy(r.id, retention_s=r.configuration.max_retention_s)
+                for r in await self.control.recordings()
+            }
+            if self.control is not None
+            else {}
+        )
         await self.volumes.refresh()  # a volume unmounted since is left alone from now on
         volumes = [
             (v.id, v.path, v.min_free_bytes) for v in self.volumes.online() if v.id is not None
@@ -131,13 +194,15 @@ class RecordingManager:
             free_bytes=self.volumes.free_bytes,
             locks=await self.index.locks(),
             on_deleted=self._deleted,
+            recording_policies=recording_policies,
         )
 
     def _deleted(self, segment: SegmentRow) -> None:
         # The ONVIF DeleteTrackData event will hang here (Profile G control plane).
         log.info(
-            "retention deleted segment %d of camera %d (%d bytes)",
+            "deleted segment %d of recording %s, camera %d (%d bytes)",
             segment.id,
+            segment.recording_id,
             segment.camera_id,
             segment.size,
         )

@@ -1,6 +1,7 @@
 """Which segments retention deletes, decided without I/O (docs/design/storage.md).
 
-1. per stream, segments that end before ``now - retention`` (0 = unlimited);
+1. per recording (or, for a segment without one, per stream), segments that end before
+   ``now - retention`` (0 = unlimited);
 2. per volume, while free space is under the floor, the oldest segment of the
    lowest-priority stream on that volume;
 3. never a segment that overlaps a locked range of its stream.
@@ -16,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from onvif_nvr.recording.index import SegmentIndex, SegmentRow
+from onvif_nvr.recording.index import DETACHED, SegmentIndex, SegmentRow
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,18 +41,31 @@ def _locked(segment: SegmentRow, locks: Mapping[int, Sequence[tuple[int, int]]])
     )
 
 
+def _policy(
+    segment: SegmentRow,
+    policies: Mapping[int, StreamPolicy],
+    recording_policies: Mapping[int, StreamPolicy],
+) -> StreamPolicy | None:
+    if segment.recording_id is not None:
+        return recording_policies.get(segment.recording_id)
+    return policies.get(segment.camera_id)
+
+
 def plan(
     now_wall_ns: int,
     segments: Iterable[SegmentRow],
     policies: Mapping[int, StreamPolicy],
     volumes: Iterable[VolumeState],
     locks: Mapping[int, Sequence[tuple[int, int]]] = {},  # noqa: B006 - read-only default
+    recording_policies: Mapping[int, StreamPolicy] = {},  # noqa: B006 - read-only default
 ) -> list[SegmentRow]:
+    """``policies`` by stream (camera id) for segments without a recording,
+    ``recording_policies`` by recording id for the others; ``locks`` by stream."""
     closed = sorted((s for s in segments if s.state == "closed"), key=lambda s: s.start_wall_ns)
     doomed: list[SegmentRow] = []
     chosen: set[int] = set()
     for segment in closed:
-        policy = policies.get(segment.camera_id)
+        policy = _policy(segment, policies, recording_policies)
         if policy is None or policy.retention_s <= 0 or _locked(segment, locks):
             continue
         if segment.end_wall_ns < now_wall_ns - policy.retention_s * 10**9:
@@ -72,7 +86,7 @@ def plan(
         ]
         candidates.sort(
             key=lambda s: (
-                policies.get(s.camera_id, StreamPolicy(s.camera_id)).priority,
+                (_policy(s, policies, recording_policies) or StreamPolicy(s.camera_id)).priority,
                 s.start_wall_ns,
             )
         )
@@ -94,6 +108,7 @@ async def enforce(
     free_bytes: Callable[[Path], int],
     locks: Mapping[int, Sequence[tuple[int, int]]] | None = None,
     on_deleted: Callable[[SegmentRow], None] | None = None,
+    recording_policies: Mapping[int, StreamPolicy] | None = None,
 ) -> list[SegmentRow]:
     """Plan and carry out one retention pass over ``volumes`` (id, directory, floor).
     Deletion order: mark the segment ``deleting`` (committed) → unlink → fsync the
@@ -105,15 +120,41 @@ async def enforce(
     ]
     paths = {volume_id: path for volume_id, path, _ in volumes}
     segments = [s for s in await index.segments(states=("closed",)) if s.volume_id in paths]
-    doomed = plan(now_wall_ns, segments, policies, states, locks or {})
-    for segment in doomed:
+    doomed = plan(now_wall_ns, segments, policies, states, locks or {}, recording_policies or {})
+    await delete_segments(index, doomed, paths, on_deleted)
+    return doomed
+
+
+async def delete_segments(
+    index: SegmentIndex,
+    segments: Iterable[SegmentRow],
+    paths: Mapping[int, Path],
+    on_deleted: Callable[[SegmentRow], None] | None = None,
+) -> None:
+    """Delete in storage.md's order: mark ``deleting`` (committed) → unlink → fsync the
+    directory → drop the rows. A segment whose volume is not in ``paths`` (offline,
+    foreign) is only marked: recovery finishes it when the volume is back."""
+    for segment in segments:
         await index.mark_deleting(segment.id)
-        path = paths[segment.volume_id] / str(segment.camera_id) / f"{segment.id}.mp4"
+        volume = paths.get(segment.volume_id)
+        if volume is None:
+            continue
+        path = volume / str(segment.camera_id) / f"{segment.id}.mp4"
         await asyncio.to_thread(unlink_durably, path)
         await index.drop_segment(segment.id)
         if on_deleted is not None:
             on_deleted(segment)
-    return doomed
+
+
+async def delete_recording(
+    index: SegmentIndex,
+    recording_id: int,
+    on_deleted: Callable[[SegmentRow], None] | None = None,
+) -> None:
+    """Delete every segment of a recording (DeleteRecording), on the volumes that are
+    ours and mounted; the others' are marked ``deleting`` for recovery to finish."""
+    paths = {v.id: Path(v.path) for v in await index.volumes() if v.status not in DETACHED}
+    await delete_segments(index, await index.segments(recording_id=recording_id), paths, on_deleted)
 
 
 def unlink_durably(path: Path) -> None:

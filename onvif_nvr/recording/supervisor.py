@@ -82,10 +82,15 @@ class CameraRecorder:
         fragment_s: float = 1.0,
         fsync: str = "fragment",
         fsync_interval_s: float = 5.0,
+        recording_id: int | None = None,
+        record: bool = True,
     ) -> None:
         """Each segment's volume comes from ``placement``; without it, ``volume_id`` and
-        ``volume_path`` name the one volume."""
+        ``volume_path`` name the one volume. Segments belong to ``recording_id``. Without
+        ``record`` the stream is only received (an AlwaysConnect receiver no job uses):
+        nothing is written, no gap is noted."""
         self.camera = camera
+        self.record = record
         self.hub = Hub(camera.name)
         self.hub.on_subscribers = self._subscribers_changed
         self.index = index
@@ -103,10 +108,12 @@ class CameraRecorder:
             clock=clock,
             placement=placement,
             audio_parameters=self._audio_parameters,
+            recording_id=recording_id,
         )
         self._source: Source | None = None
         self._stopping = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._supervisor: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[None] | None = None
         self.state = "starting"
         self.last_error = ""
         self.reconnects = 0
@@ -115,26 +122,28 @@ class CameraRecorder:
     def _audio_parameters(self) -> AudioParameters | None:
         return self._source.info.audio if self._source is not None else None
 
+    @property
+    def has_audio(self) -> bool:
+        return self._source is not None and self._source.info.audio is not None
+
     def start(self) -> None:
-        recorder = self.hub.subscribe("recorder", maxsize=3000, lossy=True)
-        self._tasks = [
-            asyncio.ensure_future(self.writer.run(recorder)),
-            asyncio.ensure_future(self._supervise()),
-        ]
+        if self.record:
+            recorder = self.hub.subscribe("recorder", maxsize=3000, lossy=True)
+            self._writing = asyncio.ensure_future(self.writer.run(recorder))
+        self._supervisor = asyncio.ensure_future(self._supervise())
 
     async def stop(self) -> None:
         self._stopping.set()
         if self._source is not None:
             self._source.stop()
-        supervise = self._tasks[1] if len(self._tasks) > 1 else None
-        if supervise is not None:
+        if self._supervisor is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(supervise), 15)
+                await asyncio.wait_for(asyncio.shield(self._supervisor), 15)
             except TimeoutError:
-                supervise.cancel()
+                self._supervisor.cancel()
         self.hub.end("camera stopped")
-        if self._tasks:
-            await asyncio.gather(self._tasks[0], return_exceptions=True)
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
         self.state = "stopped"
 
     def _subscribers_changed(self, count: int) -> None:
@@ -145,7 +154,7 @@ class CameraRecorder:
             set_latency(0.0 if count > 1 else READ_LATENCY_S)
 
     def _publish(self, units: list[TimedUnit]) -> None:
-        if self._in_gap and units:
+        if self._in_gap and units and self.record:
             self._in_gap = False
             asyncio.ensure_future(self.index.close_gaps(self.camera.id, units[0].wall_ns))
         self.state = "recording"
@@ -175,7 +184,7 @@ class CameraRecorder:
                 return
             self.reconnects += 1
             self.state = "retrying"
-            if not self._in_gap:
+            if not self._in_gap and self.record:
                 self._in_gap = True
                 await self.index.open_gap(self.camera.id, self.clock.wall_ns(), "offline")
             if self.clock.monotonic_ns() - started > 60 * 10**9:

@@ -149,11 +149,13 @@ class SegmentWriter:
         retry_s: float = 5.0,
         audio_parameters: Callable[[], AudioParameters | None] | None = None,
         placement: Placement | None = None,
+        recording_id: int | None = None,
     ) -> None:
         """``audio_parameters`` tells what the source knows of its audio now (e.g.
         ``lambda: source.info.audio``); without it, or while it gives None, audio units
-        are not written."""
+        are not written. New segments belong to ``recording_id``."""
         self.camera_id = camera_id
+        self.recording_id = recording_id
         self.volume_id = volume_id
         self.directory = volume_path / str(camera_id)
         #: Given: each new segment asks it for its volume (``volume_id``/``volume_path``
@@ -448,7 +450,12 @@ class SegmentWriter:
             init = init_segment([video], creation_time_s=creation_time_s)
         await self._place()
         segment_id = await self.index.create_segment(
-            self.camera_id, self.volume_id, first.wall_ns, first.dts_90k, tracks
+            self.camera_id,
+            self.volume_id,
+            first.wall_ns,
+            first.dts_90k,
+            tracks,
+            recording_id=self.recording_id,
         )
         path = self.directory / f"{segment_id}.mp4"
         try:
