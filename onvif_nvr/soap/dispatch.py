@@ -12,6 +12,7 @@ import contextvars
 import dataclasses
 import logging
 import re
+import urllib.parse
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -89,9 +90,33 @@ class CallContext:
     #: ``scheme://host[:port]`` exactly as the client reached us (XAddrs are built from it).
     base_url: str
     operation: str
+    #: The HTTP path the request was dispatched on (a subscription's own address).
+    path: str = ""
+    #: The request's Body element as received, for ``xs:any`` content whose namespaces
+    #: matter (event filters) and that zeep's value does not keep.
+    payload: etree._Element | None = None
 
     def xaddr(self, path: str) -> str:
         return self.base_url + path
+
+
+class SoapFault(Exception):
+    """A fault a handler composes itself: code, ``ter:`` subcodes and a Detail element
+    (WS-BaseNotification faults carry their meaning in the Detail)."""
+
+    def __init__(
+        self,
+        code: str,
+        reason: str,
+        *,
+        subcodes: tuple[str, ...] = (),
+        detail: etree._Element | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.subcodes = subcodes
+        self.detail = detail
 
 
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
@@ -109,9 +134,15 @@ class AccessRecord:
 
 
 class SoapService:
-    """One WSDL binding served at one path, with the handlers that implement it."""
+    """One WSDL binding served at one path (or at every path below a prefix, when its
+    ServiceDef says ``path_is_prefix``), with the handlers that implement it.
 
-    def __init__(self, binding: Binding, handlers: Mapping[str, Handler]) -> None:
+    With ``addressing``, answers and faults carry WS-Addressing headers (wsa:Action from
+    the WSDL, wsa:RelatesTo), as the event service must (Core §9)."""
+
+    def __init__(
+        self, binding: Binding, handlers: Mapping[str, Handler], *, addressing: bool = False
+    ) -> None:
         unknown = set(handlers) - set(binding.operations)
         if unknown:
             raise ValueError(
@@ -127,6 +158,7 @@ class SoapService:
         self._required = {name: _required_children(op) for name, op in binding.operations.items()}
         self._renderers: dict[str, CompiledElement] = {}
         self.nsmap = {binding.service.prefix: binding.service.namespace}
+        self.addressing = addressing
 
     def operation_for(self, qname: str) -> Operation | None:
         return self._by_qname.get(qname)
@@ -159,20 +191,39 @@ class SoapEndpoint:
         authenticator: Authenticator,
         access_sink: Callable[[AccessRecord], None] | None = None,
     ) -> None:
-        self._services = {s.definition.path: s for s in services}
+        # Several bindings may share a path (the event service's); the body QName picks.
+        self._exact: dict[str, list[SoapService]] = {}
+        self._prefixed: dict[str, list[SoapService]] = {}
+        for s in services:
+            table = self._prefixed if s.definition.path_is_prefix else self._exact
+            table.setdefault(s.definition.path, []).append(s)
+        self._all = list(services)
         self._auth = authenticator
         self._access_sink = access_sink
 
     @property
     def services(self) -> list[SoapService]:
-        return list(self._services.values())
+        return list(self._all)
+
+    def services_at(self, path: str) -> list[SoapService]:
+        """The bindings served at ``path``: an exact path, or one resource (a single
+        non-empty segment) below a prefix path."""
+        found = self._exact.get(path)
+        if found:
+            return found
+        for prefix, services in self._prefixed.items():
+            rest = path[len(prefix) :]
+            if path.startswith(prefix) and rest and "/" not in rest:
+                return services
+        return []
 
     def service_at(self, path: str) -> SoapService | None:
-        return self._services.get(path)
+        found = self.services_at(path)
+        return found[0] if found else None
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
-        service = self._services.get(request.path)
-        if service is None:
+        candidates = self.services_at(request.path)
+        if not candidates:
             return HttpResponse(
                 404, b"no SOAP service at this path\n", [("Content-Type", "text/plain")]
             )
@@ -196,12 +247,41 @@ class SoapEndpoint:
                 )
             )
             return HttpResponse(500, body, [("Content-Type", env.CONTENT_TYPES[ns])])
+        path = request.path
+        to = env.read_addressing(soap.header) if soap.header is not None else None
+        if to is not None and to.to:
+            # WS-Addressing: wsa:To names the resource (a subscription) even when the
+            # client posts to the service's address; it must be one of ours.
+            target = urllib.parse.urlsplit(to.to).path
+            if target and target != path and self.services_at(target):
+                path, candidates = target, self.services_at(target)
         qname = soap.payload.tag
-        operation = service.operation_for(qname) if isinstance(qname, str) else None
+        service, operation = candidates[0], None
+        if isinstance(qname, str):
+            for candidate in candidates:
+                operation = candidate.operation_for(qname)
+                if operation is not None:
+                    service = candidate
+                    break
+        relates_to = to.message_id if to is not None else None
+
+        def fault(soap_ns: str, code: str, subcodes: tuple[str, ...], reason: str) -> HttpResponse:
+            return self._fault(
+                soap_ns,
+                code,
+                subcodes,
+                reason,
+                addressing=service.addressing,
+                relates_to=relates_to,
+            )
+
+        def error(soap_ns: str, exc: NvrError) -> HttpResponse:
+            return fault(soap_ns, exc.side, exc.subcodes, exc.message)
+
         if operation is None:
             local = etree.QName(soap.payload).localname
             self._record(request, None, service, local, "unknown-operation")
-            return self._fault(
+            return fault(
                 ns,
                 "Receiver",
                 ("ActionNotSupported",),
@@ -218,61 +298,79 @@ class SoapEndpoint:
                 return self._challenge(ns, challenge)
             if not allowed(identity.level, cls):
                 self._record(request, identity.username, service, name, "forbidden")
-                return self._error(
-                    ns, NotAuthorized(f"{identity.level.value} users may not call {name}")
-                )
+                return error(ns, NotAuthorized(f"{identity.level.value} users may not call {name}"))
         handler = service.handlers.get(name)
         if handler is None:
             self._record(request, identity.username, service, name, "not-implemented")
-            return self._fault(
-                ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented"
-            )
+            return fault(ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented")
         errors: list[str] = []
         token = _conversion_errors.set(errors)
         try:
             value = operation.input.parse(soap.payload, service.binding.schema)
         except (zeep.exceptions.XMLParseError, zeep.exceptions.UnexpectedElementError) as exc:
             self._record(request, identity.username, service, name, "invalid-args")
-            return self._fault(ns, "Sender", ("InvalidArgs",), f"{name}: {exc}")
+            return fault(ns, "Sender", ("InvalidArgs",), f"{name}: {exc}")
         except (ValueError, TypeError, ArithmeticError) as exc:
             self._record(request, identity.username, service, name, "invalid-arg-val")
-            return self._fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
+            return fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
         finally:
             _conversion_errors.reset(token)
         if errors:
             self._record(request, identity.username, service, name, "invalid-arg-val")
-            return self._fault(
-                ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {errors[0]}"
-            )
+            return fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {errors[0]}")
         missing = service.missing_arguments(name, value)
         if missing:
             self._record(request, identity.username, service, name, "invalid-args")
-            return self._fault(
-                ns, "Sender", ("InvalidArgs",), f"{name}: missing {', '.join(missing)}"
-            )
+            return fault(ns, "Sender", ("InvalidArgs",), f"{name}: missing {', '.join(missing)}")
         ctx = CallContext(
             username=identity.username,
             level=identity.level,
             remote=request.remote,
             base_url=f"{request.scheme}://{_host(request)}",
             operation=name,
+            path=path,
+            payload=soap.payload,
         )
         try:
             result = await handler(ctx, value)
+        except SoapFault as raised:
+            self._record(request, identity.username, service, name, "fault:" + _fault_name(raised))
+            return self._fault(
+                ns,
+                raised.code,
+                raised.subcodes,
+                raised.reason,
+                detail=raised.detail,
+                addressing=service.addressing,
+                relates_to=relates_to,
+            )
         except NvrError as exc:
             self._record(request, identity.username, service, name, "fault:" + exc.subcodes[-1])
-            return self._error(ns, exc)
+            return self._fault(
+                ns,
+                exc.side,
+                exc.subcodes,
+                exc.message,
+                addressing=service.addressing,
+                relates_to=relates_to,
+            )
         except Exception:
             log.exception("handler for %s failed", name)
             self._record(request, identity.username, service, name, "error")
-            return self._fault(ns, "Receiver", ("Action",), f"{name} failed inside the device")
+            return fault(ns, "Receiver", ("Action",), f"{name} failed inside the device")
         envelope, body = env.new_envelope(ns, service.nsmap)
-        try:
-            service.renderer(operation).render(body, result if result is not None else {})
-        except (zeep.exceptions.ValidationError, TypeError, ValueError, AttributeError):
-            log.exception("response of %s does not fit the schema", name)
-            self._record(request, identity.username, service, name, "error")
-            return self._fault(ns, "Receiver", ("Action",), f"{name} produced an invalid response")
+        if isinstance(result, etree._Element):
+            # A handler may build its answer itself (content the schema types xs:any).
+            body.append(result)
+        else:
+            try:
+                service.renderer(operation).render(body, result if result is not None else {})
+            except (zeep.exceptions.ValidationError, TypeError, ValueError, AttributeError):
+                log.exception("response of %s does not fit the schema", name)
+                self._record(request, identity.username, service, name, "error")
+                return fault(ns, "Receiver", ("Action",), f"{name} produced an invalid response")
+        if service.addressing and operation.output_action:
+            env.add_addressing(envelope, operation.output_action, relates_to)
         self._record(request, identity.username, service, name, "ok")
         return HttpResponse(200, env.serialize(envelope), [("Content-Type", env.CONTENT_TYPES[ns])])
 
@@ -287,12 +385,21 @@ class SoapEndpoint:
             headers.append(("Retry-After", str(challenge.retry_after_s)))
         return HttpResponse(challenge.status, body, headers)
 
-    def _error(self, soap_ns: str, exc: NvrError) -> HttpResponse:
-        return self._fault(soap_ns, exc.side, exc.subcodes, exc.message)
-
     @staticmethod
-    def _fault(soap_ns: str, code: str, subcodes: tuple[str, ...], reason: str) -> HttpResponse:
-        body = env.serialize(env.fault_envelope(soap_ns, code, subcodes, reason))
+    def _fault(
+        soap_ns: str,
+        code: str,
+        subcodes: tuple[str, ...],
+        reason: str,
+        *,
+        detail: etree._Element | None = None,
+        addressing: bool = False,
+        relates_to: str | None = None,
+    ) -> HttpResponse:
+        envelope = env.fault_envelope(soap_ns, code, subcodes, reason, detail)
+        if addressing:
+            env.add_addressing(envelope, env.WSA_FAULT_ACTION, relates_to)
+        body = env.serialize(envelope)
         return HttpResponse(
             env.fault_status(soap_ns, code), body, [("Content-Type", env.CONTENT_TYPES[soap_ns])]
         )
@@ -309,6 +416,12 @@ class SoapEndpoint:
             self._access_sink(
                 AccessRecord(request.remote, username, service.definition.key, op, outcome)
             )
+
+
+def _fault_name(fault: SoapFault) -> str:
+    if fault.detail is not None:
+        return str(etree.QName(fault.detail).localname)
+    return fault.subcodes[-1] if fault.subcodes else fault.code
 
 
 def _required_children(operation: Operation) -> tuple[str, ...]:

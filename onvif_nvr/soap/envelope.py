@@ -16,6 +16,9 @@ from lxml import etree
 SOAP12 = "http://www.w3.org/2003/05/soap-envelope"
 SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
 TER = "http://www.onvif.org/ver10/error"
+WSA = "http://www.w3.org/2005/08/addressing"
+#: WS-Addressing action of every fault of the event service (Core §9.9).
+WSA_FAULT_ACTION = "http://www.w3.org/2005/08/addressing/soap/fault"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 #: Prefixes put on every response envelope, so the body reads ``tds:..``, ``tt:..``.
@@ -150,7 +153,7 @@ def fault_envelope(
     code: str,
     subcodes: Sequence[str],
     reason: str,
-    detail: str | None = None,
+    detail: str | etree._Element | None = None,
     not_understood: etree.QName | None = None,
 ) -> etree._Element:
     """A fault in the request's SOAP version. ``code`` is the SOAP 1.2 code local name
@@ -179,7 +182,9 @@ def fault_envelope(
         else:
             fc.text = "s:" + {"Sender": "Client", "Receiver": "Server"}.get(code, code)
         etree.SubElement(fault, "faultstring").text = reason
-        if detail:
+        if isinstance(detail, etree._Element):
+            etree.SubElement(fault, "detail").append(detail)
+        elif detail:
             etree.SubElement(fault, "detail").text = detail
         return env
     fault = etree.SubElement(body, f"{{{SOAP12}}}Fault")
@@ -193,10 +198,46 @@ def fault_envelope(
     text = etree.SubElement(reason_el, f"{{{SOAP12}}}Text")
     text.set(f"{{{XML_NS}}}lang", "en")
     text.text = reason
-    if detail:
+    if isinstance(detail, etree._Element):
+        etree.SubElement(fault, f"{{{SOAP12}}}Detail").append(detail)
+    elif detail:
         det = etree.SubElement(fault, f"{{{SOAP12}}}Detail")
         etree.SubElement(det, f"{{{SOAP12}}}Text").text = detail
     return env
+
+
+@dataclasses.dataclass(frozen=True)
+class Addressing:
+    """The WS-Addressing headers of a request that matter to an answer."""
+
+    to: str | None = None
+    message_id: str | None = None
+    action: str | None = None
+
+
+def read_addressing(header: etree._Element | None) -> Addressing:
+    """wsa:To, wsa:MessageID and wsa:Action of a request (2005/08 namespace)."""
+    if header is None:
+        return Addressing()
+    values: dict[str, str] = {}
+    for child in header:
+        if isinstance(child.tag, str) and child.tag.startswith(f"{{{WSA}}}"):
+            local = child.tag[len(WSA) + 2 :]
+            if local in ("To", "MessageID", "Action") and local not in values:
+                values[local] = (child.text or "").strip()
+    return Addressing(values.get("To"), values.get("MessageID"), values.get("Action"))
+
+
+def add_addressing(envelope: etree._Element, action: str, relates_to: str | None) -> None:
+    """Put wsa:Action (and wsa:RelatesTo the request's MessageID) in the answer's Header."""
+    soap_ns = etree.QName(envelope).namespace
+    header = envelope.find(f"{{{soap_ns}}}Header")
+    if header is None:
+        header = etree.Element(f"{{{soap_ns}}}Header")
+        envelope.insert(0, header)
+    etree.SubElement(header, f"{{{WSA}}}Action", nsmap={"wsa": WSA}).text = action
+    if relates_to:
+        etree.SubElement(header, f"{{{WSA}}}RelatesTo", nsmap={"wsa": WSA}).text = relates_to
 
 
 def fault_status(soap_ns: str, code: str) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.metadata
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import zeep
 from lxml import etree
@@ -37,6 +39,9 @@ class ServiceDef:
     wsdl: str  # relative to the WSDL root
     binding: str  # binding local name
     path: str  # HTTP path of the service
+    #: True when ``path`` is a prefix and each resource below it (``<path><id>``) is
+    #: served by this binding, e.g. one URL per event subscription.
+    path_is_prefix: bool = False
 
     @property
     def binding_qname(self) -> str:
@@ -54,12 +59,48 @@ DEVICE = ServiceDef(
 )
 
 
+_EVENT_WSDL = "ver10/events/wsdl/event.wsdl"
+_TEV = "http://www.onvif.org/ver10/events/wsdl"
+
+#: The event service (tev): capabilities, pull-point creation, topic set.
+EVENTS = ServiceDef(
+    key="events",
+    spec="core",
+    namespace=_TEV,
+    prefix="tev",
+    wsdl=_EVENT_WSDL,
+    binding="EventBinding",
+    path="/onvif/events_service",
+)
+#: WS-BaseNotification Subscribe, served at the event service's address.
+NOTIFICATION_PRODUCER = dataclasses.replace(
+    EVENTS, key="events.producer", binding="NotificationProducerBinding"
+)
+#: Each subscription's own address: PullMessages, SetSynchronizationPoint, Seek...
+PULL_POINT = dataclasses.replace(
+    EVENTS,
+    key="events.pullpoint",
+    binding="PullPointSubscriptionBinding",
+    path="/onvif/events/subscription/",
+    path_is_prefix=True,
+)
+#: ... and Renew/Unsubscribe of the base subscription manager, at the same addresses.
+SUBSCRIPTION_MANAGER = dataclasses.replace(
+    PULL_POINT, key="events.subscription", binding="SubscriptionManagerBinding"
+)
+EVENT_SERVICES = (EVENTS, NOTIFICATION_PRODUCER, PULL_POINT, SUBSCRIPTION_MANAGER)
+_WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
+
+
 @dataclasses.dataclass(frozen=True)
 class Operation:
     name: str
     input: Element
     output: Element
     soap_action: str | None
+    #: WS-Addressing action of the response (the portType's ``wsaw:Action``, else the
+    #: default ``{namespace}/{portType}/{operation}Response`` of WS-Addressing metadata).
+    output_action: str | None = None
 
     @property
     def input_qname(self) -> str:
@@ -108,17 +149,57 @@ def schema_version(wsdl_path: Path) -> tuple[int, int]:
 
 def load_binding(service: ServiceDef, root: Path | None = None) -> Binding:
     """Parse the service's WSDL with zeep and index its operations."""
-    path = (root or wsdl_root()) / service.wsdl
+    return load_bindings([service], root)[0]
+
+
+def load_bindings(services: Sequence[ServiceDef], root: Path | None = None) -> list[Binding]:
+    """Several bindings, each WSDL parsed once (the event service has four bindings)."""
+    base = root or wsdl_root()
     settings = zeep.Settings(
         strict=False, forbid_dtd=True, forbid_entities=True, xml_huge_tree=False
     )
-    document = zeep.wsdl.Document(str(path), transport=zeep.Transport(), settings=settings)  # type: ignore[arg-type]
-    binding = document.bindings[service.binding_qname]
-    operations = {}
-    for name, op in binding._operations.items():
-        operations[name] = Operation(
-            name=name, input=op.input.body, output=op.output.body, soap_action=op.soapaction
+    documents: dict[str, tuple[Any, dict[tuple[str, str], str], tuple[int, int]]] = {}
+    out = []
+    for service in services:
+        if service.wsdl not in documents:
+            path = base / service.wsdl
+            document = zeep.wsdl.Document(str(path), transport=zeep.Transport(), settings=settings)  # type: ignore[arg-type]
+            documents[service.wsdl] = (document, _output_actions(path), schema_version(path))
+        document, actions, version = documents[service.wsdl]
+        binding = document.bindings[service.binding_qname]
+        port_type = binding.port_type.name
+        operations = {}
+        for name, op in binding._operations.items():
+            action = actions.get((port_type.localname, name)) or (
+                f"{port_type.namespace}/{port_type.localname}/{name}Response"
+            )
+            operations[name] = Operation(
+                name=name,
+                input=op.input.body,
+                output=op.output.body,
+                soap_action=op.soapaction,
+                output_action=action,
+            )
+        out.append(
+            Binding(
+                service=service,
+                version=version,
+                operations=operations,
+                schema=document.types,
+            )
         )
-    return Binding(
-        service=service, version=schema_version(path), operations=operations, schema=document.types
-    )
+    return out
+
+
+def _output_actions(wsdl_path: Path) -> dict[tuple[str, str], str]:
+    """``(portType, operation) -> wsaw:Action`` of each output declared in this WSDL
+    (zeep keeps only the input's)."""
+    tree = etree.parse(str(wsdl_path), etree.XMLParser(resolve_entities=False, no_network=True))
+    actions: dict[tuple[str, str], str] = {}
+    for port_type in tree.iter(f"{{{_WSDL}}}portType"):
+        for operation in port_type.iter(f"{{{_WSDL}}}operation"):
+            output = operation.find(f"{{{_WSDL}}}output")
+            action = output.get(f"{{{_WSAW}}}Action") if output is not None else None
+            if action:
+                actions[(str(port_type.get("name")), str(operation.get("name")))] = action
+    return actions
