@@ -1008,7 +1008,19 @@ class RtspSource:
                 elif entry[1]:
                     self._on_rtcp(entry[0], view[pos + 4 : end].tobytes())
                 elif end - pos >= 16 and buf[pos + 4] == 0x80:
-                    self._on_plain_rtp(entry[0], view, pos + 4, end)
+                    track = entry[0]
+                    depacketizer = track.depacketizer
+                    if depacketizer is not None and depacketizer.fu_open:
+                        run_end, count, ssrc = depacketizer.feed_interleaved_run(
+                            view, pos, limit, buf[pos + 1], track.payload_type
+                        )
+                        if count:  # a run of fragments of one NAL unit, in one call
+                            self.packets += count
+                            track.ssrc = ssrc
+                            track.sequence.advance(count, depacketizer.last_sequence_number or 0)
+                            pos = run_end
+                            continue
+                    self._on_plain_rtp(track, view, pos + 4, end)
                 else:  # CSRC, extension, padding or junk: the full parser
                     self._on_rtp(entry[0], view[pos + 4 : end].tobytes())
                 pos = end
