@@ -36,6 +36,7 @@ from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.services.events import EventService
+from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
@@ -124,6 +125,9 @@ class NvrApp:
         events_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_bindings, catalog.EVENT_SERVICES)
         )
+        receiver_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_binding, catalog.RECEIVER)
+        )
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
@@ -132,6 +136,7 @@ class NvrApp:
         except BaseException:
             binding_task.cancel()
             events_task.cancel()
+            receiver_task.cancel()
             raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
@@ -219,6 +224,19 @@ class NvrApp:
             )
         )
         events.start()
+        receiver_binding = await receiver_task
+        receiver = ReceiverService(self.control, receiver_binding)
+        services.append(SoapService(receiver_binding, receiver.handlers()))
+        advertised.append(
+            AdvertisedService(
+                namespace=catalog.RECEIVER.namespace,
+                path=catalog.RECEIVER.path,
+                version=receiver_binding.version,
+                capabilities=receiver.capabilities_element,
+                legacy_field="Extension.Receiver",
+                legacy_capabilities=receiver.legacy_capabilities,
+            )
+        )
         authenticator = Authenticator(
             self.users,
             DigestAuthority(
@@ -470,6 +488,10 @@ def coverage_report() -> str:
         SoapService(b, event_handlers[b.service.key])
         for b in catalog.load_bindings(catalog.EVENT_SERVICES)
     ]
+    receiver_binding = catalog.load_binding(catalog.RECEIVER)
+    services.append(
+        SoapService(receiver_binding, ReceiverService(None, receiver_binding).handlers())  # type: ignore[arg-type]
+    )
     lines = []
     for service in services:
         definition = service.definition

@@ -20,7 +20,7 @@ from lxml import etree
 from requests.auth import HTTPDigestAuth
 
 from onvif_nvr.app import coverage_report
-from onvif_nvr.wsdl.catalog import DEVICE, load_binding, wsdl_root
+from onvif_nvr.wsdl.catalog import DEVICE, ServiceDef, load_binding, wsdl_root
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
 from tests.soaputil import SOAP12, envelope, post, username_token
@@ -69,18 +69,19 @@ def _narrow_wildcards(schema: etree._Element) -> None:
             wildcard.set("namespace", "##other")
 
 
-def _schema_closure(dest: Path) -> None:
-    """Copy the device WSDL's embedded schema and every schema it reaches, in the same
-    layout, so their relative schemaLocations resolve inside ``dest``."""
+def _schema_closure(dest: Path, service: ServiceDef = DEVICE) -> None:
+    """Copy the service WSDL's embedded schema (written at ``<wsdl without .wsdl>.xsd``)
+    and every schema it reaches, in the same layout, so their relative schemaLocations
+    resolve inside ``dest``."""
     root = wsdl_root()
     parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    wsdl = etree.parse(str(root / DEVICE.wsdl), parser)
+    wsdl = etree.parse(str(root / service.wsdl), parser)
     embedded = wsdl.find(f".//{{{XS}}}schema")
-    assert embedded is not None and embedded.get("targetNamespace") == TDS
+    assert embedded is not None and embedded.get("targetNamespace") == service.namespace
     # A root of its own with every prefix in scope at the WSDL (QName-valued attributes use them).
     tds = etree.Element(embedded.tag, attrib=dict(embedded.attrib), nsmap=embedded.nsmap)
     tds.extend(copy.deepcopy(child) for child in embedded)
-    pending = [(TDS_XSD, tds)]
+    pending = [(posixpath.splitext(service.wsdl)[0] + ".xsd", tds)]
     pending.append(
         (SOAP_ENVELOPE_XSD, etree.parse(str(root / SOAP_ENVELOPE_XSD), parser).getroot())
     )

@@ -89,6 +89,17 @@ SUBSCRIPTION_MANAGER = dataclasses.replace(
     PULL_POINT, key="events.subscription", binding="SubscriptionManagerBinding"
 )
 EVENT_SERVICES = (EVENTS, NOTIFICATION_PRODUCER, PULL_POINT, SUBSCRIPTION_MANAGER)
+
+#: The receiver service (trv, Receiver specification): the camera streams the box records.
+RECEIVER = ServiceDef(
+    key="receiver",
+    spec="receiver",
+    namespace="http://www.onvif.org/ver10/receiver/wsdl",
+    prefix="trv",
+    wsdl="ver10/receiver.wsdl",
+    binding="ReceiverBinding",
+    path="/onvif/receiver_service",
+)
 _WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 
