@@ -139,7 +139,9 @@ class CompiledElement:
                 if unknown:
                     raise RenderError(f"{type_name} has no {', '.join(sorted(unknown))}")
             for name in wildcard_names:
-                if get(name):
+                item = get(name)
+                # ``is None``: an lxml element with attributes only is falsy (no children).
+                if item is not None and not (isinstance(item, dict | list | tuple) and not item):
                     # Wildcard content: zeep writes this subtree (it takes its own value type).
                     xsd_type.render(node, xsd_type(**value) if isinstance(value, dict) else value)
                     return
