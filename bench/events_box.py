@@ -1,0 +1,54 @@
+"""The box under test for bench/events.py: the real NvrApp plus a publisher task that
+emits ``tns1:RecordingConfig/CreateRecording`` at a steady rate (in-process only: nothing
+on the network can make it publish).
+
+    python -m bench.events_box DATA_DIR PORT RATE_PER_S
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from onvif_nvr.app import NvrApp
+from onvif_nvr.config import load_settings
+from onvif_nvr.events.message import SimpleItem
+from onvif_nvr.events.topics import Topic
+
+TOPIC = Topic.onvif("RecordingConfig/CreateRecording")
+
+
+async def main(data_dir: Path, port: int, rate: float) -> None:
+    settings = load_settings(
+        overrides={
+            "data_dir": data_dir,
+            "bind": "127.0.0.1",
+            "http_port": port,
+            "admin_password": "benchpw",
+        },
+        environ={
+            "ONVIF_NVR_DISCOVERY_ENABLED": "false",
+            "ONVIF_NVR_STORAGE_RECORD": "false",
+            "ONVIF_NVR_EVENTS_MAX_PULL_POINTS": "256",
+        },
+    )
+    app = NvrApp(settings)
+    await app.start()
+    print(f"ready {app.bound_port}", flush=True)
+    n = 0
+    interval = 1.0 / rate
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    try:
+        while True:
+            n += 1
+            app.events.publish(TOPIC, source=[SimpleItem("RecordingToken", f"bench{n}")])
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+    finally:
+        await app.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
