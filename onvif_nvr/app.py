@@ -37,6 +37,7 @@ from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.services.events import EventService
 from onvif_nvr.services.receiver import ReceiverService
+from onvif_nvr.services.recording import RecordingService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
@@ -128,6 +129,9 @@ class NvrApp:
         receiver_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_binding, catalog.RECEIVER)
         )
+        recording_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_binding, catalog.RECORDING)
+        )
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
@@ -137,6 +141,7 @@ class NvrApp:
             binding_task.cancel()
             events_task.cancel()
             receiver_task.cancel()
+            recording_task.cancel()
             raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
@@ -235,6 +240,19 @@ class NvrApp:
                 capabilities=receiver.capabilities_element,
                 legacy_field="Extension.Receiver",
                 legacy_capabilities=receiver.legacy_capabilities,
+            )
+        )
+        recording_binding = await recording_task
+        recording_service = RecordingService(self.control, recording_binding)
+        services.append(SoapService(recording_binding, recording_service.handlers()))
+        advertised.append(
+            AdvertisedService(
+                namespace=catalog.RECORDING.namespace,
+                path=catalog.RECORDING.path,
+                version=recording_binding.version,
+                capabilities=recording_service.capabilities_element,
+                legacy_field="Extension.Recording",
+                legacy_capabilities=recording_service.legacy_capabilities,
             )
         )
         authenticator = Authenticator(
@@ -491,6 +509,10 @@ def coverage_report() -> str:
     receiver_binding = catalog.load_binding(catalog.RECEIVER)
     services.append(
         SoapService(receiver_binding, ReceiverService(None, receiver_binding).handlers())  # type: ignore[arg-type]
+    )
+    recording_binding = catalog.load_binding(catalog.RECORDING)
+    services.append(
+        SoapService(recording_binding, RecordingService(None, recording_binding).handlers())  # type: ignore[arg-type]
     )
     lines = []
     for service in services:

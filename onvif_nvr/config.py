@@ -128,6 +128,11 @@ class RecordingSettings:
     max_recording_jobs: int = 64
     #: Tracks per recording (CreateRecording makes 3: VIDEO001, AUDIO001, META001).
     max_tracks: int = 8
+    #: Bit rates the Recording service advertises (MaxRate: all tracks of one recording;
+    #: MaxTotalRate: all recordings), kbit/s. Figures for clients, not enforced: the
+    #: defaults are a 4K camera and 64 cameras at 4 Mbit/s (bench/results/ingest.json).
+    max_rate_kbps: int = 32_768
+    max_total_rate_kbps: int = 262_144
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +317,8 @@ def load_settings(
         )
     if limits.max_tracks < 3:
         raise ConfigError("recording.max_tracks must be at least 3 (video, audio, metadata)")
+    if min(limits.max_rate_kbps, limits.max_total_rate_kbps) < 1:
+        raise ConfigError("recording.max_rate_kbps and max_total_rate_kbps must be >= 1")
     if not 0 <= settings.storage.min_free_percent < 100:
         raise ConfigError("storage.min_free_percent must be between 0 and 99")
     return settings

@@ -100,6 +100,16 @@ RECEIVER = ServiceDef(
     binding="ReceiverBinding",
     path="/onvif/receiver_service",
 )
+#: The recording service (trc, RecordingControl specification): recordings, tracks, jobs.
+RECORDING = ServiceDef(
+    key="recording",
+    spec="recording",
+    namespace="http://www.onvif.org/ver10/recording/wsdl",
+    prefix="trc",
+    wsdl="ver10/recording.wsdl",
+    binding="RecordingBinding",
+    path="/onvif/recording_service",
+)
 _WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 
