@@ -56,7 +56,7 @@ def test_DEVICE_1_1_30_get_services_and_get_capabilities_consistency(anonymous):
     caps = anonymous.GetCapabilities(["All"])
     assert caps.Device.XAddr == services[TDS]
     assert caps.Media is None and "http://www.onvif.org/ver10/media/wsdl" not in services
-    assert caps.Events is None and "http://www.onvif.org/ver10/events/wsdl" not in services
+    assert caps.Events.XAddr == services["http://www.onvif.org/ver10/events/wsdl"]
 
 
 def test_DEVICE_1_1_31_get_services_xaddr(nvr):
