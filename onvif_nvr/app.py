@@ -29,7 +29,9 @@ from onvif_nvr.recording import simulator
 from onvif_nvr.recording.camera_setup import CameraSetup, sync_from_config
 from onvif_nvr.recording.cameras import CameraStore
 from onvif_nvr.recording.control import RecordingControl
-from onvif_nvr.recording.events import StorageEvents
+from onvif_nvr.recording.events import ControlEvents, StorageEvents
+from onvif_nvr.recording.history import RecordingHistory
+from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.manager import RecordingManager
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.services.common import AdvertisedService
@@ -38,6 +40,7 @@ from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.services.events import EventService
 from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.services.recording import RecordingService
+from onvif_nvr.services.recording_events import element_renderer
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
@@ -82,6 +85,7 @@ class NvrApp:
         self.demo_cameras = demo_cameras
         self.rtsp: RtspServer | None = None
         self.event_service: EventService | None = None
+        self.control_events: ControlEvents | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -166,6 +170,15 @@ class NvrApp:
         self.events = EventBus(onvif_catalog(), self.clock, queue_limit=settings.events.queue_limit)
         #: The Profile G domain API (receivers, recordings, jobs) every front-end drives.
         self.control = RecordingControl(db, sealer, self.clock, settings.recording)
+        index = SegmentIndex(db)
+        #: RecordingHistory events, live and stored with the index's deferred rows.
+        self.history = RecordingHistory(self.events, index)
+        recording_binding = await recording_task
+        #: RecordingConfig/* and Receiver/* events from the control plane and the recorders.
+        self.control_events = ControlEvents(
+            self.events, self.control, element_renderer(recording_binding), self.history
+        )
+        self.control.on_event = self.control_events.on_event
         self.camera_setup = CameraSetup(self.control)
         await sync_from_config(self.camera_setup, settings.camera)
         if self.demo_cameras:
@@ -179,8 +192,12 @@ class NvrApp:
             box_id=str(self.store.get("endpoint_uuid") or ""),
             control=self.control,
             volume_events=StorageEvents(self.events).volume_status,
+            history=self.history,
+            listener=self.control_events,
+            index=index,
         )
         await self.recording.start()
+        await self.control_events.start()
 
         device_binding = await binding_task
         advertised: list[AdvertisedService] = []
@@ -242,7 +259,6 @@ class NvrApp:
                 legacy_capabilities=receiver.legacy_capabilities,
             )
         )
-        recording_binding = await recording_task
         recording_service = RecordingService(self.control, recording_binding)
         services.append(SoapService(recording_binding, recording_service.handlers()))
         advertised.append(
@@ -381,6 +397,9 @@ class NvrApp:
             await target.stop()  # Bye, while the network is still there
         if self.recording is not None:
             await self.recording.stop()  # writers close their segments before the DB goes
+        if self.control_events is not None:
+            await self.control_events.close()
+            self.control_events = None
         if self.event_service is not None:
             await self.event_service.close()
             self.event_service = None

@@ -112,3 +112,21 @@ async def test_fragment_rows_are_committed_in_one_batch(db: Database) -> None:
     ] * 2
     assert rows[0].end_wall_ns == 10**18 + 4 * 10**9
     assert [f.seq for f in await index.fragments(segments[1])] == [1, 2, 3]
+
+
+async def test_a_bound_method_batches_like_a_function(db: Database) -> None:
+    """``obj.method`` is a new object at each access: items deferred through it still go
+    in one call (one transaction), not one each."""
+
+    class Sink:
+        def __init__(self) -> None:
+            self.calls: list[list[int]] = []
+
+        def take(self, items: list[int]) -> None:
+            self.calls.append(items)
+
+    sink = Sink()
+    for i in range(5):
+        db.defer(sink.take, i)
+    await db.flush()
+    assert sink.calls == [[0, 1, 2, 3, 4]]

@@ -34,7 +34,7 @@ BatchFn = Callable[[list[Any]], None]
 
 #: The newest migration in ``migrations/versions``; a test checks it against Alembic's head.
 #: Knowing it lets start-up skip importing Alembic (≈0.4 s) when the schema is current.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -155,7 +155,8 @@ class Database:
         """Worker thread: the failed batches again, then ``deferred`` grouped by function."""
         batches, self._retry = self._retry, []
         for batch_fn, item in deferred:
-            if batches and batches[-1][0] is batch_fn and batches[-1][2] == 0:
+            # ``==``, not ``is``: a bound method is a new object at every attribute access.
+            if batches and batches[-1][0] == batch_fn and batches[-1][2] == 0:
                 batches[-1][1].append(item)
             else:
                 batches.append((batch_fn, [item], 0))

@@ -245,3 +245,28 @@ class Lock(Base):
     start_wall_ns: Mapped[int] = mapped_column(BigInteger)
     end_wall_ns: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Event(Base):
+    """A recorded event (RecordingSearch §5.21: RecordingHistory topics), kept for
+    FindEvents. ``utc_ns`` is the recording time the event describes (its UtcTime)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_recording_utc", "recording_id", "utc_ns"),
+        Index("ix_events_topic_utc", "topic", "utc_ns"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    recording_token: Mapped[str] = mapped_column(String(64))
+    #: The track the event is about ("" for a recording's own events).
+    track_token: Mapped[str] = mapped_column(String(64), default="")
+    #: The topic as text, "tns1:RecordingHistory/Recording/State".
+    topic: Mapped[str] = mapped_column(String(128))
+    utc_ns: Mapped[int] = mapped_column(BigInteger)
+    #: Initialized, Changed, Deleted (property events) or "" (others).
+    operation: Mapped[str] = mapped_column(String(16), default="")
+    #: [[name, value], ...] SimpleItems; ElementItems as [name, xml text, "element"].
+    source: Mapped[Any] = mapped_column(JSON)
+    data: Mapped[Any] = mapped_column(JSON)

@@ -104,8 +104,24 @@ def _fragment(row: models.Fragment) -> FragmentRow:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class EventRow:
+    """A recorded event (models.Event): RecordingHistory, kept for FindEvents."""
+
+    recording_id: int
+    recording_token: str
+    track_token: str
+    topic: str
+    utc_ns: int
+    operation: str
+    #: [[name, value], ...]; an ElementItem is [name, xml, "element"].
+    source: list[list[str]]
+    data: list[list[str]]
+
+
 _S = models.Segment
 _INSERT_FRAGMENT = insert(models.Fragment)
+_INSERT_EVENT = insert(models.Event)
 #: Move a segment's end over newly indexed fragments (executemany, one row per segment).
 _EXTEND_SEGMENT = (
     update(_S)
@@ -257,14 +273,24 @@ class SegmentIndex:
         ``close_segment`` or a query never misses them. A kill before the commit loses
         nothing: the fragments are in the file, and recovery indexes them."""
         if fragments:
-            self._db.defer(self._commit_fragments, (segment_id, list(fragments), init_size))
+            self._db.defer(self._commit_deferred, (segment_id, list(fragments), init_size))
 
-    def _commit_fragments(self, items: list[tuple[int, list[FragmentRow], int]]) -> None:
-        """Worker thread: the fragment rows of several segments in one transaction (two
-        executemany statements, compiled once)."""
+    def add_event(self, event: EventRow) -> None:
+        """Record an event, deferred like fragment rows (in the same transactions: an
+        event costs no commit of its own). A kill before the commit loses it."""
+        self._db.defer(self._commit_deferred, event)
+
+    def _commit_deferred(self, items: list[tuple[int, list[FragmentRow], int] | EventRow]) -> None:
+        """Worker thread: the fragment rows of several segments and the events queued with
+        them in one transaction (executemany statements, compiled once)."""
         rows: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         ends: dict[int, dict[str, Any]] = {}
-        for segment_id, fragments, init_size in items:
+        for item in items:
+            if isinstance(item, EventRow):
+                events.append(dataclasses.asdict(item))
+                continue
+            segment_id, fragments, init_size = item
             rows.extend(f.__dict__ for f in fragments)
             last = fragments[-1]
             count = ends[segment_id]["count"] if segment_id in ends else 0
@@ -277,8 +303,11 @@ class SegmentIndex:
                 "count": count + len(fragments),
             }
         with self._db.engine.begin() as connection:
-            connection.execute(_INSERT_FRAGMENT, rows)
-            connection.execute(_EXTEND_SEGMENT, list(ends.values()))
+            if rows:
+                connection.execute(_INSERT_FRAGMENT, rows)
+                connection.execute(_EXTEND_SEGMENT, list(ends.values()))
+            if events:
+                connection.execute(_INSERT_EVENT, events)
 
     async def flush(self) -> None:
         """Commit the deferred fragment rows now."""

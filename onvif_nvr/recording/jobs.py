@@ -327,7 +327,8 @@ class JobOps(ReceiverOps):
         status = self._runtime.status((job.id, receiver.id)) if self._runtime else None
         if status is None:
             return "Idle", ""
-        if status.state == "retrying":
+        # Reconnecting after a failure is still the failure until data flows again.
+        if status.state == "retrying" or (status.state == "connecting" and status.error):
             return "Error", status.error or "the connection failed"
         if status.state != "recording":
             return "Idle", ""

@@ -10,6 +10,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from onvif_nvr.clock import Clock
 from onvif_nvr.config import Settings
@@ -17,6 +18,7 @@ from onvif_nvr.db.engine import Database
 from onvif_nvr.recording import retention
 from onvif_nvr.recording.cameras import CameraStore
 from onvif_nvr.recording.control import IngestStatus, RecorderSpec, RecordingControl
+from onvif_nvr.recording.history import HistoryTarget, RecordingHistory
 from onvif_nvr.recording.index import SegmentIndex, SegmentRow
 from onvif_nvr.recording.recovery import recover_volume
 from onvif_nvr.recording.retention import StreamPolicy
@@ -26,6 +28,21 @@ from onvif_nvr.recording.volumes import VolumeSet, statvfs_free_bytes
 log = logging.getLogger(__name__)
 
 RETENTION_INTERVAL_S = 10.0
+
+
+class RecorderListener(Protocol):
+    """Hears what the runtime does (the Profile G events hang here)."""
+
+    def state_changed(
+        self, key: tuple[int, int], recorder: CameraRecorder, old: str, new: str
+    ) -> None:
+        """A recorder's ingest state changed (connecting, recording, retrying...)."""
+
+    def applied(self) -> None:
+        """The recorders were brought in line with a new plan (after any control change)."""
+
+    def segment_deleted(self, segment: SegmentRow) -> None:
+        """A segment's data is gone (retention, DeleteRecording)."""
 
 
 class RecordingManager:
@@ -41,12 +58,19 @@ class RecordingManager:
         free_bytes: Callable[[Path], int] = statvfs_free_bytes,
         control: RecordingControl | None = None,
         volume_events: Callable[[int, str], None] | None = None,
+        history: RecordingHistory | None = None,
+        listener: RecorderListener | None = None,
+        index: SegmentIndex | None = None,
     ) -> None:
         """With ``control``, runs the recorders it plans (see :meth:`apply`); without,
-        only volumes and retention."""
+        only volumes and retention. ``history`` hears what the recorders write,
+        ``listener`` their state changes, the plans applied and the data deleted. ``index``
+        is shared with whoever else defers rows (so they commit together)."""
         self.settings = settings
+        self.history = history
+        self.listener = listener
         self.control = control
-        self.index = SegmentIndex(db)
+        self.index = index or SegmentIndex(db)
         # Volume status changes (a writer's failure, a disk gone or back) as events.
         self.index.volume_listener = volume_events
         self.cameras = cameras
@@ -119,6 +143,8 @@ class RecordingManager:
             for key, spec in wanted.items():
                 if key not in self.recorders:
                     self._start(spec)
+        if self.listener is not None:
+            self.listener.applied()
 
     def status(self, key: tuple[int, int]) -> IngestStatus | None:
         recorder = self.recorders.get(key)
@@ -143,7 +169,22 @@ class RecordingManager:
             fsync_interval_s=storage.fsync_interval_s,
             recording_id=spec.recording_id,
             record=spec.key[0] != 0,
+            history=(
+                self.history.sink(
+                    HistoryTarget(
+                        spec.recording_id,
+                        spec.recording_token,
+                        spec.video_track,
+                        spec.audio_track,
+                    )
+                )
+                if self.history is not None and spec.recording_id is not None and spec.key[0]
+                else None
+            ),
         )
+        if (listener := self.listener) is not None:
+            key = spec.key
+            recorder.on_state = lambda old, new: listener.state_changed(key, recorder, old, new)
         self.recorders[spec.key] = recorder
         self._specs[spec.key] = spec
         recorder.start()
@@ -198,7 +239,8 @@ class RecordingManager:
         )
 
     def _deleted(self, segment: SegmentRow) -> None:
-        # The ONVIF DeleteTrackData event will hang here (Profile G control plane).
+        if self.listener is not None:
+            self.listener.segment_deleted(segment)
         log.info(
             "deleted segment %d of recording %s, camera %d (%d bytes)",
             segment.id,

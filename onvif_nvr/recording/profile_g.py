@@ -175,6 +175,11 @@ class RecorderSpec:
     key: tuple[int, int]
     camera: Camera
     recording_id: int | None
+    #: The recording's token and the tracks the stream's video and audio are recorded
+    #: in ("" for none): what the RecordingHistory events name.
+    recording_token: str = ""
+    video_track: str = ""
+    audio_track: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,6 +285,34 @@ def plan(
     for receiver in by_token.values():
         if receiver.mode == "AlwaysConnect" and receiver.url and receiver.id not in used:
             out.append(((0, receiver.id), None))
+    return out
+
+
+def _destinations(
+    receivers: Iterable[ReceiverRow],
+    jobs: Iterable[JobRow],
+    tracks_of: Mapping[int, Mapping[str, str]],
+) -> dict[tuple[int, int], tuple[str, str]]:
+    """(job id, receiver id) -> the (video, audio) tracks that job's source records (the
+    first of each type it wins; "" for none)."""
+    jobs = list(jobs)
+    ids = {r.token: r.id for r in receivers}
+    winners = track_winners(jobs, tracks_of)
+    out: dict[tuple[int, int], tuple[str, str]] = {}
+    for job in jobs:
+        kinds = tracks_of.get(job.recording_id, {})
+        for source in job.sources:
+            receiver = ids.get(source.token or "")
+            if receiver is None:
+                continue
+            won = [
+                t.destination
+                for t in source.tracks
+                if winners.get((job.recording_id, t.destination)) == job.id
+            ]
+            video = next((t for t in won if kinds.get(t) == "Video"), "")
+            audio = next((t for t in won if kinds.get(t) == "Audio"), "")
+            out.setdefault((job.id, receiver), (video, audio))
     return out
 
 
@@ -495,8 +528,19 @@ class ControlBase:
                 ]
                 jobs = [job_row(j) for j in session.scalars(select(models.RecordingJob))]
                 tracks = self._tracks_of(session)
+                tokens = {
+                    r.id: r.token
+                    for r in session.execute(select(models.Recording.id, models.Recording.token))
+                }
+                destinations = _destinations(receivers, jobs, tracks)
                 return [
-                    RecorderSpec(key, camera_from_row(cams[key[1]], self._sealer), recording_id)
+                    RecorderSpec(
+                        key,
+                        camera_from_row(cams[key[1]], self._sealer),
+                        recording_id,
+                        tokens.get(recording_id, "") if recording_id is not None else "",
+                        *destinations.get(key, ("", "")),
+                    )
                     for key, recording_id in plan(receivers, jobs, tracks)
                 ]
 

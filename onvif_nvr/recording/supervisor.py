@@ -20,7 +20,7 @@ from onvif_nvr.media.units import AudioParameters, SourceInfo, TimedUnit
 from onvif_nvr.recording.cameras import Camera, display_url
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.index import SegmentIndex
-from onvif_nvr.recording.writer import Placement, SegmentWriter
+from onvif_nvr.recording.writer import HistorySink, Placement, SegmentWriter
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,16 @@ class CameraRecorder:
         fsync_interval_s: float = 5.0,
         recording_id: int | None = None,
         record: bool = True,
+        history: HistorySink | None = None,
+        on_state: Callable[[str, str], None] | None = None,
     ) -> None:
         """Each segment's volume comes from ``placement``; without it, ``volume_id`` and
         ``volume_path`` name the one volume. Segments belong to ``recording_id``. Without
         ``record`` the stream is only received (an AlwaysConnect receiver no job uses):
-        nothing is written, no gap is noted."""
+        nothing is written, no gap is noted. ``history`` hears when data is written;
+        ``on_state(old, new)`` every change of :attr:`state`."""
+        self.on_state = on_state
+        self._state = "starting"
         self.camera = camera
         self.record = record
         self.hub = Hub(camera.name)
@@ -109,15 +114,26 @@ class CameraRecorder:
             placement=placement,
             audio_parameters=self._audio_parameters,
             recording_id=recording_id,
+            history=history,
         )
         self._source: Source | None = None
         self._stopping = asyncio.Event()
         self._supervisor: asyncio.Future[None] | None = None
         self._writing: asyncio.Future[None] | None = None
-        self.state = "starting"
         self.last_error = ""
         self.reconnects = 0
         self._in_gap = False
+
+    @property
+    def state(self) -> str:
+        """starting, connecting, recording, retrying (after a failure), stopped."""
+        return self._state
+
+    @state.setter
+    def state(self, value: str) -> None:
+        old, self._state = self._state, value
+        if old != value and self.on_state is not None:
+            self.on_state(old, value)
 
     def _audio_parameters(self) -> AudioParameters | None:
         return self._source.info.audio if self._source is not None else None
@@ -184,6 +200,8 @@ class CameraRecorder:
                 return
             self.reconnects += 1
             self.state = "retrying"
+            if self.record:
+                await self.writer.interrupt("source lost")
             if not self._in_gap and self.record:
                 self._in_gap = True
                 await self.index.open_gap(self.camera.id, self.clock.wall_ns(), "offline")

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: camera id → (volume id, volume directory) for its next segment, or None (none usable).
 Placement = Callable[[int], Awaitable[tuple[int, Path] | None]]
+#: Told (writing, recording time, video, audio) when durable data starts (and when a new
+#: segment's media differ) and when it stops: see recording/history.py.
+HistorySink = Callable[[bool, int, VideoParameters | None, AudioParameters | None], None]
 
 #: A media-clock step larger than this (or backwards) starts a new segment.
 MAX_DTS_STEP_90K = 10 * 90_000
@@ -150,11 +153,19 @@ class SegmentWriter:
         audio_parameters: Callable[[], AudioParameters | None] | None = None,
         placement: Placement | None = None,
         recording_id: int | None = None,
+        history: HistorySink | None = None,
     ) -> None:
         """``audio_parameters`` tells what the source knows of its audio now (e.g.
         ``lambda: source.info.audio``); without it, or while it gives None, audio units
-        are not written. New segments belong to ``recording_id``."""
+        are not written. New segments belong to ``recording_id``. ``history`` hears when
+        durable data starts and stops."""
         self.camera_id = camera_id
+        self._history = history
+        #: Reported to ``history``: the media of the stretch being written (None: none).
+        self._history_media: tuple[VideoParameters, AudioParameters | None] | None = None
+        self._data_end_ns = 0
+        #: Held while units are written, so that :meth:`interrupt` comes between batches.
+        self._lock = asyncio.Lock()
         self.recording_id = recording_id
         self.volume_id = volume_id
         self.directory = volume_path / str(camera_id)
@@ -215,11 +226,19 @@ class SegmentWriter:
             await self._in_io(os.makedirs, self.directory, 0o755, True)
         try:
             async for batch in subscription.batches():
-                for unit in batch:
-                    await self.add(unit)
+                async with self._lock:
+                    for unit in batch:
+                        await self.add(unit)
         finally:
-            await self.finish()
+            async with self._lock:
+                await self.finish()
             self._io.shutdown(wait=True)
+
+    async def interrupt(self, reason: str) -> None:
+        """The source is lost: write what is pending and close the segment now (its data
+        ends here), rather than when the stream comes back."""
+        async with self._lock:
+            await self.finish(reason)
 
     async def add(self, unit: TimedUnit) -> None:
         if self._failed_until_ns is not None and self.clock.monotonic_ns() < self._failed_until_ns:
@@ -261,6 +280,7 @@ class SegmentWriter:
                 with contextlib.suppress(OSError):
                     await self._in_io(_unlink, segment.path)
                 await self.index.drop_segment(segment.id)
+        self._data_stopped()
         if not self._gap_open:
             self._gap_open = True
             await self.index.open_gap(
@@ -394,15 +414,13 @@ class SegmentWriter:
             del held[0]
             self.audio_units_skipped += 1
 
-    async def finish(self) -> None:
+    async def finish(self, reason: str = "stream ended") -> None:
         try:
-            await self._finish()
+            await self._close_segment(reason)  # which writes what is pending
+            self._data_stopped()
         except OSError as exc:
             wall_ns = self._pending[0].wall_ns if self._pending else self.clock.wall_ns()
             await self._storage_failure(exc, wall_ns)
-
-    async def _finish(self) -> None:
-        await self._close_segment("stream ended")  # which writes what is pending
 
     def _typical_duration(self) -> int:
         if len(self._pending) >= 2:
@@ -547,6 +565,7 @@ class SegmentWriter:
         else:
             rows, segment.unsynced = [*segment.unsynced, row], []
             await self.index.add_fragments(segment.id, rows, segment.init_size)
+            self._durable(segment, rows)
         self.units_written += len(units)
         self.audio_units_written += len(audio_units)
 
@@ -591,6 +610,7 @@ class SegmentWriter:
             await self._in_io(os.fsync, segment.fd)
             rows, segment.unsynced = segment.unsynced, []
             await self.index.add_fragments(segment.id, rows, segment.init_size)
+            self._durable(segment, rows)
         await self._in_io(_close, segment.fd)
         if segment.fragments:
             await self.index.close_segment(segment.id)
@@ -598,7 +618,23 @@ class SegmentWriter:
             await self._in_io(_unlink, segment.path)
             await self.index.drop_segment(segment.id)
         self.segments_closed += 1
+        if next_dts_90k is None:  # no segment follows at once: the data stops here
+            self._data_stopped()
         log.debug("camera %s: segment %s closed (%s)", self.camera_id, segment.id, reason)
+
+    def _durable(self, segment: _OpenSegment, rows: list[FragmentRow]) -> None:
+        """Rows indexed: the data runs until their end; history hears of a new stretch or
+        of new media."""
+        self._data_end_ns = max(self._data_end_ns, rows[-1].end_wall_ns)
+        media = (segment.params, segment.audio_params if segment.audio else None)
+        if self._history is not None and media != self._history_media:
+            self._history_media = media
+            self._history(True, segment.start_wall_ns, *media)
+
+    def _data_stopped(self) -> None:
+        if self._history is not None and self._history_media is not None:
+            self._history_media = None
+            self._history(False, self._data_end_ns, None, None)
 
 
 def _audio_track(params: AudioParameters) -> TrackSpec:
