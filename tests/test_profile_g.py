@@ -263,12 +263,14 @@ async def test_the_highest_priority_active_job_records_and_states_follow_the_ing
     assert await control.receiver_state(high_rx.token) == "Connected"
     state = await control.job_state(high.token)
     assert state.recording_token == rec.token
+    # Every track of the source is Active while it records, also the audio track of a stream
+    # without audio and the metadata track (nothing to write is not an idle job).
     assert [(t.destination, t.state) for t in state.sources[0].tracks] == [
         ("VIDEO001", "Active"),
-        ("AUDIO001", "Idle"),  # the stream has no audio
-        ("META001", "Idle"),  # metadata is not recorded
+        ("AUDIO001", "Active"),
+        ("META001", "Active"),
     ]
-    assert state.state == "PartiallyActive"
+    assert state.state == "Active"
     runtime.states[(high.id, high_rx.id)] = IngestStatus("retrying", "ConnectionRefusedError")
     state = await control.job_state(high.token)
     assert state.state == "Error" and state.sources[0].tracks[0].error == "ConnectionRefusedError"

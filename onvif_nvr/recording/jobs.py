@@ -260,13 +260,13 @@ class JobOps(ReceiverOps):
 
     async def job_state(self, token: str) -> JobState:
         """GetRecordingJobState, from the recorders' ingest. A track is Active while its
-        source records and carries that media (metadata is not recorded: Idle), Idle when
-        the job is Idle or a job of higher priority records the track, Error when the
-        receiver cannot deliver (NeverConnect, no MediaUri, connection failing)."""
+        source records — also a track whose media the stream does not carry (no audio,
+        metadata): the job records all the source gives, nothing for that track is not an
+        idle job — Idle when the job is Idle, its source is not streaming yet, or a job of
+        higher priority records the track; Error when the receiver cannot deliver
+        (NeverConnect, no MediaUri, connection failing)."""
 
-        def read() -> tuple[
-            JobRow, str, dict[tuple[int, str], int], dict[str, ReceiverRow], dict[str, str]
-        ]:
+        def read() -> tuple[JobRow, str, dict[tuple[int, str], int], dict[str, ReceiverRow]]:
             with self._db.session() as session:
                 row = job_by_token(session, token)
                 if row is None:
@@ -287,16 +287,15 @@ class JobOps(ReceiverOps):
                     recording.token,
                     track_winners(jobs, tracks),
                     receivers,
-                    tracks.get(row.recording_id, {}),
                 )
 
-        job, recording_token, winners, receivers, kinds = await self._db.run(read)
+        job, recording_token, winners, receivers = await self._db.run(read)
         sources = []
         for source in job.sources:
             receiver = receivers.get(source.token or "")
             states = []
             for track in source.tracks:
-                state, error = self._track_state(job, track, receiver, winners, kinds)
+                state, error = self._track_state(job, track, receiver, winners)
                 states.append(TrackState(track.source_tag, track.destination, state, error))
             sources.append(
                 SourceState(
@@ -314,7 +313,6 @@ class JobOps(ReceiverOps):
         track: JobTrack,
         receiver: ReceiverRow | None,
         winners: Mapping[tuple[int, str], int],
-        kinds: Mapping[str, str],
     ) -> tuple[str, str]:
         if job.mode != "Active" or winners.get((job.recording_id, track.destination)) != job.id:
             return "Idle", ""
@@ -332,7 +330,4 @@ class JobOps(ReceiverOps):
             return "Error", status.error or "the connection failed"
         if status.state != "recording":
             return "Idle", ""
-        kind = kinds.get(track.destination)
-        if kind == "Video" or (kind == "Audio" and status.has_audio):
-            return "Active", ""
-        return "Idle", ""
+        return "Active", ""
