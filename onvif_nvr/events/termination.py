@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 
 _DURATION = re.compile(
@@ -77,8 +78,15 @@ def parse_termination(text: str, now_ns: int) -> int:
 def format_utc(ns: int) -> str:
     """``2026-01-01T12:00:00.123Z`` (milliseconds, always UTC)."""
     seconds, rest = divmod(ns, 10**9)
+    return f"{_utc_seconds(seconds)}.{rest // 10**6:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _utc_seconds(seconds: int) -> str:
+    # Every answer carries CurrentTime and each message its UtcTime, mostly the same
+    # few seconds: strftime once per second instead of per use.
     moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{rest // 10**6:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def format_duration(ns: int) -> str:
