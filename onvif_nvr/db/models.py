@@ -178,6 +178,7 @@ class Segment(Base):
     __table_args__ = (
         Index("ix_segments_stream_start", "camera_id", "start_wall_ns"),
         Index("ix_segments_recording_start", "recording_id", "start_wall_ns"),
+        Index("ix_segments_recording_end", "recording_id", "end_wall_ns"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
@@ -255,6 +256,10 @@ class Event(Base):
     __table_args__ = (
         Index("ix_events_recording_utc", "recording_id", "utc_ns"),
         Index("ix_events_topic_utc", "topic", "utc_ns"),
+        # The Search service's (migration 0008): every recording in time order, and one
+        # property's value at a time.
+        Index("ix_events_utc", "utc_ns"),
+        Index("ix_events_property", "recording_id", "topic", "track_token", "utc_ns"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
