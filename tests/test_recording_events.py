@@ -351,6 +351,7 @@ def test_an_unreachable_camera(tmp_path):
             lambda ns: (
                 has("tns1:Receiver/ConnectionFailed")(ns)
                 and has("tns1:RecordingConfig/JobState", State="Error")(ns)
+                and has("tns1:Receiver/ChangeState", NewState="Connecting")(ns)
             )
         )
         [connecting] = find(got, "tns1:Receiver/ChangeState", NewState="Connecting")
