@@ -1,8 +1,7 @@
 """Recording Control Device Test Specification cases (RECORDING-*) for the Recording
 service (trc), with a receiver (trv) on a GStreamer camera where a case records.
 
-The event cases (RECORDING-5-*) wait for the RecordingConfig/* events to reach the event
-service; the media-profile cases (2-1-28..31, 3-1-11) do not apply: the box has no media
+The event cases (RECORDING-5-*) are in test_recording_events.py; the media-profile cases (2-1-28..31, 3-1-11) do not apply: the box has no media
 profiles of its own (GetCapabilities says MediaProfileSource=false)."""
 
 from __future__ import annotations
