@@ -33,6 +33,8 @@ from onvif_nvr.recording.events import ControlEvents, StorageEvents
 from onvif_nvr.recording.history import RecordingHistory
 from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.manager import RecordingManager
+from onvif_nvr.recording.search import RecordingSearch, live_from
+from onvif_nvr.recording.search_sessions import SearchSessions
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
@@ -41,6 +43,7 @@ from onvif_nvr.services.events import EventService
 from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.services.recording import RecordingService
 from onvif_nvr.services.recording_events import element_renderer
+from onvif_nvr.services.search import OPTIONAL_ARGUMENTS, SearchService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
 from onvif_nvr.soap.dispatch import AccessRecord, HttpRequest, SoapEndpoint, SoapService
@@ -86,6 +89,7 @@ class NvrApp:
         self.rtsp: RtspServer | None = None
         self.event_service: EventService | None = None
         self.control_events: ControlEvents | None = None
+        self.search_sessions: SearchSessions | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -136,6 +140,7 @@ class NvrApp:
         recording_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_binding, catalog.RECORDING)
         )
+        search_task = asyncio.ensure_future(asyncio.to_thread(catalog.load_binding, catalog.SEARCH))
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
@@ -146,6 +151,7 @@ class NvrApp:
             events_task.cancel()
             receiver_task.cancel()
             recording_task.cancel()
+            search_task.cancel()
             raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
@@ -269,6 +275,35 @@ class NvrApp:
                 capabilities=recording_service.capabilities_element,
                 legacy_field="Extension.Recording",
                 legacy_capabilities=recording_service.legacy_capabilities,
+            )
+        )
+        search_binding = await search_task
+        #: Search sessions (FindRecordings, FindEvents...): bounded, swept when they expire.
+        self.search_sessions = SearchSessions(
+            self.clock,
+            max_sessions=settings.search.max_sessions,
+            max_keepalive_s=settings.search.max_keepalive_s,
+            max_wait_s=settings.search.max_wait_s,
+            max_results=settings.search.max_results,
+        )
+        self.search_sessions.start()
+        search_service = SearchService(
+            RecordingSearch(db, live_from(self.events)),
+            self.search_sessions,
+            self.events.catalog,
+            search_binding,
+        )
+        services.append(
+            SoapService(search_binding, search_service.handlers(), optional=OPTIONAL_ARGUMENTS)
+        )
+        advertised.append(
+            AdvertisedService(
+                namespace=catalog.SEARCH.namespace,
+                path=catalog.SEARCH.path,
+                version=search_binding.version,
+                capabilities=search_service.capabilities_element,
+                legacy_field="Extension.Search",
+                legacy_capabilities=search_service.legacy_capabilities,
             )
         )
         authenticator = Authenticator(
@@ -403,6 +438,9 @@ class NvrApp:
         if self.event_service is not None:
             await self.event_service.close()
             self.event_service = None
+        if self.search_sessions is not None:
+            await self.search_sessions.close()
+            self.search_sessions = None
         if self.rtsp is not None:
             await self.rtsp.close()
             self.rtsp = None
@@ -532,6 +570,10 @@ def coverage_report() -> str:
     recording_binding = catalog.load_binding(catalog.RECORDING)
     services.append(
         SoapService(recording_binding, RecordingService(None, recording_binding).handlers())  # type: ignore[arg-type]
+    )
+    search_binding = catalog.load_binding(catalog.SEARCH)
+    services.append(
+        SoapService(search_binding, SearchService(None, None, None, search_binding).handlers())  # type: ignore[arg-type]
     )
     lines = []
     for service in services:

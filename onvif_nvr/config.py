@@ -136,6 +136,20 @@ class RecordingSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """Search service sessions (RecordingSearch: FindRecordings, FindEvents...)."""
+
+    #: Search sessions open at once; one more Find is ter:ResourceProblem.
+    max_sessions: int = 16
+    #: KeepAliveTime is adapted to at most this (the specification asks for >= 10 s).
+    max_keepalive_s: int = 300
+    #: A result request blocks at most this long (WaitTime is adapted to it).
+    max_wait_s: int = 10
+    #: Results one answer carries at most (MaxResults is adapted to it).
+    max_results: int = 1000
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraSettings:
     """A camera declared in the config file (``[[camera]]``); kept in step in the database."""
 
@@ -169,6 +183,7 @@ class Settings:
     events: EventSettings = EventSettings()
     storage: StorageSettings = StorageSettings()
     recording: RecordingSettings = RecordingSettings()
+    search: SearchSettings = SearchSettings()
     #: ``[[camera]]`` tables of the config file.
     camera: tuple[CameraSettings, ...] = ()
 

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import zeep.exceptions
@@ -138,10 +138,17 @@ class SoapService:
     ServiceDef says ``path_is_prefix``), with the handlers that implement it.
 
     With ``addressing``, answers and faults carry WS-Addressing headers (wsa:Action from
-    the WSDL, wsa:RelatesTo), as the event service must (Core §9)."""
+    the WSDL, wsa:RelatesTo), as the event service must (Core §9). ``optional`` names
+    required request elements a handler accepts absent (per operation): zeep-based clients
+    leave out an empty complex element such as the Search service's ``<Scope/>``."""
 
     def __init__(
-        self, binding: Binding, handlers: Mapping[str, Handler], *, addressing: bool = False
+        self,
+        binding: Binding,
+        handlers: Mapping[str, Handler],
+        *,
+        addressing: bool = False,
+        optional: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         unknown = set(handlers) - set(binding.operations)
         if unknown:
@@ -155,7 +162,11 @@ class SoapService:
         self._access = {
             name: access_class(binding.service.spec, name) for name in binding.operations
         }
-        self._required = {name: _required_children(op) for name, op in binding.operations.items()}
+        absent = optional or {}
+        self._required = {
+            name: tuple(n for n in _required_children(op) if n not in absent.get(name, ()))
+            for name, op in binding.operations.items()
+        }
         self._renderers: dict[str, CompiledElement] = {}
         self.nsmap = {binding.service.prefix: binding.service.namespace}
         self.addressing = addressing

@@ -110,6 +110,16 @@ RECORDING = ServiceDef(
     binding="RecordingBinding",
     path="/onvif/recording_service",
 )
+#: The search service (tse, RecordingSearch specification): what is recorded, and when.
+SEARCH = ServiceDef(
+    key="search",
+    spec="search",
+    namespace="http://www.onvif.org/ver10/search/wsdl",
+    prefix="tse",
+    wsdl="ver10/search.wsdl",
+    binding="SearchBinding",
+    path="/onvif/search_service",
+)
 _WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 
