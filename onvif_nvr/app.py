@@ -238,7 +238,12 @@ class NvrApp:
         )
         event_handlers = events.handlers()
         services += [
-            SoapService(binding, event_handlers[key], addressing=True)
+            SoapService(
+                binding,
+                event_handlers[key],
+                addressing=True,
+                fast_decode=events.fast_decode().get(key, ()),
+            )
             for key, binding in event_bindings.items()
         ]
         advertised.append(

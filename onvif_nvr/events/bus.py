@@ -49,13 +49,20 @@ class Subscription:
         self.dropped = 0
         self.delivered = 0
         self._seq = 0
-        self._ready = asyncio.Event()
+        # Futures of the waiters (a pull, a pusher): woken directly, no Task per wait.
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
 
     def close(self) -> None:
         """Ended: wake whoever waits on it."""
         self.closed = True
-        self._ready.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def offer(self, message: Message) -> None:
         if len(self.queue) >= self.limit:
@@ -63,14 +70,13 @@ class Subscription:
             self.dropped += 1
         self._seq += 1
         self.queue.append((self._seq, message))
-        self._ready.set()
+        if self._waiters:
+            self._wake()
 
     def take(self, limit: int) -> list[Message]:
         out: list[Message] = []
         while self.queue and len(out) < limit:
             out.append(self.queue.popleft()[1])
-        if not self.queue and not self.closed:
-            self._ready.clear()
         self.delivered += len(out)
         return out
 
@@ -82,18 +88,27 @@ class Subscription:
         while self.queue and self.queue[0][0] <= seq:
             self.queue.popleft()
             self.delivered += 1
-        if not self.queue and not self.closed:
-            self._ready.clear()
 
     async def wait(self, timeout_s: float) -> bool:
         """Until a message is queued or ``timeout_s`` passed; True if one is."""
         if self.queue or self.closed:
             return bool(self.queue)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(timeout_s, _expire, waiter)
         try:
-            await asyncio.wait_for(self._ready.wait(), timeout_s)
-        except TimeoutError:
-            return bool(self.queue)
+            await waiter
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:  # timed out or cancelled: not woken by offer()
+                self._waiters.remove(waiter)
         return bool(self.queue)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventBus:

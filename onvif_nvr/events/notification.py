@@ -126,3 +126,87 @@ def topic_set(catalog: TopicCatalog) -> etree._Element:
         _descriptions(md, "Key", description.key)
         _descriptions(md, "Data", description.data)
     return root
+
+
+# -- the same, pre-serialised --------------------------------------------------------------
+# A PullMessages answer is mostly notifications, and one event goes to every pull point.
+# Each tt:Message is serialised once; the NotificationMessage around it is a few byte
+# strings; the answer is their concatenation. The bytes are the XML the lxml functions
+# above write (tests compare them canonicalised and validate them against the XSD).
+
+TEV = "http://www.onvif.org/ver10/events/wsdl"
+_NOTIFICATION_OPEN = (
+    f'<wsnt:NotificationMessage xmlns:wsnt="{WSNT}" xmlns:{TNS1_PREFIX}="{TNS1}" xmlns:wsa="{WSA}">'
+).encode()
+_NOTIFICATION_CLOSE = b"</wsnt:Message></wsnt:NotificationMessage>"
+
+
+def _escape(text: str) -> bytes:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    ).encode()
+
+
+def _attribute(text: str) -> str:
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace('"', "&quot;")
+        .replace("\r", "&#13;")
+        .replace("\n", "&#10;")
+        .replace("\t", "&#9;")
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def message_parts(message: Message) -> tuple[bytes, bytes]:
+    """The ``wsnt:Topic`` element and the ``tt:Message`` element of one event as bytes,
+    rendered once for every subscriber."""
+    dialect = _attribute(CONCRETE_SET)
+    if message.topic.namespace == TNS1:
+        topic = f'<wsnt:Topic Dialect="{dialect}">'.encode() + _escape(message.topic.text())
+    else:  # a vendor topic: its namespace gets a prefix of its own
+        namespace = _attribute(message.topic.namespace)
+        topic = f'<wsnt:Topic xmlns:tnsx="{namespace}" Dialect="{dialect}">'.encode()
+        topic += _escape(message.topic.text("tnsx"))
+    body: bytes = etree.tostring(_shared_element(message), encoding="UTF-8")
+    return topic + b"</wsnt:Topic>", body
+
+
+def pull_messages_response(
+    current_utc_ns: int,
+    termination_utc_ns: int,
+    messages: list[Message],
+    *,
+    subscription_address: str,
+    producer_address: str,
+) -> bytes:
+    """``tev:PullMessagesResponse`` as bytes: CurrentTime, TerminationTime and a
+    NotificationMessage per message, as :func:`notification_message` writes it."""
+    parts = [
+        f'<tev:PullMessagesResponse xmlns:tev="{TEV}" xmlns:wsnt="{WSNT}"><tev:CurrentTime>'
+        f"{format_utc(current_utc_ns)}</tev:CurrentTime><tev:TerminationTime>"
+        f"{format_utc(termination_utc_ns)}</tev:TerminationTime>".encode()
+    ]
+    if messages:
+        # The addresses are the same for every message of the answer.
+        opening = b"".join(
+            (
+                _NOTIFICATION_OPEN,
+                b"<wsnt:SubscriptionReference><wsa:Address>",
+                _escape(subscription_address),
+                b"</wsa:Address></wsnt:SubscriptionReference>",
+            )
+        )
+        producer = b"".join(
+            (
+                b"<wsnt:ProducerReference><wsa:Address>",
+                _escape(producer_address),
+                b"</wsa:Address></wsnt:ProducerReference><wsnt:Message>",
+            )
+        )
+        for message in messages:
+            topic, body = message_parts(message)
+            parts += (opening, topic, producer, body, _NOTIFICATION_CLOSE)
+    parts.append(b"</tev:PullMessagesResponse>")
+    return b"".join(parts)

@@ -23,6 +23,7 @@ from onvif_nvr.auth.policy import AccessClass, UserLevel, access_class, allowed
 from onvif_nvr.errors import NotAuthorized, NvrError
 from onvif_nvr.soap import envelope as env
 from onvif_nvr.soap.authn import AuthChallenge, Authenticator, Identity
+from onvif_nvr.soap.decode import Decoded, FlatDecoder
 from onvif_nvr.soap.render import CompiledElement
 from onvif_nvr.wsdl.catalog import Binding, Operation
 
@@ -119,6 +120,17 @@ class SoapFault(Exception):
         self.detail = detail
 
 
+@dataclasses.dataclass(frozen=True)
+class RawBody:
+    """A handler's answer already serialised: one element, UTF-8, no XML declaration,
+    every namespace it uses declared on it. For answers sent many times whose parts are
+    shared (a PullMessages answer is mostly notifications rendered once for every pull
+    point); the handler is then responsible for its validity against the schema, which
+    the tests check."""
+
+    xml: bytes
+
+
 Handler = Callable[[CallContext, Any], Awaitable[Any]]
 
 
@@ -140,7 +152,12 @@ class SoapService:
     With ``addressing``, answers and faults carry WS-Addressing headers (wsa:Action from
     the WSDL, wsa:RelatesTo), as the event service must (Core §9). ``optional`` names
     required request elements a handler accepts absent (per operation): zeep-based clients
-    leave out an empty complex element such as the Search service's ``<Scope/>``."""
+    leave out an empty complex element such as the Search service's ``<Scope/>``.
+
+    ``fast_decode`` names operations whose requests are read without zeep's parser when
+    they have the plain shape (:mod:`onvif_nvr.soap.decode`); their handlers then get a
+    ``SimpleNamespace`` with the same attributes as zeep's value and must read it by
+    attribute only."""
 
     def __init__(
         self,
@@ -149,6 +166,7 @@ class SoapService:
         *,
         addressing: bool = False,
         optional: Mapping[str, Collection[str]] | None = None,
+        fast_decode: Collection[str] = (),
     ) -> None:
         unknown = set(handlers) - set(binding.operations)
         if unknown:
@@ -168,6 +186,13 @@ class SoapService:
             for name, op in binding.operations.items()
         }
         self._renderers: dict[str, CompiledElement] = {}
+        self._decoders: dict[str, FlatDecoder] = {}
+        for name in fast_decode:
+            decoder = FlatDecoder.compile(binding.operations[name].input)
+            if decoder is None:
+                raise ValueError(f"{name} is not a flat request: it has no fast decoder")
+            self._decoders[name] = decoder
+        self._templates: dict[tuple[str, str], env.EnvelopeTemplate] = {}
         self.nsmap = {binding.service.prefix: binding.service.namespace}
         self.addressing = addressing
 
@@ -183,6 +208,20 @@ class SoapService:
         if compiled is None:
             compiled = self._renderers[operation.name] = CompiledElement(operation.output)
         return compiled
+
+    def decode(self, operation: str, payload: etree._Element) -> Decoded | None:
+        """The request read by the operation's fast decoder, or None: zeep reads it."""
+        decoder = self._decoders.get(operation)
+        return decoder.decode(payload) if decoder is not None else None
+
+    def template(self, soap_ns: str, operation: Operation) -> env.EnvelopeTemplate:
+        """The response envelope around a :class:`RawBody` answer of ``operation``."""
+        key = (soap_ns, operation.name)
+        template = self._templates.get(key)
+        if template is None:
+            action = operation.output_action if self.addressing else None
+            template = self._templates[key] = env.EnvelopeTemplate(soap_ns, self.nsmap, action)
+        return template
 
     def missing_arguments(self, operation: str, value: Any) -> list[str]:
         """Required top-level request elements that are absent (zeep yields None or [])."""
@@ -314,18 +353,22 @@ class SoapEndpoint:
         if handler is None:
             self._record(request, identity.username, service, name, "not-implemented")
             return fault(ns, "Receiver", ("ActionNotSupported",), f"{name} is not implemented")
-        errors: list[str] = []
-        token = _conversion_errors.set(errors)
-        try:
-            value = operation.input.parse(soap.payload, service.binding.schema)
-        except (zeep.exceptions.XMLParseError, zeep.exceptions.UnexpectedElementError) as exc:
-            self._record(request, identity.username, service, name, "invalid-args")
-            return fault(ns, "Sender", ("InvalidArgs",), f"{name}: {exc}")
-        except (ValueError, TypeError, ArithmeticError) as exc:
-            self._record(request, identity.username, service, name, "invalid-arg-val")
-            return fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
-        finally:
-            _conversion_errors.reset(token)
+        decoded = service.decode(name, soap.payload)
+        if decoded is not None:
+            value, errors = decoded.value, decoded.errors
+        else:
+            errors = []
+            token = _conversion_errors.set(errors)
+            try:
+                value = operation.input.parse(soap.payload, service.binding.schema)
+            except (zeep.exceptions.XMLParseError, zeep.exceptions.UnexpectedElementError) as exc:
+                self._record(request, identity.username, service, name, "invalid-args")
+                return fault(ns, "Sender", ("InvalidArgs",), f"{name}: {exc}")
+            except (ValueError, TypeError, ArithmeticError) as exc:
+                self._record(request, identity.username, service, name, "invalid-arg-val")
+                return fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {exc}")
+            finally:
+                _conversion_errors.reset(token)
         if errors:
             self._record(request, identity.username, service, name, "invalid-arg-val")
             return fault(ns, "Sender", ("InvalidArgVal",), f"{name}: invalid value: {errors[0]}")
@@ -369,6 +412,10 @@ class SoapEndpoint:
             log.exception("handler for %s failed", name)
             self._record(request, identity.username, service, name, "error")
             return fault(ns, "Receiver", ("Action",), f"{name} failed inside the device")
+        if isinstance(result, RawBody):
+            self._record(request, identity.username, service, name, "ok")
+            data = service.template(ns, operation).wrap(result.xml, relates_to)
+            return HttpResponse(200, data, [("Content-Type", env.CONTENT_TYPES[ns])])
         envelope, body = env.new_envelope(ns, service.nsmap)
         if isinstance(result, etree._Element):
             # A handler may build its answer itself (content the schema types xs:any).

@@ -245,3 +245,51 @@ def fault_status(soap_ns: str, code: str) -> int:
     if soap_ns == SOAP12 and code in ("Sender", "VersionMismatch", "MustUnderstand"):
         return 400 if code == "Sender" else 500
     return 500
+
+
+def escape_text(text: str) -> str:
+    """Character data as lxml writes it (``&``, ``<``, ``>`` and CR escaped)."""
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+    )
+
+
+_BODY_MARK = "@@body@@"
+_RELATES_MARK = "@@relates-to@@"
+
+
+class EnvelopeTemplate:
+    """The bytes around an already serialised body element: the same bytes
+    ``serialize(new_envelope(...))`` (plus :func:`add_addressing` with ``action``) writes,
+    cut once at the Body's content and at wsa:RelatesTo's text. Answers that are sent
+    many times (PullMessages) are assembled by concatenation instead of a tree."""
+
+    def __init__(
+        self, soap_ns: str, extra_nsmap: dict[str, str] | None, action: str | None
+    ) -> None:
+        self._plain = self._cut(soap_ns, extra_nsmap, action, None)
+        self._related = self._cut(soap_ns, extra_nsmap, action, _RELATES_MARK) if action else None
+
+    @staticmethod
+    def _cut(
+        soap_ns: str, extra_nsmap: dict[str, str] | None, action: str | None, relates: str | None
+    ) -> list[bytes]:
+        envelope, body = new_envelope(soap_ns, extra_nsmap)
+        body.text = _BODY_MARK
+        if action:
+            add_addressing(envelope, action, relates)
+        text = serialize(envelope).decode()
+        head, tail = text.split(_BODY_MARK)
+        if relates is None:
+            return [head.encode(), tail.encode()]
+        before, after = head.split(_RELATES_MARK)
+        return [before.encode(), after.encode(), tail.encode()]
+
+    def wrap(self, body_xml: bytes, relates_to: str | None = None) -> bytes:
+        """The envelope holding ``body_xml`` (one element, UTF-8, its namespaces declared
+        or in scope of the envelope's prefixes)."""
+        if relates_to and self._related is not None:
+            before, after, tail = self._related
+            return b"".join((before, escape_text(relates_to).encode(), after, body_xml, tail))
+        head, tail = self._plain
+        return b"".join((head, body_xml, tail))
