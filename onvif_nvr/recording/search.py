@@ -260,7 +260,7 @@ class RecordingSearch:
 
     def _summary(self, conn: Connection) -> RecordingSummary:
         first, last = self._ranges()
-        per_recording = select(first.label("first"), last.label("last")).subquery()
+        per_recording = select(first.label("first"), last.label("last")).select_from(R).subquery()
         lo, hi, count = conn.execute(
             select(
                 func.min(per_recording.c.first),

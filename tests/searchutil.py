@@ -1,0 +1,84 @@
+"""A box that recorded real streams for the Search service's tests: a GStreamer camera with
+audio recorded into one recording with a gap (job Idle then Active again) and a restart of
+the box, a second recording recorded then deleted, a third never recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+import zeep
+from zeep.wsse.username import UsernameToken
+
+from onvif_nvr.wsdl.catalog import SEARCH, wsdl_root
+from tests import gstcam
+from tests.conftest import ADMIN_PASSWORD
+from tests.nvrproc import NvrProcess
+from tests.test_receiver_service import config as receiver_config
+from tests.test_receiver_service import receiver_client
+from tests.test_recording_control_service import job_config, recording_client, recording_config
+
+CAMERA = ("--codec", "h264", "--size", "320x240", "--fps", "25", "--gop", "25", "--audio")
+ENV = {"ONVIF_NVR_STORAGE_SEGMENT_S": "2", "ONVIF_NVR_SEARCH_MAX_SESSIONS": "6"}
+TSE = SEARCH.namespace
+TT = "http://www.onvif.org/ver10/schema"
+
+
+def search_client(box: NvrProcess, user: str = "admin", password: str = ADMIN_PASSWORD):
+    client = zeep.Client(
+        str(wsdl_root() / SEARCH.wsdl),
+        wsse=UsernameToken(user, password, use_digest=True),
+        transport=zeep.Transport(session=requests.Session(), timeout=30, operation_timeout=30),
+        settings=zeep.Settings(strict=False),
+    )
+    return client.create_service(SEARCH.binding_qname, box.base + SEARCH.path)
+
+
+@dataclasses.dataclass
+class Recorded:
+    box: NvrProcess
+    data: Path
+    receiver: str
+    #: Recorded with a gap and across a restart of the box.
+    yard: str
+    #: Recorded, then deleted.
+    deleted: str
+    #: Never recorded.
+    attic: str
+
+
+@contextmanager
+def recorded_box(tmp: Path) -> Iterator[Recorded]:
+    gstcam.require()
+    data = tmp / "data"
+    with gstcam.camera(*CAMERA) as url:
+        box = NvrProcess(data, ADMIN_PASSWORD, extra_env=ENV)
+        box.start()
+        try:
+            trv, trc = receiver_client(box), recording_client(box)
+            receiver = trv.CreateReceiver(receiver_config(url)).Token
+            yard = trc.CreateRecording(recording_config("yard", Location="Basement"))
+            job = trc.CreateRecordingJob(job_config(yard, receiver)).JobToken
+            time.sleep(5)
+            trc.SetRecordingJobMode(job, "Idle")
+            time.sleep(2.5)
+            trc.SetRecordingJobMode(job, "Active")
+            deleted = trc.CreateRecording(recording_config("doomed", Location="Basement"))
+            trc.CreateRecordingJob(job_config(deleted, receiver))
+            time.sleep(4)
+            trc.DeleteRecording(deleted)
+            attic = trc.CreateRecording(recording_config("attic", Location="Attic"))
+            box.stop()
+            time.sleep(1.5)
+            box.start()
+            trc = recording_client(box)
+            time.sleep(5)
+            trc.SetRecordingJobMode(job, "Idle")
+            time.sleep(1.5)
+            yield Recorded(box, data, receiver, yard, deleted, attic)
+        finally:
+            box.stop()
