@@ -295,14 +295,17 @@ class _Parser:
                 self.take(")", "')'")
                 return lambda node: not negated(node)
             self.take("@", "'@Name' or '@Value'")
-            attribute = self.take("name", "'Name' or 'Value'").text
+            name = self.take("name", "'Name' or 'Value'")
+            attribute = name.text
             if attribute == "Name":
                 self.take("=", "'=' (a name is compared for equality only)")
                 op = "="
             elif attribute == "Value":
                 op = self.operator()
             else:
-                raise self.fail(f"an item has @Name and @Value, not @{attribute}")
+                raise SearchFilterError(
+                    f"an item has @Name and @Value, not @{attribute} at {name.at}"
+                )
             value = self.take("string", "a quoted string").text
             return _attribute_test(attribute, op, value)
         finally:
