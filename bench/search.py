@@ -267,7 +267,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--full", action="store_true", help="90 days and 5 million events")
     parser.add_argument("--repeat", type=int, default=200)
-    parser.add_argument("--naive-repeat", type=int, default=10)
+    parser.add_argument("--naive-repeat", type=int, default=5)
     parser.add_argument("--dir", type=Path, default=None, help="where the index is built")
     args = parser.parse_args()
     if args.full:
