@@ -168,28 +168,39 @@ async def test_bad_request_gets_400_and_connection_goes_on(server: RtspServer) -
         await client.close()
 
 
-async def test_describe_and_setup_udp_gets_461(server: RtspServer) -> None:
+async def test_describe_setup_transports(server: RtspServer) -> None:
     client = await RawClient.connect(server)
     try:
         described = await client.request("DESCRIBE", _url(server), 1, Accept="application/sdp")
         assert described.status == 200
         assert described.headers.get("Content-Base") == _url(server) + "/"
         assert b"a=control:trackID=0" in described.body
+        multicast = await client.request(
+            "SETUP", _url(server) + "/trackID=0", 2, Transport="RTP/AVP;multicast"
+        )
+        assert multicast.status == 461  # multicast is not served yet
         udp = await client.request(
             "SETUP",
             _url(server) + "/trackID=0",
-            2,
+            3,
             Transport="RTP/AVP;unicast;client_port=5000-5001",
         )
-        assert udp.status == 461
+        assert udp.status == 200
+        rtp, rtcp = server.server_ports
+        assert f"server_port={rtp}-{rtcp}" in udp.headers.get("Transport", "")
+        assert rtp % 2 == 0
+        wrong = await client.request("PLAY", _url(server), 4, Session="nope")
+        assert wrong.status == 454
+        torn = await client.request(
+            "TEARDOWN", _url(server), 5, Session=udp.headers.get("Session", "").split(";")[0]
+        )
+        assert torn.status == 200
         tcp = await client.request(
-            "SETUP", _url(server) + "/trackID=0", 3, Transport="RTP/AVP/TCP;unicast;interleaved=4-5"
+            "SETUP", _url(server) + "/trackID=0", 6, Transport="RTP/AVP/TCP;unicast;interleaved=4-5"
         )
         assert tcp.status == 200
         assert "interleaved=4-5" in tcp.headers.get("Transport", "")
         assert tcp.headers.get("Session", "").endswith(";timeout=60")
-        wrong = await client.request("PLAY", _url(server), 4, Session="nope")
-        assert wrong.status == 454
     finally:
         await client.close()
 

@@ -17,7 +17,8 @@ answered as stale: the client re-authenticates instead of being able to replay a
 Decisions:
 
 * A missing qop (RFC 2069) and qop=auth-int are refused ('unsupported-qop'): ONVIF requires
-  qop="auth", and without cnonce/nc there is no replay protection.
+  qop="auth", and without cnonce/nc there is no replay protection — except where the caller
+  asks for it (``allow_no_qop``: the RTSP server, whose clients often speak only RFC 2069).
 * ``userhash=true`` is refused ('unsupported-userhash'): the challenge never offers it, and
   resolving a hashed name would cost one hash per configured user on every request.
 * ``username*`` (RFC 7616 §3.4.4, RFC 8187 ``UTF-8''percent-encoded``) is accepted.
@@ -169,6 +170,16 @@ def _response_for(
     return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}".encode())
 
 
+def _response_rfc2069(
+    algorithm: str, username: str, realm: str, password: str, method: str, uri: str, nonce: str
+) -> str:
+    """The ``response`` of RFC 2069 (no qop, no session algorithms)."""
+    _, h, _ = _ALGORITHMS[algorithm.upper()]
+    ha1 = h(f"{username}:{realm}:{password}".encode())
+    ha2 = h(f"{method}:{uri}".encode())
+    return h(f"{ha1}:{nonce}:{ha2}".encode())
+
+
 def _path_qs(uri: str) -> str | None:
     """The path?query a request-target or digest-uri names, or None if it names none."""
     if uri.startswith("/"):
@@ -268,10 +279,15 @@ class DigestAuthority:
         uri: str,
         authorization: str,
         password_for: Callable[[str], str | None],
+        *,
+        allow_no_qop: bool = False,
     ) -> DigestResult:
         """Check an ``Authorization`` value sent with ``method`` to request-target ``uri``.
 
         ``password_for`` returns a user's plaintext password, or None for an unknown user.
+        ``allow_no_qop`` also accepts RFC 2069 answers (no qop, nc, cnonce), which RTSP
+        clients built on live555 (VLC) and GStreamer send; their nonce can be replayed
+        within its lifetime, as there is no nonce count to track.
         """
         try:
             p = parse_authorization(authorization)
@@ -289,12 +305,13 @@ class DigestAuthority:
             return DigestResult(False, username, False, "malformed")
         if p.get("userhash", "false").lower() != "false":
             return DigestResult(False, username, False, "unsupported-userhash")
-        if qop is None or qop.lower() != "auth":
+        legacy = allow_no_qop and qop is None and nc is None and cnonce is None
+        if not legacy and (qop is None or qop.lower() != "auth"):
             return DigestResult(False, username, False, "unsupported-qop")
-        if nc is None or not cnonce or not _NC_RE.fullmatch(nc):
+        if not legacy and (nc is None or not cnonce or not _NC_RE.fullmatch(nc)):
             return DigestResult(False, username, False, "malformed")
         algorithm = p.get("algorithm", "MD5").upper()
-        if algorithm not in self._accepted:
+        if algorithm not in self._accepted or (legacy and algorithm.endswith("-SESS")):
             return DigestResult(False, username, False, "unsupported-algorithm")
         if realm != self.realm:
             return DigestResult(False, username, False, "bad-realm")
@@ -309,8 +326,14 @@ class DigestAuthority:
         password = password_for(username)
         try:
             pw = self._dummy_password if password is None else password
-            args = (username, realm, pw, method, digest_uri, nonce, nc, cnonce, qop)
-            expected = _response_for(algorithm, *args)
+            if legacy:
+                expected = _response_rfc2069(
+                    algorithm, username, realm, pw, method, digest_uri, nonce
+                )
+            else:
+                assert nc is not None and cnonce is not None and qop is not None
+                args = (username, realm, pw, method, digest_uri, nonce, nc, cnonce, qop)
+                expected = _response_for(algorithm, *args)
             given = response.lower().encode()
         except UnicodeEncodeError:  # lone surrogates from a lenient header decoder
             return DigestResult(False, username, False, "malformed")
@@ -323,6 +346,8 @@ class DigestAuthority:
         now_ms = self._clock.wall_ns() // 1_000_000
         if issue_ms + self._lifetime_ms < now_ms or issue_ms > now_ms + _FUTURE_SKEW_MS:
             return DigestResult(False, username, True, "stale-nonce")
+        if nc is None:  # RFC 2069: nothing to count
+            return DigestResult(True, username, False, "ok")
         count = int(nc, 16)
         seen = self._seen.get(nonce)
         if seen is None:

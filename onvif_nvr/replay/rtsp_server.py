@@ -1,20 +1,22 @@
-"""The NVR's RTSP/1.0 server (RFC 2326): mounts of live H.264 sources, RTP over TCP.
+"""The NVR's RTSP/1.0 server (RFC 2326; ONVIF Streaming §5): live streams to any RTSP client.
 
-First, minimal form of the live/replay server: one H.264 video track per mount, RTP/AVP/TCP
-interleaved only (SETUP for UDP gets 461), no authentication yet. The protocol work is
-sans-IO (``onvif_nvr.rtsp``); this module only connects it to asyncio streams.
+Methods: OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER, with
+aggregate control (``control:*``; the mount URL) and per-track control (``trackID=N``).
+Transports: RTP/AVP/TCP interleaved and RTP/AVP unicast UDP (one server RTP/RTCP port pair
+for every session); multicast SETUP is answered 461. The media path is :mod:`.live`: each
+stream is packetized once and written to every viewer. The protocol work is sans-IO
+(``onvif_nvr.rtsp``); this module only connects it to asyncio.
 
 Per connection: a :class:`MessageParser` reads requests; a bad request is answered with the
-parser's status (400/413/505, its CSeq echoed) and the connection goes on, unless the peer
-keeps sending junk. Once PLAY arrives, a task reads the mount's units and writes interleaved
-RTP, plus an RTCP sender report every :data:`SR_INTERVAL_S`. Writes never wait: a viewer
-whose unsent data grows beyond ``max_write_buffer_bytes`` is disconnected rather than
-buffered without bound (it cannot slow the source or other viewers). A connection that sends
-nothing (no request, no RTCP) for the session timeout is closed.
+parser's status (its CSeq echoed) and the connection goes on, unless the peer keeps sending
+junk or its headers never end (cut). A request must arrive whole within
+``request_timeout_s`` of its first byte (slow-loris). The session (one per connection) times
+out after ``session_timeout_s`` without a request, an interleaved RTCP packet or, over UDP,
+an RTCP receiver report from the client's address. Writes never wait: a TCP viewer whose
+unsent data grows beyond ``max_write_buffer_bytes`` is disconnected.
 
-Time: ``dts_90k`` of the source becomes the RTP timestamp plus a random per-session offset;
-sender reports map the wall clock (NTP) to the RTP time of the unit being sent, which the
-source paces in real time.
+Authentication: with a :class:`Gate`, every request but OPTIONS needs RTSP Digest
+credentials (401 with the challenges otherwise).
 """
 
 from __future__ import annotations
@@ -25,17 +27,17 @@ import logging
 import secrets
 import socket
 import urllib.parse
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.media.units import AccessUnit, VideoParameters
+from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
 from onvif_nvr.rtsp import sdp
-from onvif_nvr.rtsp.h264 import H264Packetizer
 from onvif_nvr.rtsp.headers import (
     NptRange,
     RtpInfo,
     SessionHeader,
+    TransportSpec,
     format_range,
     format_rtp_info,
     format_session,
@@ -51,48 +53,48 @@ from onvif_nvr.rtsp.message import (
     Response,
     RtspParseError,
 )
-from onvif_nvr.rtsp.rtp import RtpPacket, SenderReport, build_compound, wall_ns_to_ntp
 
 log = logging.getLogger(__name__)
 
-PAYLOAD_TYPE = 96
-TRACK_CONTROL = "trackID=0"
 SESSION_TIMEOUT_S = 60
-SR_INTERVAL_S = 5
+REQUEST_TIMEOUT_S = 10
 MAX_WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-#: RTP payload size; interleaved frames have no path MTU, this just keeps packets familiar.
-RTP_MTU = 1400
 READ_CHUNK = 64 * 1024
 #: Parse errors tolerated in a row before the peer is taken to be out of sync.
 MAX_PARSE_ERRORS = 5
+#: How long DESCRIBE waits for a stream whose camera has not delivered its parameters yet.
+DESCRIBE_WAIT_S = 5.0
 SERVER_NAME = "onvif-nvr"
 PUBLIC_METHODS = (
     "OPTIONS",
     "DESCRIBE",
     "SETUP",
     "PLAY",
+    "PAUSE",
     "TEARDOWN",
     "GET_PARAMETER",
     "SET_PARAMETER",
 )
+#: Methods that need no session (the rest answer 454 without the right one).
+_SESSIONLESS = ("OPTIONS", "DESCRIBE", "SETUP", "GET_PARAMETER", "SET_PARAMETER")
 
 
-class MountSource(Protocol):
-    """What a mount streams: one H.264 video stream."""
+class Gate(Protocol):
+    """RTSP authentication (see ``onvif_nvr.replay.rtsp_auth.DigestGate``)."""
 
-    @property
-    def params(self) -> VideoParameters: ...
+    def challenges(self, *, stale: bool = False) -> list[str]: ...
 
-    def subscribe(self) -> AsyncIterator[tuple[AccessUnit, int]]:
-        """Units with their ``dts_90k``, in decoding order, each when it is due (real time).
+    def check(
+        self, method: str, uri: str, authorization: str | None, remote: str
+    ) -> Literal["ok", "stale", "denied"]: ...
 
-        Each call is an independent viewer; the iterator is closed when the viewer leaves.
-        """
-        ...
+
+Resolver = Callable[[str], Feed | None]
 
 
 class RtspServer:
-    """RTSP server for ``rtsp://host:port/<mount>`` URLs."""
+    """RTSP server for ``rtsp://host:port/<mount>`` URLs: fixed mounts (:meth:`add_mount`)
+    and paths a ``resolver`` maps to feeds (the recorders' live streams)."""
 
     def __init__(
         self,
@@ -101,8 +103,11 @@ class RtspServer:
         clock: Clock,
         *,
         session_timeout_s: int = SESSION_TIMEOUT_S,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
         max_write_buffer_bytes: int = MAX_WRITE_BUFFER_BYTES,
         send_buffer_bytes: int | None = None,
+        gate: Gate | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         """``max_write_buffer_bytes``: unsent data (in the process) after which a viewer is
         dropped. ``send_buffer_bytes``: SO_SNDBUF of client sockets; None keeps the kernel's
@@ -110,22 +115,31 @@ class RtspServer:
         by that much)."""
         self._bind = bind
         self._port = port
-        self._clock = clock
+        self.clock = clock
         self.session_timeout_s = session_timeout_s
+        self.request_timeout_s = request_timeout_s
         self.max_write_buffer_bytes = max_write_buffer_bytes
         self.send_buffer_bytes = send_buffer_bytes
-        self._mounts: dict[str, MountSource] = {}
+        self.gate = gate
+        self._resolver = resolver
+        self._mounts: dict[str, Feed] = {}
+        self._fanouts: dict[int, Fanout] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        self._udp: _UdpPorts | None = None
 
-    def add_mount(self, path: str, source: MountSource) -> None:
+    def add_mount(self, path: str, source: Feed | UnitSource) -> None:
         """Serve ``source`` at ``path`` (``"/sim"`` or ``"sim"``: ``rtsp://host:port/sim``)."""
         key = "/" + path.strip("/")
-        if key == "/" or TRACK_CONTROL in key.split("/"):
+        if key == "/" or key.rpartition("/")[2].startswith("trackID="):
             raise ValueError(f"invalid mount path {path!r}")
-        if source.params.codec != "H264":
-            raise ValueError("only H.264 mounts are supported")
-        self._mounts[key] = source
+        # Simulated cameras (UnitSource) are wrapped; feeds (HubFeed...) have ``open``.
+        feed = (
+            cast(Feed, source)
+            if hasattr(source, "open")
+            else UnitSourceFeed(source, self.clock)
+        )
+        self._mounts[key] = feed
 
     @property
     def bound_port(self) -> int:
@@ -135,11 +149,24 @@ class RtspServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     @property
+    def server_ports(self) -> tuple[int, int]:
+        """The UDP (RTP, RTCP) ports media are sent from."""
+        if self._udp is None:
+            raise RuntimeError("RTSP server is not started")
+        return self._udp.ports
+
+    @property
     def connections(self) -> int:
         """Open client connections."""
         return len(self._connections)
 
+    @property
+    def viewers(self) -> int:
+        """Viewers playing, over all streams."""
+        return sum(len(f.viewers) for f in self._fanouts.values())
+
     async def start(self) -> None:
+        self._udp = await _UdpPorts.open(self._bind, self._rtcp_received)
         self._server = await asyncio.start_server(
             self._on_connection, self._bind, self._port, limit=READ_CHUNK
         )
@@ -152,26 +179,56 @@ class RtspServer:
             connection.abort()
         tasks = [c.task for c in self._connections if c.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        for fanout in list(self._fanouts.values()):
+            fanout.close()
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
 
-    def mount_for(self, uri: str) -> tuple[str, MountSource, str] | None:
-        """(mount path, source, rest) for a request URL; rest is "" or the track control."""
-        path = urllib.parse.urlsplit(uri).path.rstrip("/")
+    def feed_for(self, uri: str) -> tuple[str, Feed, str] | None:
+        """(stream path, feed, rest) for a request URL; rest is "" or the track control."""
+        try:
+            path = urllib.parse.unquote(urllib.parse.urlsplit(uri).path).rstrip("/")
+        except ValueError:
+            return None
         for key in (path, path.rpartition("/")[0]):
-            source = self._mounts.get(key)
-            if source is not None:
-                return key, source, path[len(key) :].lstrip("/")
+            if not key:
+                continue
+            feed = self._mounts.get(key)
+            if feed is None and self._resolver is not None:
+                feed = self._resolver(key)
+            if feed is not None:
+                return key, feed, path[len(key) :].lstrip("/")
         return None
+
+    def fanout(self, feed: Feed) -> Fanout:
+        """The fan-out of ``feed``, made on first use."""
+        fanout = self._fanouts.get(id(feed))
+        if fanout is None or fanout.feed is not feed:
+            fanout = self._fanouts[id(feed)] = Fanout(feed, self.clock, self._fanout_idle)
+        return fanout
+
+    def _fanout_idle(self, fanout: Fanout) -> None:
+        if self._fanouts.get(id(fanout.feed)) is fanout and not fanout.viewers:
+            del self._fanouts[id(fanout.feed)]
+
+    def _rtcp_received(self, addr: tuple[str, int]) -> None:
+        for connection in self._connections:
+            if connection.receives_rtcp_from(addr):
+                connection.touch()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         sock = writer.get_extra_info("socket")
-        if self.send_buffer_bytes is not None and sock is not None:
+        if sock is not None:
             with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.send_buffer_bytes is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
         connection = _Connection(self, reader, writer)
         connection.task = asyncio.current_task()
         self._connections.add(connection)
@@ -183,76 +240,175 @@ class RtspServer:
             self._connections.discard(connection)
 
 
-class _Stream:
-    """The RTP state of a set-up session: SSRC, sequence numbers, time offset, counters."""
+class _RtcpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, on_packet: Callable[[tuple[str, int]], None]) -> None:
+        self._on_packet = on_packet
 
-    def __init__(self, source: MountSource, channel: int) -> None:
-        self.source = source
-        self.rtp_channel = channel
-        self.rtcp_channel = channel + 1
-        self.ssrc = secrets.randbits(32)
-        self.next_seq = secrets.randbits(16)
-        #: RTP time of the first unit sent; the offset to ``dts_90k`` is fixed at PLAY.
-        self.first_rtptime = secrets.randbits(32)
-        self.offset_90k: int | None = None
-        self.packetizer = H264Packetizer(
-            PAYLOAD_TYPE,
-            self.ssrc,
-            RTP_MTU,
-            insert_parameter_sets=True,
-            parameter_sets=source.params.parameter_sets,
-        )
-        self.packet_count = 0
-        self.octet_count = 0
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if len(data) >= 8 and data[0] >> 6 == 2:  # RTCP (RR, SDES, BYE...) only counts as life
+            self._on_packet((addr[0], addr[1]))
+
+
+class _UdpPorts:
+    """The server's RTP (even) and RTCP (odd) sockets, shared by every UDP session."""
+
+    def __init__(self, rtp: socket.socket, transports: list[asyncio.BaseTransport]) -> None:
+        self.rtp = rtp
+        self._transports = transports
+        self.ports = (rtp.getsockname()[1], rtp.getsockname()[1] + 1)
+
+    @classmethod
+    async def open(cls, bind: str, on_rtcp: Callable[[tuple[str, int]], None]) -> _UdpPorts:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        for _ in range(50):
+            rtp = socket.socket(family, socket.SOCK_DGRAM)
+            rtcp = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                rtp.bind((bind, 0))
+                port = rtp.getsockname()[1]
+                if port % 2:
+                    raise OSError("odd port")
+                rtcp.bind((bind, port + 1))
+            except OSError:
+                rtp.close()
+                rtcp.close()
+                continue
+            # A keyframe leaves as a burst of hundreds of datagrams per viewer.
+            with contextlib.suppress(OSError):
+                rtp.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+            rtp.setblocking(False)
+            rtp_transport, _ = await loop.create_datagram_endpoint(
+                asyncio.DatagramProtocol, sock=rtp
+            )
+            rtcp_transport, _ = await loop.create_datagram_endpoint(
+                lambda: _RtcpProtocol(on_rtcp), sock=rtcp
+            )
+            return cls(rtp, [rtp_transport, rtcp_transport])
+        raise OSError("no free even/odd UDP port pair for RTP/RTCP")
+
+    def close(self) -> None:
+        for transport in self._transports:
+            transport.close()
 
 
 class _Connection:
+    """One client connection and its (at most one) session; a :class:`live.Viewer`."""
+
     def __init__(
         self, server: RtspServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
+        self.transport = writer.transport
         self.task: asyncio.Task[None] | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "?"
+        self.remote = peer[0] if isinstance(peer, tuple) else ""
         self.parser = MessageParser("server")
         self.session_id: str | None = None
-        self.stream: _Stream | None = None
-        self.streamer: asyncio.Task[None] | None = None
-        #: Stop reading (TEARDOWN, junk); ``_aborted``: also drop unsent data (slow viewer).
+        self.fanout: Fanout | None = None
+        self.stream_path = ""
+        #: Track number -> interleaved RTP channel (TCP) or client (RTP, RTCP) port pair (UDP).
+        self.channels: dict[int, int] = {}
+        self.udp_ports: dict[int, tuple[int, int]] = {}
+        self.playing = False
+        self._layout: tuple[int, ...] | None = None
+        self._udp_dest: dict[tuple[int, bool], tuple[str, int]] = {}
         self._closing = False
         self._aborted = False
+        self._last_activity_ns = server.clock.monotonic_ns()
+
+    # -- live.Viewer ------------------------------------------------------------------------
+
+    @property
+    def layout(self) -> tuple[int, ...] | None:
+        return self._layout
+
+    def send_tcp(self, buffer: bytes) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(buffer)
+        if transport.get_write_buffer_size() > self.server.max_write_buffer_bytes:
+            log.warning("RTSP client %s does not keep up: disconnecting", self.peer)
+            self.abort()
+
+    def send_udp(self, packets: Sequence[tuple[int, bool, bytes]]) -> None:
+        assert self.server._udp is not None
+        sendto = self.server._udp.rtp.sendto
+        dest = self._udp_dest
+        for number, rtcp, packet in packets:
+            address = dest.get((number, rtcp))
+            if address is None:
+                continue
+            try:
+                sendto(packet, address)
+            except (BlockingIOError, InterruptedError):
+                pass  # the socket buffer is full: this viewer loses the packet, UDP is lossy
+            except OSError as exc:
+                log.debug("RTSP client %s: UDP send failed: %s", self.peer, exc)
+
+    def ended(self, reason: str) -> None:
+        log.info("RTSP client %s: %s", self.peer, reason)
+        self.playing = False
+        self._closing = True
+        self.transport.close()
+
+    def receives_rtcp_from(self, addr: tuple[str, int]) -> bool:
+        return addr[0] == self.remote and any(p[1] == addr[1] for p in self.udp_ports.values())
+
+    def touch(self) -> None:
+        self._last_activity_ns = self.server.clock.monotonic_ns()
 
     def abort(self) -> None:
         self._closing = self._aborted = True
-        self.writer.transport.abort()
+        self._stop_playing()
+        self.transport.abort()
 
     # -- reading ----------------------------------------------------------------------------
 
+    def _read_timeout_s(self) -> float:
+        """Until the session expires, or the pending request's deadline (slow-loris)."""
+        clock = self.server.clock
+        now_ns = clock.monotonic_ns()
+        idle_s = self.server.session_timeout_s - (now_ns - self._last_activity_ns) / 1e9
+        if self.parser.pending_bytes:
+            return min(idle_s, self.server.request_timeout_s - (now_ns - self._partial_ns) / 1e9)
+        return idle_s
+
     async def run(self) -> None:
         errors = 0
+        self._partial_ns = 0
         try:
             while not self._closing:
-                try:
-                    data = await asyncio.wait_for(
-                        self.reader.read(READ_CHUNK), self.server.session_timeout_s
-                    )
-                except TimeoutError:
-                    log.info("RTSP client %s idle: closing", self.peer)
+                timeout_s = self._read_timeout_s()
+                if timeout_s <= 0:
+                    if self.parser.pending_bytes:
+                        log.info("RTSP client %s: request not completed in time: cut", self.peer)
+                        self._aborted = True
+                    else:
+                        log.info("RTSP client %s idle: closing", self.peer)
                     break
+                try:
+                    data = await asyncio.wait_for(self.reader.read(READ_CHUNK), timeout_s)
+                except TimeoutError:
+                    continue
                 if not data:
                     break
+                had_partial = self.parser.pending_bytes > 0
                 try:
                     messages = self.parser.feed(data)
                     errors = 0
                 except RtspParseError as exc:
                     messages, errors = [], errors + 1
                     while True:
-                        self._handle_all(exc.messages)
+                        await self._handle_all(exc.messages)
                         log.debug("RTSP client %s sent a bad message: %s", self.peer, exc)
                         self._send(self._bad_request(exc))
-                        if errors >= MAX_PARSE_ERRORS:
+                        if errors >= MAX_PARSE_ERRORS or str(exc).startswith("RTSP headers exceed"):
+                            # Out of sync, or headers that never end: nothing good follows.
                             self._closing = True
                             break
                         try:
@@ -260,25 +416,31 @@ class _Connection:
                             break
                         except RtspParseError as again:
                             exc, errors = again, errors + 1
-                self._handle_all(messages)
+                if self.parser.pending_bytes and not had_partial:
+                    self._partial_ns = self.server.clock.monotonic_ns()
+                await self._handle_all(messages)
         except (ConnectionError, OSError) as exc:
             log.debug("RTSP client %s: %s", self.peer, exc)
         finally:
-            await self._stop_streaming()
+            self._stop_playing()
             if self._aborted:
-                self.writer.transport.abort()
+                self.transport.abort()
             else:
-                self.writer.close()  # flushes what is buffered (a TEARDOWN answer)
+                self.writer.close()  # flushes what is buffered (a last answer)
             with contextlib.suppress(ConnectionError, OSError):
                 await self.writer.wait_closed()
 
-    def _handle_all(self, messages: list[Request | Response | Interleaved]) -> None:
+    async def _handle_all(self, messages: Sequence[Request | Response | Interleaved]) -> None:
         for message in messages:
             if self._closing:
                 return
             if isinstance(message, Request):
-                self._send(self._handle(message))
-            # Interleaved frames (RTCP receiver reports) only count as activity for now.
+                self.touch()
+                response = await self._handle(message)
+                if response is not None:
+                    self._send(response)
+            elif isinstance(message, Interleaved):
+                self.touch()  # RTCP receiver reports keep the session alive
 
     def _bad_request(self, exc: RtspParseError) -> Response:
         headers = Headers()
@@ -288,12 +450,12 @@ class _Connection:
         return Response(exc.status, "", headers)
 
     def _send(self, response: Response) -> None:
-        if not self.writer.transport.is_closing():
+        if not self.transport.is_closing():
             self.writer.write(bytes(response))
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _handle(self, request: Request) -> Response:
+    async def _handle(self, request: Request) -> Response | None:
         try:
             cseq: int | None = request.cseq
         except ValueError:
@@ -304,17 +466,29 @@ class _Connection:
         headers.add("Server", SERVER_NAME)
         if cseq is None:
             return Response(400, "", headers)
-        handler = getattr(self, "_do_" + request.method.upper(), None)
-        if handler is None or request.method.upper() not in PUBLIC_METHODS:
+        method = request.method.upper()
+        if method not in PUBLIC_METHODS:
             return Response(501, "", headers)
-        if request.method.upper() not in ("OPTIONS", "DESCRIBE", "SETUP"):
+        gate = self.server.gate
+        if gate is not None and method != "OPTIONS":
+            verdict = gate.check(
+                request.method, request.uri, request.headers.get("Authorization"), self.remote
+            )
+            if verdict != "ok":
+                for challenge in gate.challenges(stale=verdict == "stale"):
+                    headers.add("WWW-Authenticate", challenge)
+                return Response(401, "", headers)
+        if method not in _SESSIONLESS or (
+            method in ("GET_PARAMETER", "SET_PARAMETER") and "Session" in request.headers
+        ):
             status = self._check_session(request)
             if status:
                 return Response(status, "", headers)
-        response: Response = handler(request, headers)
+        handler = getattr(self, "_do_" + method)
+        response: Response | None = await handler(request, headers)
         if (
-            self.session_id is not None
-            and request.method.upper() != "TEARDOWN"
+            response is not None
+            and self.session_id is not None
             and response.status == 200
             and "Session" not in response.headers
         ):
@@ -323,10 +497,7 @@ class _Connection:
 
     def _check_session(self, request: Request) -> int:
         value = request.headers.get("Session")
-        if value is None:
-            # GET_PARAMETER / SET_PARAMETER without a session are plain keep-alives.
-            if request.method.upper() in ("GET_PARAMETER", "SET_PARAMETER"):
-                return 0
+        if value is None or self.session_id is None:
             return 454
         try:
             session = parse_session(value)
@@ -338,151 +509,152 @@ class _Connection:
         assert self.session_id is not None
         return format_session(SessionHeader(self.session_id, self.server.session_timeout_s))
 
-    def _do_OPTIONS(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+    async def _do_OPTIONS(self, request: Request, headers: Headers) -> Response:  # noqa: N802
         headers.add("Public", ", ".join(PUBLIC_METHODS))
         return Response(200, "", headers)
 
-    def _do_DESCRIBE(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        found = self.server.mount_for(request.uri)
+    async def _do_DESCRIBE(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        found = self.server.feed_for(request.uri)
         if found is None or found[2]:
             return Response(404, "", headers)
-        _, source, _ = found
-        params = source.params
+        feed = found[1]
+        deadline_ns = self.server.clock.monotonic_ns() + int(DESCRIBE_WAIT_S * 1e9)
+        # A stream whose camera is (re)connecting has no parameters yet: wait a little.
+        while feed.parameters() == (None, None):
+            if self.server.clock.monotonic_ns() >= deadline_ns:
+                headers.add("Retry-After", "5")
+                return Response(503, "", headers)
+            await self.server.clock.sleep(0.1)
+        fanout = self.server.fanout(feed)
         description = sdp.SessionDescription(session_name="onvif-nvr live")
         description.attributes.append(("control", "*"))
-        description.attributes.append(("range", "npt=0-"))
-        description.media.append(
-            sdp.video_media_h264(PAYLOAD_TYPE, TRACK_CONTROL, params.parameter_sets)
-        )
+        description.attributes.append(("range", "npt=now-"))
+        description.media.extend(fanout.describe())
         base = request.uri if request.uri.endswith("/") else request.uri + "/"
         headers.add("Content-Base", base)
         headers.add("Content-Type", "application/sdp")
         return Response(200, "", headers, bytes(description))
 
-    def _do_SETUP(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        found = self.server.mount_for(request.uri)
-        if found is None or found[2] not in ("", TRACK_CONTROL):
+    async def _do_SETUP(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        found = self.server.feed_for(request.uri)
+        if found is None:
             return Response(404, "", headers)
-        if self.streamer is not None:
-            return Response(455, "", headers)
-        value = request.headers.get("Session")
-        if value is not None and self.session_id is not None:
-            try:
-                if parse_session(value).id != self.session_id:
-                    return Response(454, "", headers)
-            except ValueError:
+        path, feed, control = found
+        if self.session_id is not None and "Session" in request.headers:
+            if self._check_session(request):
                 return Response(454, "", headers)
+        elif self.session_id is not None and self.fanout is not None:
+            return Response(459, "", headers)  # one session per connection
+        if self.fanout is not None and (path != self.stream_path or self.playing):
+            return Response(455, "", headers)  # aggregate: same stream, set up before PLAY
+        fanout = self.fanout or self.server.fanout(feed)
+        track: Track | None = (
+            fanout.track(control) if control else fanout.tracks[0] if fanout.tracks else None
+        )
+        if track is None:
+            return Response(404, "", headers)
         try:
             specs = parse_transport(request.headers.get("Transport", ""))
         except ValueError:
             return Response(461, "", headers)
-        spec = next(
-            (
-                s
-                for s in specs
-                if s.protocol.startswith("RTP/AVP")
-                and s.lower_transport == "TCP"
-                and s.delivery != "multicast"
-            ),
-            None,
-        )
-        if spec is None:
+        reply = self._choose_transport(specs, track)
+        if reply is None:
             return Response(461, "", headers)
-        channel = spec.interleaved[0] if spec.interleaved else 0
-        if channel > 254:
-            return Response(461, "", headers)
-        spec.interleaved = (channel, channel + 1)
-        spec.delivery = "unicast"
-        self.stream = _Stream(found[1], channel)
-        spec.ssrc = self.stream.ssrc
+        self.fanout, self.stream_path = fanout, path
+        reply.ssrc = track.ssrc
         if self.session_id is None:
             self.session_id = secrets.token_hex(8)
-        headers.add("Transport", format_transport([spec]))
+        headers.add("Transport", format_transport([reply]))
         headers.add("Session", self._session_value())
         return Response(200, "", headers)
 
-    def _do_PLAY(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        stream = self.stream
-        if stream is None:
-            return Response(455, "", headers)
-        if self.streamer is None:
-            self.streamer = asyncio.create_task(self._stream(stream))
-        found = self.server.mount_for(request.uri)
-        base = request.uri.rstrip("/") if found is None or found[2] else request.uri
-        track_url = base.rstrip("/") + "/" + TRACK_CONTROL
-        info = RtpInfo(track_url, stream.next_seq, stream.first_rtptime)
-        headers.add("Range", format_range(NptRange(0)))
-        headers.add("RTP-Info", format_rtp_info([info]))
-        return Response(200, "", headers)
-
-    def _do_TEARDOWN(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        # Answer, then close: clients expect no more data on this session.
-        self._closing = True
-        return Response(200, "", headers)
-
-    def _do_GET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        return Response(200, "", headers)
-
-    def _do_SET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802
-        return Response(200, "", headers)
-
-    # -- streaming --------------------------------------------------------------------------
-
-    async def _stop_streaming(self) -> None:
-        if self.streamer is not None:
-            self.streamer.cancel()
-            try:
-                await self.streamer
-            except asyncio.CancelledError:
-                pass
-            except Exception:  # the source failed: this viewer ends, the server goes on
-                log.exception("RTSP client %s: streaming failed", self.peer)
-            self.streamer = None
-
-    async def _stream(self, stream: _Stream) -> None:
-        clock = self.server._clock
-        transport = self.writer.transport
-        units = stream.source.subscribe()
-        next_sr_ns = clock.monotonic_ns()
-        try:
-            async for unit, dts_90k in units:
-                if transport.is_closing():
-                    return
-                if stream.offset_90k is None:
-                    stream.offset_90k = stream.first_rtptime - dts_90k
-                rtptime = (dts_90k + stream.offset_90k) & 0xFFFFFFFF
-                try:
-                    payloads = stream.packetizer.packetize(unit, rtptime)
-                except ValueError as exc:  # a bad unit is dropped, the stream goes on
-                    log.debug("RTSP client %s: dropped unit: %s", self.peer, exc)
+    def _choose_transport(self, specs: list[TransportSpec], track: Track) -> TransportSpec | None:
+        for spec in specs:
+            if not spec.protocol.upper().startswith("RTP/AVP") or spec.delivery == "multicast":
+                continue  # multicast is not served yet (461)
+            if spec.lower_transport.upper() == "TCP":
+                if self.udp_ports:
+                    continue  # one lower transport per session
+                used = set(self.channels.values())
+                channel = spec.interleaved[0] if spec.interleaved else 2 * len(self.channels)
+                if channel > 254 or channel in used or channel - 1 in used or channel + 1 in used:
                     continue
-                frames = []
-                for payload, marker in payloads:
-                    packet = RtpPacket(
-                        PAYLOAD_TYPE, stream.next_seq, rtptime, stream.ssrc, payload, marker
-                    )
-                    stream.next_seq = (stream.next_seq + 1) & 0xFFFF
-                    stream.packet_count += 1
-                    stream.octet_count += len(payload)
-                    frames.append(bytes(Interleaved(stream.rtp_channel, bytes(packet))))
-                now_ns = clock.monotonic_ns()
-                if now_ns >= next_sr_ns:
-                    next_sr_ns = now_ns + SR_INTERVAL_S * 1_000_000_000
-                    report = SenderReport(
-                        stream.ssrc,
-                        wall_ns_to_ntp(clock.wall_ns()),
-                        rtptime,
-                        stream.packet_count & 0xFFFFFFFF,
-                        stream.octet_count & 0xFFFFFFFF,
-                    )
-                    frames.append(bytes(Interleaved(stream.rtcp_channel, build_compound(report))))
-                transport.write(b"".join(frames))
-                if transport.get_write_buffer_size() > self.server.max_write_buffer_bytes:
-                    log.warning("RTSP client %s does not keep up: disconnecting", self.peer)
-                    self.abort()
-                    return
-        finally:
-            aclose = getattr(units, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+                self.channels[track.number] = channel
+                return TransportSpec(
+                    "RTP/AVP/TCP", "unicast", interleaved=(channel, channel + 1), mode=None
+                )
+            if spec.client_port and not self.channels:
+                rtp_port = spec.client_port[0]
+                rtcp_port = spec.client_port[1] if len(spec.client_port) > 1 else rtp_port + 1
+                if not (0 < rtp_port < 65536 and 0 < rtcp_port < 65536):
+                    continue
+                self.udp_ports[track.number] = (rtp_port, rtcp_port)
+                return TransportSpec(
+                    "RTP/AVP",
+                    "unicast",
+                    client_port=(rtp_port, rtcp_port),
+                    server_port=self.server.server_ports,
+                )
+        return None
+
+    async def _do_PLAY(self, request: Request, headers: Headers) -> Response | None:  # noqa: N802
+        fanout = self.fanout
+        if fanout is None or not (self.channels or self.udp_ports):
+            return Response(455, "", headers)
+        base = self.server.feed_for(request.uri)
+        url = request.uri.rstrip("/")
+        if base is not None and base[2]:
+            url = url.rpartition("/")[0]
+        infos = []
+        for track in fanout.tracks:
+            if track.number in self.channels or track.number in self.udp_ports:
+                seq, rtptime = fanout.start_info(track)
+                infos.append(RtpInfo(f"{url}/{track.control}", seq, rtptime))
+        headers.add("Range", format_range(NptRange(0)))
+        if infos and not self.playing:
+            headers.add("RTP-Info", format_rtp_info(infos))
+        headers.add("Session", self._session_value())
+        # The answer goes before the first media packet (the join sends the cached GOP).
+        self._send(Response(200, "", headers))
+        if not self.playing:
+            self._start_playing(fanout)
+        return None
+
+    def _start_playing(self, fanout: Fanout) -> None:
+        if self.channels:
+            size = max(t.number for t in fanout.tracks) + 1
+            self._layout = tuple(self.channels.get(n, -1) for n in range(size))
+        else:
+            self._layout = None
+            self._udp_dest = {}
+            for number, (rtp_port, rtcp_port) in self.udp_ports.items():
+                self._udp_dest[(number, False)] = (self.remote, rtp_port)
+                self._udp_dest[(number, True)] = (self.remote, rtcp_port)
+        self.playing = True
+        fanout.join(self)
+
+    def _stop_playing(self) -> None:
+        if self.playing and self.fanout is not None:
+            self.playing = False
+            self.fanout.leave(self)
+
+    async def _do_PAUSE(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        if self.fanout is None:
+            return Response(455, "", headers)
+        self._stop_playing()
+        return Response(200, "", headers)
+
+    async def _do_TEARDOWN(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        self._stop_playing()
+        self.fanout = None
+        self.session_id = None
+        self.channels.clear()
+        self.udp_ports.clear()
+        return Response(200, "", headers)
+
+    async def _do_GET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        return Response(200, "", headers)
+
+    async def _do_SET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802
+        # No parameter can be set; an empty body is a keep-alive (RFC 2326 §10.9).
+        return Response(451 if request.body.strip() else 200, "", headers)

@@ -336,6 +336,11 @@ class MessageParser:
         # After an error: (header bytes to drop or None if the head never ended, body bytes)
         self._failed: tuple[int | None, int] | None = None
 
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an incomplete message held (a server times out requests that never end)."""
+        return len(self._buf)
+
     def feed(self, data: bytes) -> list[Message]:
         """Add bytes from the connection; return the messages they complete, in order."""
         if self._failed is not None:

@@ -498,3 +498,10 @@ def audio_media_pcm(
 def metadata_media_onvif(payload_type: int, control: str) -> MediaDescription:
     """An ONVIF metadata stream section (``vnd.onvif.metadata/90000``)."""
     return _media("application", payload_type, control, "vnd.onvif.metadata/90000", None)
+
+
+def audio_media_opus(payload_type: int, control: str, channels: int = 2) -> MediaDescription:
+    """An Opus media section (RFC 7587: always ``opus/48000/2``; ``sprop-stereo`` tells
+    whether the sender sends stereo)."""
+    fmtp = f"sprop-stereo={1 if channels > 1 else 0}"
+    return _media("audio", payload_type, control, "opus/48000/2", fmtp)

@@ -1,0 +1,65 @@
+"""RTSP Digest authentication with the box's ONVIF users (READ_MEDIA access class).
+
+The same :class:`~onvif_nvr.auth.digest.DigestAuthority` (realm, nonces) as the SOAP
+endpoint, so a client that knows the ONVIF credentials plays the streams; RFC 2069 answers
+(no qop) are accepted because live555- and GStreamer-based players send them. Failed logins
+count towards the same per-address throttle as SOAP.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, Protocol
+
+from onvif_nvr.auth.digest import DigestAuthority
+from onvif_nvr.auth.policy import AccessClass, UserLevel, allowed
+
+log = logging.getLogger(__name__)
+
+
+class Users(Protocol):
+    def password_for(self, username: str) -> str | None: ...
+
+    def level_for(self, username: str) -> UserLevel | None: ...
+
+
+class Throttle(Protocol):
+    def retry_after_s(self, remote: str) -> int: ...
+
+    def failure(self, remote: str) -> None: ...
+
+
+class DigestGate:
+    """Implements ``rtsp_server.Gate``."""
+
+    def __init__(
+        self, digest: DigestAuthority, users: Users, throttle: Throttle | None = None
+    ) -> None:
+        self._digest = digest
+        self._users = users
+        self._throttle = throttle
+
+    def challenges(self, *, stale: bool = False) -> list[str]:
+        return self._digest.challenges(stale=stale)
+
+    def check(
+        self, method: str, uri: str, authorization: str | None, remote: str
+    ) -> Literal["ok", "stale", "denied"]:
+        if self._throttle is not None and self._throttle.retry_after_s(remote):
+            return "denied"
+        if not authorization or authorization[:7].lower() != "digest ":
+            return "denied"
+        result = self._digest.verify(
+            method, uri, authorization, self._users.password_for, allow_no_qop=True
+        )
+        if result.stale:
+            return "stale"
+        if not result.ok or result.username is None:
+            if self._throttle is not None:
+                self._throttle.failure(remote)
+            log.info("RTSP login of %r from %s refused: %s", result.username, remote, result.reason)
+            return "denied"
+        level = self._users.level_for(result.username)
+        if level is None or not allowed(level, AccessClass.READ_MEDIA):
+            return "denied"
+        return "ok"
