@@ -11,6 +11,7 @@ import contextlib
 import enum
 import logging
 import mimetypes
+import weakref
 from collections.abc import Coroutine
 from typing import Any
 
@@ -35,6 +36,9 @@ from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.manager import RecordingManager
 from onvif_nvr.recording.search import RecordingSearch, live_from
 from onvif_nvr.recording.search_sessions import SearchSessions
+from onvif_nvr.recording.supervisor import CameraRecorder
+from onvif_nvr.replay.live import Feed, HubFeed
+from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
@@ -87,6 +91,9 @@ class NvrApp:
         #: Simulated cameras served (and recorded) by ``onvif-nvr demo``.
         self.demo_cameras = demo_cameras
         self.rtsp: RtspServer | None = None
+        self._live_feeds: weakref.WeakKeyDictionary[CameraRecorder, Feed] = (
+            weakref.WeakKeyDictionary()
+        )
         self.event_service: EventService | None = None
         self.control_events: ControlEvents | None = None
         self.search_sessions: SearchSessions | None = None
@@ -187,6 +194,7 @@ class NvrApp:
         self.control.on_event = self.control_events.on_event
         self.camera_setup = CameraSetup(self.control)
         await sync_from_config(self.camera_setup, settings.camera)
+        await self._start_rtsp()
         if self.demo_cameras:
             await self._start_demo(self.demo_cameras)
         self.recording = RecordingManager(
@@ -325,7 +333,7 @@ class NvrApp:
                 max_skew_s=sec.wsse_max_skew_s,
                 allow_password_text=sec.allow_password_text,
             ),
-            LoginThrottle(
+            throttle := LoginThrottle(
                 self.clock,
                 max_failures=sec.max_failed_logins,
                 window_s=sec.failed_login_window_s,
@@ -333,6 +341,8 @@ class NvrApp:
                 lockout_max_s=sec.lockout_max_s,
             ),
         )
+        if self.rtsp is not None:  # live streams need the ONVIF users' credentials
+            self.rtsp.gate = DigestGate(authenticator.digest, self.users, throttle)
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
         self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -361,20 +371,55 @@ class NvrApp:
             log.info("making the demo clip (once)")
             await asyncio.to_thread(simulator.make_clip, clip)
         params, units = await asyncio.to_thread(simulator.load_clip, clip)
-        self.rtsp = RtspServer("127.0.0.1", self.settings.rtsp_port, self.clock)
+        if self.rtsp is None:
+            raise OSError("the demo needs the RTSP server (rtsp_port)")
         for i in range(1, count + 1):
-            self.rtsp.add_mount(f"/sim/{i}", simulator.LoopingClip(params, units, self.clock))
-        await self.rtsp.start()
+            clip_source = simulator.LoopingClip(params, units, self.clock)
+            self.rtsp.add_mount(f"/sim/{i}", clip_source, public=True)
         existing = {c.name: c for c in await self.camera_setup.list()}
+        host = self.rtsp_host
         for i in range(1, count + 1):
-            name, url = f"demo-{i}", f"rtsp://127.0.0.1:{self.rtsp.bound_port}/sim/{i}"
+            name, url = f"demo-{i}", f"rtsp://{host}:{self.rtsp.bound_port}/sim/{i}"
             if name not in existing:
                 await self.camera_setup.add(name, url, origin="demo")
             elif existing[name].url != url:
                 await self.camera_setup.update(name, url=url)
         log.info(
-            "demo: %d simulated cameras at rtsp://127.0.0.1:%s/sim/N", count, self.rtsp.bound_port
+            "demo: %d simulated cameras at rtsp://%s:%s/sim/N", count, host, self.rtsp.bound_port
         )
+
+    # -- live RTSP -------------------------------------------------------------------------
+    @property
+    def rtsp_host(self) -> str:
+        """The host of the RTSP URLs the box prints (its bind address, or loopback)."""
+        bind = self.settings.bind
+        return "127.0.0.1" if bind in ("", "0.0.0.0", "::") else bind
+
+    async def _start_rtsp(self) -> None:
+        """Live streams at rtsp://box:rtsp_port/live/<receiver or recording token>."""
+        self.rtsp = RtspServer(
+            self.settings.bind, self.settings.rtsp_port, self.clock, resolver=self._live_feed
+        )
+        await self.rtsp.start()
+
+    def _live_feed(self, path: str) -> Feed | None:
+        prefix, _, token = path.lstrip("/").partition("/")
+        if prefix != "live" or not token or self.recording is None:
+            return None
+        recorder = self.recording.live_streams().get(token)
+        if recorder is None:
+            return None
+        feed = self._live_feeds.get(recorder)
+        if feed is None:
+            feed = self._live_feeds[recorder] = _recorder_feed(recorder)
+        return feed
+
+    def live_uris(self) -> list[str]:
+        """The live stream URIs served now (one per receiver and recording token)."""
+        if self.rtsp is None or self.recording is None:
+            return []
+        base = f"rtsp://{self.rtsp_host}:{self.rtsp.bound_port}/live/"
+        return [base + token for token in sorted(self.recording.live_streams())]
 
     # -- WS-Discovery ----------------------------------------------------------------------
     async def _start_discovery(self) -> None:
@@ -549,6 +594,15 @@ class NvrApp:
                 "WSDLs: /onvif/wsdl/\n"
             )
         )
+
+
+def _recorder_feed(recorder: CameraRecorder) -> Feed:
+    def parameters() -> tuple[Any, Any]:
+        info = recorder.source_info
+        return (info.video, info.audio) if info is not None else (None, None)
+
+    # Lossy and deep: the fan-out must never end the hub's subscription (see live.HubFeed).
+    return HubFeed(lambda: recorder.hub.subscribe("live", maxsize=3000, lossy=True), parameters)
 
 
 def _format_address(sockname: tuple[object, ...]) -> str:

@@ -64,10 +64,20 @@ async def _serve(settings: Settings, demo_cameras: int = 0) -> int:
                 f"onvif-nvr: created user 'admin' with generated password: {app.generated_admin_password}",
                 flush=True,
             )
+        if app.rtsp is not None:
+            print(
+                f"onvif-nvr: serving live RTSP on rtsp://{app.rtsp_host}:{app.rtsp.bound_port}"
+                "/live/<receiver or recording token>",
+                flush=True,
+            )
+            for uri in app.live_uris():
+                print(f"onvif-nvr: live {uri}", flush=True)
         print(
             f"onvif-nvr: serving ONVIF on http://{settings.bind}:{app.bound_port}/onvif/device_service",
             flush=True,
         )
+        if settings.rtsp_port == 0 and app.rtsp is not None:
+            settings = dataclasses.replace(settings, rtsp_port=app.rtsp.bound_port)
         if settings.http_port == 0 and app.bound_port:
             # "Any free port" is chosen once: a SystemReboot comes back where clients are.
             settings = dataclasses.replace(settings, http_port=app.bound_port)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _SERVING = re.compile(r"serving ONVIF on http://[^:]+:(\d+)/")
+_RTSP = re.compile(r"serving live RTSP on rtsp://[^:]+:(\d+)/")
 _BLOCKING = re.compile(r"blocking call on the event loop")
 
 
@@ -43,6 +44,8 @@ class NvrProcess:
         self.command = command
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
+        #: The live RTSP server's port (from the "serving live RTSP" line).
+        self.rtsp_port = 0
         self.output: list[str] = []
         self._ports: list[int] = []
         self._lock = threading.Condition()
@@ -62,6 +65,8 @@ class NvrProcess:
             "PYTHONUNBUFFERED": "1",
             # WS-Discovery only where a test asks for it (tests/test_discovery.py).
             "ONVIF_NVR_DISCOVERY_ENABLED": "false",
+            # Any free RTSP port: tests run side by side (live streams: ``rtsp_port``).
+            "ONVIF_NVR_RTSP_PORT": "0",
             **self.extra_env,
         }
         env.pop("ONVIF_NVR_ADMIN_PASSWORD", None)
@@ -116,6 +121,9 @@ class NvrProcess:
         for line in proc.stdout:
             with self._lock:
                 self.output.append(line)
+                rtsp = _RTSP.search(line)
+                if rtsp:
+                    self.rtsp_port = int(rtsp.group(1))
                 match = _SERVING.search(line)
                 if match:
                     self._ports.append(int(match.group(1)))

@@ -155,6 +155,20 @@ class RecordingManager:
     def running(self) -> Iterable[tuple[int, int]]:
         return list(self.recorders)
 
+    def live_streams(self) -> dict[str, CameraRecorder]:
+        """Running recorders by receiver token and by recording token (the live paths)."""
+        streams: dict[str, CameraRecorder] = {}
+        # Recording recorders first, so a receiver token names one that records.
+        for key, spec in sorted(self._specs.items(), key=lambda item: item[0][0] == 0):
+            recorder = self.recorders.get(key)
+            if recorder is None:
+                continue
+            if spec.recording_token:
+                streams.setdefault(spec.recording_token, recorder)
+            if spec.receiver_token:
+                streams.setdefault(spec.receiver_token, recorder)
+        return streams
+
     def _start(self, spec: RecorderSpec) -> None:
         storage = self.settings.storage
         recorder = CameraRecorder(

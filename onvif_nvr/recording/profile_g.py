@@ -180,6 +180,8 @@ class RecorderSpec:
     recording_token: str = ""
     video_track: str = ""
     audio_track: str = ""
+    #: The receiver's token (its live stream is served at ``/live/<token>``).
+    receiver_token: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -540,6 +542,7 @@ class ControlBase:
                         recording_id,
                         tokens.get(recording_id, "") if recording_id is not None else "",
                         *destinations.get(key, ("", "")),
+                        receiver_token=cams[key[1]].token or "",
                     )
                     for key, recording_id in plan(receivers, jobs, tracks)
                 ]

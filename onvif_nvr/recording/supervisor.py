@@ -139,6 +139,11 @@ class CameraRecorder:
         return self._source.info.audio if self._source is not None else None
 
     @property
+    def source_info(self) -> SourceInfo | None:
+        """What the current source learned about the stream (None before the first)."""
+        return self._source.info if self._source is not None else None
+
+    @property
     def has_audio(self) -> bool:
         return self._source is not None and self._source.info.audio is not None
 

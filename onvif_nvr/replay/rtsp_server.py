@@ -123,23 +123,23 @@ class RtspServer:
         self.gate = gate
         self._resolver = resolver
         self._mounts: dict[str, Feed] = {}
+        self._public: set[str] = set()
         self._fanouts: dict[int, Fanout] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._udp: _UdpPorts | None = None
 
-    def add_mount(self, path: str, source: Feed | UnitSource) -> None:
-        """Serve ``source`` at ``path`` (``"/sim"`` or ``"sim"``: ``rtsp://host:port/sim``)."""
+    def add_mount(self, path: str, source: Feed | UnitSource, *, public: bool = False) -> None:
+        """Serve ``source`` at ``path`` (``"/sim"`` or ``"sim"``: ``rtsp://host:port/sim``);
+        ``public`` mounts need no credentials (the demo's simulated cameras)."""
         key = "/" + path.strip("/")
         if key == "/" or key.rpartition("/")[2].startswith("trackID="):
             raise ValueError(f"invalid mount path {path!r}")
         # Simulated cameras (UnitSource) are wrapped; feeds (HubFeed...) have ``open``.
-        feed = (
-            cast(Feed, source)
-            if hasattr(source, "open")
-            else UnitSourceFeed(source, self.clock)
-        )
+        feed = cast(Feed, source) if hasattr(source, "open") else UnitSourceFeed(source, self.clock)
         self._mounts[key] = feed
+        if public:
+            self._public.add(key)
 
     @property
     def bound_port(self) -> int:
@@ -203,6 +203,10 @@ class RtspServer:
             if feed is not None:
                 return key, feed, path[len(key) :].lstrip("/")
         return None
+
+    def is_public(self, uri: str) -> bool:
+        found = self.feed_for(uri)
+        return found is not None and found[0] in self._public
 
     def fanout(self, feed: Feed) -> Fanout:
         """The fan-out of ``feed``, made on first use."""
@@ -470,7 +474,7 @@ class _Connection:
         if method not in PUBLIC_METHODS:
             return Response(501, "", headers)
         gate = self.server.gate
-        if gate is not None and method != "OPTIONS":
+        if gate is not None and method != "OPTIONS" and not self.server.is_public(request.uri):
             verdict = gate.check(
                 request.method, request.uri, request.headers.get("Authorization"), self.remote
             )
