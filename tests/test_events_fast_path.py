@@ -3,8 +3,8 @@
 * PullMessages requests of the plain shape are read without zeep (soap/decode.py): for
   valid and invalid requests alike, the value, the conversion errors and the answer or
   fault are the ones zeep's path gives; any other shape is left to zeep.
-* The answer is assembled from pre-serialised bytes (notification.py, EnvelopeTemplate):
-  canonically the same XML as the lxml trees the general path builds.
+* The answer (and a Notify) is assembled from pre-serialised bytes (notification.py,
+  EnvelopeTemplate): canonically the same XML as the lxml trees the general path builds.
 * Authentication still runs on every request that takes the fast path.
 """
 
@@ -25,10 +25,11 @@ from onvif_nvr.clock import SystemClock
 from onvif_nvr.config import EventSettings
 from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.message import ElementItem, Message, PropertyOperation, SimpleItem
-from onvif_nvr.events.notification import notification_message, pull_messages_response
+from onvif_nvr.events.notification import WSA, notification_message, pull_messages_response
 from onvif_nvr.events.termination import format_utc
 from onvif_nvr.events.topics import Topic, onvif_catalog
 from onvif_nvr.services.events import TEV, EventService
+from onvif_nvr.services.events_push import NOTIFY_ACTION, notify_envelope
 from onvif_nvr.soap import envelope as env
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
@@ -319,3 +320,23 @@ def test_envelope_template_writes_the_bytes_of_the_tree(
     if action:
         env.add_addressing(tree, action, relates_to)
     assert template.wrap(body, relates_to) == env.serialize(tree)
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_notify_is_the_lxml_notify(count: int) -> None:
+    messages = _messages()[:count]
+    consumer = "http://consumer:8080/notify?a=1&b=<2>"
+    sub, producer = "http://h/onvif/events/subscription/ab", "http://h/onvif/events_service"
+    ours = etree.fromstring(notify_envelope(messages, consumer, sub, producer))
+    message_id = ours.findtext(f"{{{SOAP12}}}Header/{{{WSA}}}MessageID")
+    assert message_id is not None and message_id.startswith("urn:uuid:")
+    expected, body = env.new_envelope(SOAP12, {"wsnt": WSNT, "wsa": WSA})
+    header = etree.Element(f"{{{SOAP12}}}Header")
+    expected.insert(0, header)
+    etree.SubElement(header, f"{{{WSA}}}Action").text = NOTIFY_ACTION
+    etree.SubElement(header, f"{{{WSA}}}MessageID").text = message_id
+    etree.SubElement(header, f"{{{WSA}}}To").text = consumer
+    notify = etree.SubElement(body, f"{{{WSNT}}}Notify")
+    for message in messages:
+        notification_message(notify, message, subscription_address=sub, producer_address=producer)
+    assert etree.tostring(ours, method="c14n") == etree.tostring(expected, method="c14n")

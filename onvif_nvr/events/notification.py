@@ -173,6 +173,38 @@ def message_parts(message: Message) -> tuple[bytes, bytes]:
     return topic + b"</wsnt:Topic>", body
 
 
+def notification_messages(
+    parts: list[bytes],
+    messages: list[Message],
+    *,
+    subscription_address: str,
+    producer_address: str,
+) -> None:
+    """Append a ``wsnt:NotificationMessage`` per message to ``parts``, as
+    :func:`notification_message` writes it (its namespaces declared on it)."""
+    if not messages:
+        return
+    # The addresses are the same for every message of a batch.
+    opening = b"".join(
+        (
+            _NOTIFICATION_OPEN,
+            b"<wsnt:SubscriptionReference><wsa:Address>",
+            _escape(subscription_address),
+            b"</wsa:Address></wsnt:SubscriptionReference>",
+        )
+    )
+    producer = b"".join(
+        (
+            b"<wsnt:ProducerReference><wsa:Address>",
+            _escape(producer_address),
+            b"</wsa:Address></wsnt:ProducerReference><wsnt:Message>",
+        )
+    )
+    for message in messages:
+        topic, body = message_parts(message)
+        parts += (opening, topic, producer, body, _NOTIFICATION_CLOSE)
+
+
 def pull_messages_response(
     current_utc_ns: int,
     termination_utc_ns: int,
@@ -182,31 +214,32 @@ def pull_messages_response(
     producer_address: str,
 ) -> bytes:
     """``tev:PullMessagesResponse`` as bytes: CurrentTime, TerminationTime and a
-    NotificationMessage per message, as :func:`notification_message` writes it."""
+    NotificationMessage per message."""
     parts = [
         f'<tev:PullMessagesResponse xmlns:tev="{TEV}" xmlns:wsnt="{WSNT}"><tev:CurrentTime>'
         f"{format_utc(current_utc_ns)}</tev:CurrentTime><tev:TerminationTime>"
         f"{format_utc(termination_utc_ns)}</tev:TerminationTime>".encode()
     ]
-    if messages:
-        # The addresses are the same for every message of the answer.
-        opening = b"".join(
-            (
-                _NOTIFICATION_OPEN,
-                b"<wsnt:SubscriptionReference><wsa:Address>",
-                _escape(subscription_address),
-                b"</wsa:Address></wsnt:SubscriptionReference>",
-            )
-        )
-        producer = b"".join(
-            (
-                b"<wsnt:ProducerReference><wsa:Address>",
-                _escape(producer_address),
-                b"</wsa:Address></wsnt:ProducerReference><wsnt:Message>",
-            )
-        )
-        for message in messages:
-            topic, body = message_parts(message)
-            parts += (opening, topic, producer, body, _NOTIFICATION_CLOSE)
+    notification_messages(
+        parts,
+        messages,
+        subscription_address=subscription_address,
+        producer_address=producer_address,
+    )
     parts.append(b"</tev:PullMessagesResponse>")
+    return b"".join(parts)
+
+
+def notify_body(
+    messages: list[Message], *, subscription_address: str, producer_address: str
+) -> bytes:
+    """``wsnt:Notify`` as bytes: a NotificationMessage per message."""
+    parts = [f'<wsnt:Notify xmlns:wsnt="{WSNT}">'.encode()]
+    notification_messages(
+        parts,
+        messages,
+        subscription_address=subscription_address,
+        producer_address=producer_address,
+    )
+    parts.append(b"</wsnt:Notify>")
     return b"".join(parts)

@@ -20,7 +20,8 @@ from lxml import etree
 
 from onvif_nvr.clock import Clock
 from onvif_nvr.events.bus import Subscription
-from onvif_nvr.events.notification import WSA, WSNT, notification_message
+from onvif_nvr.events.message import Message
+from onvif_nvr.events.notification import WSA, WSNT, notify_body
 from onvif_nvr.soap import envelope as env
 
 log = logging.getLogger(__name__)
@@ -34,26 +35,46 @@ RETRY_MAX_S = 15.0
 IDLE_WAIT_S = 30.0
 
 
-def notify_envelope(
-    messages: list[Any], consumer: str, subscription_address: str, producer_address: str
-) -> bytes:
-    """A SOAP 1.2 ``wsnt:Notify`` with WS-Addressing headers (Core §9: WS-Addressing is
-    mandatory for the event service in both directions)."""
+def _notify_envelope_parts() -> list[bytes]:
+    """The envelope of a Notify cut at wsa:MessageID's text, wsa:To's text and the Body's
+    content: the bytes lxml writes for it (SOAP 1.2, wsa headers)."""
     envelope, body = env.new_envelope(env.SOAP12, {"wsnt": WSNT, "wsa": WSA})
     header = etree.Element(f"{{{env.SOAP12}}}Header")
     envelope.insert(0, header)
     etree.SubElement(header, f"{{{WSA}}}Action").text = NOTIFY_ACTION
-    etree.SubElement(header, f"{{{WSA}}}MessageID").text = f"urn:uuid:{uuid.uuid4()}"
-    etree.SubElement(header, f"{{{WSA}}}To").text = consumer
-    notify = etree.SubElement(body, f"{{{WSNT}}}Notify")
-    for message in messages:
-        notification_message(
-            notify,
-            message,
-            subscription_address=subscription_address,
-            producer_address=producer_address,
+    etree.SubElement(header, f"{{{WSA}}}MessageID").text = "@@id@@"
+    etree.SubElement(header, f"{{{WSA}}}To").text = "@@to@@"
+    body.text = "@@body@@"
+    head, rest = env.serialize(envelope).split(b"@@id@@")
+    before_to, rest = rest.split(b"@@to@@")
+    after_to, tail = rest.split(b"@@body@@")
+    return [head, before_to, after_to, tail]
+
+
+_HEAD, _BEFORE_TO, _AFTER_TO, _TAIL = _notify_envelope_parts()
+
+
+def notify_envelope(
+    messages: list[Message], consumer: str, subscription_address: str, producer_address: str
+) -> bytes:
+    """A SOAP 1.2 ``wsnt:Notify`` with WS-Addressing headers (Core §9: WS-Addressing is
+    mandatory for the event service in both directions), from the messages' shared,
+    pre-serialised notifications."""
+    return b"".join(
+        (
+            _HEAD,
+            f"urn:uuid:{uuid.uuid4()}".encode(),
+            _BEFORE_TO,
+            env.escape_text(consumer).encode(),
+            _AFTER_TO,
+            notify_body(
+                messages,
+                subscription_address=subscription_address,
+                producer_address=producer_address,
+            ),
+            _TAIL,
         )
-    return env.serialize(envelope)
+    )
 
 
 class Pusher:
