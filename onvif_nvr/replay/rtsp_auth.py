@@ -40,7 +40,11 @@ class DigestGate:
         self._throttle = throttle
 
     def challenges(self, *, stale: bool = False) -> list[str]:
-        return self._digest.challenges(stale=stale)
+        # Only MD5 when offered: FFmpeg and live555 answer the last challenge they see and
+        # know no other algorithm, so a SHA-256 challenge after it locks them out.
+        offered = self._digest.challenges(stale=stale)
+        md5 = [c for c in offered if "algorithm=MD5," in c]
+        return md5 or offered
 
     def check(
         self, method: str, uri: str, authorization: str | None, remote: str
