@@ -130,3 +130,29 @@ async def test_a_bound_method_batches_like_a_function(db: Database) -> None:
         db.defer(sink.take, i)
     await db.flush()
     assert sink.calls == [[0, 1, 2, 3, 4]]
+
+
+def test_deferred_writes_survive_a_cancelled_caller(tmp_path: Path) -> None:
+    """A task cancelled while its job waits behind another (the box's shutdown cancels its
+    tasks) loses its own job, never the deferred writes it carried."""
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path / 'defer.sqlite3'}")
+    written: list[int] = []
+    gate = threading.Event()
+
+    async def main() -> None:
+        blocker = asyncio.ensure_future(db.run(gate.wait))
+        await asyncio.sleep(0.05)
+        db.defer(written.extend, 1)
+        db.defer(written.extend, 2)
+        caller = asyncio.ensure_future(db.run(lambda: "never"))
+        await asyncio.sleep(0.05)
+        caller.cancel()  # its job is still queued behind the blocker
+        gate.set()
+        await blocker
+        await db.flush()
+        assert written == [1, 2]
+
+    asyncio.run(main())
+    db.close()

@@ -115,11 +115,13 @@ class Database:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the worker thread, after every write deferred before."""
         loop = asyncio.get_running_loop()
-        call = functools.partial(fn, *args)
         deferred = self._take_deferred()
         if deferred or self._retry:
-            call = functools.partial(self._after_deferred, deferred, call)
-        return await loop.run_in_executor(self._executor, call)
+            # A job of its own, ahead of ``fn`` on the one worker: cancelling the caller
+            # (a task cancelled at shutdown while its job still waits in the queue) cancels
+            # only its own job, never the writes it happened to carry.
+            self._executor.submit(self._apply, deferred)
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
     def defer(self, batch_fn: BatchFn, item: Any) -> None:
         """Queue ``item`` for ``batch_fn(items)``: applied on the worker thread within
@@ -146,10 +148,6 @@ class Database:
         flush = asyncio.ensure_future(self.flush())
         self._flushes.add(flush)
         flush.add_done_callback(self._flushes.discard)
-
-    def _after_deferred(self, deferred: list[tuple[BatchFn, Any]], call: Callable[[], T]) -> T:
-        self._apply(deferred)
-        return call()
 
     def _apply(self, deferred: list[tuple[BatchFn, Any]]) -> None:
         """Worker thread: the failed batches again, then ``deferred`` grouped by function."""
