@@ -17,6 +17,7 @@ from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import InvalidArgument, ResourceProblem
 from onvif_nvr.events.filters import CONCRETE_SET, EventFilter, parse_topic_expression
 from onvif_nvr.events.topics import onvif_catalog
+from onvif_nvr.recording import data_ranges
 from onvif_nvr.recording.event_search import EventScan
 from onvif_nvr.recording.search import RecordingSearch, Scope
 from onvif_nvr.recording.search_filter import Node, SearchFilterError, parse
@@ -182,7 +183,6 @@ def seed(path: Path) -> None:
 
     db = Database(f"sqlite:///{path}")
     asyncio.run(db.migrate())
-    db.close()
     with sqlite3.connect(path) as conn:
         conn.execute(
             "INSERT INTO volumes (id, path, min_free_bytes, status, status_reason) VALUES (1, '/v', 0, 'ok', '')"
@@ -236,6 +236,10 @@ def seed(path: Path) -> None:
                             json.dumps([[item, "true" if m % 2 == 0 else "false"]]),
                         ),
                     )
+    # The data ranges as migration 0009 fills them from the rows loaded.
+    with db.engine.begin() as conn:
+        data_ranges.rebuild(conn)
+    db.close()
 
 
 def test_every_search_statement_reads_by_an_index(tmp_path: Path) -> None:
@@ -340,6 +344,15 @@ def test_every_search_statement_reads_by_an_index(tmp_path: Path) -> None:
                 if statement.startswith("SELECT events.id"):
                     assert "TEMP B-TREE" not in step, (statement, plan)
                 used.update(word for word in step.split() if word.startswith("ix_"))
+                # Data ranges: a page reads one row per recording and per track, by
+                # primary key; the summary is the aggregate of every recording's row.
+                if "recording_data" in step or "track_data" in step:
+                    summary = statement.startswith("SELECT min(recording_data.earliest_ns)")
+                    assert (summary and step == "SCAN recording_data") or (
+                        step.startswith("SEARCH")
+                        and ("PRIMARY KEY" in step or "sqlite_autoindex_track_data" in step)
+                    ), (statement, plan)
+                    used.add(step.split()[1])
     db.close()
     assert {
         "ix_events_utc",
@@ -347,5 +360,121 @@ def test_every_search_statement_reads_by_an_index(tmp_path: Path) -> None:
         "ix_events_topic_utc",
         "ix_events_recording_utc",
         "ix_segments_recording_start",
-        "ix_segments_recording_end",
+        "recording_data",
+        "track_data",
     } <= used
+
+
+# -- the data ranges kept with the rows (migration 0009) ----------------------------------------
+def _ranges(conn: Any) -> tuple[list[Any], list[Any]]:
+    recordings = conn.exec_driver_sql(
+        "SELECT recording_id, earliest_ns, latest_ns FROM recording_data "
+        "WHERE earliest_ns IS NOT NULL ORDER BY recording_id"
+    ).all()
+    tracks = conn.exec_driver_sql(
+        "SELECT recording_id, track_token, first_ns, last_ns, last_data FROM track_data "
+        "ORDER BY recording_id, track_token"
+    ).all()
+    return [tuple(r) for r in recordings], [tuple(t) for t in tracks]
+
+
+def test_data_ranges_kept_with_the_rows_equal_a_rebuild(tmp_path: Path) -> None:
+    """Segments created, extended, closed, marked deleting and dropped, Track/State events
+    out of order and at equal times: after each step the maintained rows are what
+    migration 0009 computes from the segments and events."""
+    from onvif_nvr.db import models
+    from onvif_nvr.recording.history import TRACK_STATE
+    from onvif_nvr.recording.index import EventRow, FragmentRow, SegmentIndex
+
+    assert TRACK_STATE.text() == data_ranges.TRACK_STATE_TOPIC
+    db = Database(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+
+    def check() -> None:
+        with db.engine.connect() as conn:
+            kept = _ranges(conn)
+            data_ranges.rebuild(conn)
+            assert _ranges(conn) == kept
+            conn.rollback()
+
+    def event(rid: int, track: str, utc: int, present: bool) -> EventRow:
+        return EventRow(
+            rid,
+            f"RECORDING_{rid}",
+            track,
+            data_ranges.TRACK_STATE_TOPIC if track else "tns1:RecordingHistory/Recording/State",
+            utc,
+            "Changed",
+            [["RecordingToken", f"RECORDING_{rid}"]],
+            [["IsDataPresent", "true" if present else "false"]],
+        )
+
+    def fragment(sid: int, seq: int, start: int) -> FragmentRow:
+        return FragmentRow(sid, seq, start, 0, 90_000, 800 + seq * 1000, 1000, True, 25)
+
+    async def run() -> None:
+        await db.migrate()
+
+        def setup() -> None:
+            with db.session() as session, session.begin():
+                session.add(models.Volume(path="/v", min_free_bytes=0, status="ok"))
+                for rid in (1, 2):
+                    session.add(
+                        models.Camera(
+                            id=rid,
+                            name=f"cam{rid}",
+                            url="",
+                            token=f"RECEIVER_{rid}",
+                            created_wall_ns=0,
+                        )
+                    )
+                    session.add(
+                        models.Recording(
+                            id=rid, token=f"RECORDING_{rid}", created_wall_ns=0, origin="cli"
+                        )
+                    )
+
+        await db.run(setup)
+        index = SegmentIndex(db)
+        a = await index.create_segment(1, 1, T0, 0, recording_id=1)
+        b = await index.create_segment(1, 1, T0 + 10 * NS, 0, recording_id=1)
+        c = await index.create_segment(2, 1, T0 + 5 * NS, 0, recording_id=2)
+        await db.run(check)
+        await index.add_fragments(a, [fragment(a, 0, T0), fragment(a, 1, T0 + NS)], 800)
+        await index.add_fragments(c, [fragment(c, 0, T0 + 5 * NS)], 800)
+        for e in (
+            event(1, "VIDEO001", T0 + 2 * NS, True),
+            event(1, "VIDEO001", T0, True),  # earlier, stored later
+            event(1, "", T0, True),
+            event(1, "VIDEO001", T0 + 2 * NS, False),  # same time: the later id is last
+            event(2, "AUDIO001", T0 + 5 * NS, True),
+        ):
+            index.add_event(e)
+        await index.flush()
+        await db.run(check)
+        await index.add_fragments(b, [fragment(b, 0, T0 + 10 * NS)], 800)
+        index.add_event(event(1, "VIDEO001", T0 + NS, True))  # older than the last
+        await index.close_segment(a)
+        await db.run(check)
+        await index.mark_deleting(b)  # the latest data goes
+        await db.run(check)
+        await index.drop_segment(b)
+        await index.mark_deleting(a)  # nothing readable left
+        await index.drop_segment(c)
+        await db.run(check)
+
+        def summary() -> tuple[list[Any], list[Any]]:
+            with db.engine.connect() as conn:
+                return _ranges(conn)
+
+        recordings, tracks = await db.run(summary)
+        assert recordings == []
+        assert [(r, t, lo - T0, hi - T0) for r, t, lo, hi, _ in tracks] == [
+            (1, "VIDEO001", 0, 2 * NS),
+            (2, "AUDIO001", 5 * NS, 5 * NS),
+        ]
+        assert json.loads(tracks[0][4]) == [["IsDataPresent", "false"]]
+        info = (await RecordingSearch(db).informations([1, 2]))[0]
+        assert info.earliest_ns is None and info.tracks == ()
+
+    asyncio.run(run())
+    db.close()

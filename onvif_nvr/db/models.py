@@ -275,3 +275,35 @@ class Event(Base):
     #: [[name, value], ...] SimpleItems; ElementItems as [name, xml text, "element"].
     source: Mapped[Any] = mapped_column(JSON)
     data: Mapped[Any] = mapped_column(JSON)
+
+
+class RecordingData(Base):
+    """A recording's data range, kept with the segment rows (migration 0009): the first
+    start and last end of its readable segments (``writing``, ``closed``), None when it has
+    none. Written in the transactions that change those segments (recording/index.py), so
+    GetRecordingSummary and FindRecordings read one row instead of probing segments."""
+
+    __tablename__ = "recording_data"
+
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    earliest_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    latest_ns: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class TrackData(Base):
+    """A track's stored ``RecordingHistory/Track/State`` history in short (migration 0009):
+    the time of its first event and its last event with that event's data, by
+    ``(utc_ns, id)`` as ``events`` orders them. Kept with the event rows (same transaction)."""
+
+    __tablename__ = "track_data"
+
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    track_token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_ns: Mapped[int] = mapped_column(BigInteger)
+    last_ns: Mapped[int] = mapped_column(BigInteger)
+    #: The ``data`` of the last event ([[name, value], ...]).
+    last_data: Mapped[Any] = mapped_column(JSON)

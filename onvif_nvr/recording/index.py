@@ -13,9 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import bindparam, case, delete, insert, select, update
+from sqlalchemy.orm import Session
 
 from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
+from onvif_nvr.recording import data_ranges
 
 NS_PER_90K = 10**9 / 90_000
 
@@ -136,6 +138,10 @@ _EXTEND_SEGMENT = (
         fragment_count=_S.fragment_count + bindparam("count"),
     )
 )
+
+
+def _recording_of(session: Session, segment_id: int) -> int | None:
+    return session.scalar(select(_S.recording_id).where(_S.id == segment_id))
 
 
 class SegmentIndex:
@@ -259,6 +265,7 @@ class SegmentIndex:
                 )
                 session.add(row)
                 session.flush()
+                data_ranges.segment_added(session.connection(), recording_id, start_wall_ns)
                 return row.id
 
         return await self._db.run(work)
@@ -306,8 +313,10 @@ class SegmentIndex:
             if rows:
                 connection.execute(_INSERT_FRAGMENT, rows)
                 connection.execute(_EXTEND_SEGMENT, list(ends.values()))
+                data_ranges.segments_extended(connection, list(ends.values()))
             if events:
                 connection.execute(_INSERT_EVENT, events)
+                data_ranges.events_added(connection, events)
 
     async def flush(self) -> None:
         """Commit the deferred fragment rows now."""
@@ -327,6 +336,10 @@ class SegmentIndex:
                     .where(models.Segment.id == segment_id)
                     .values(state=state)
                 )
+                if state not in data_ranges.READABLE:
+                    data_ranges.segment_removed(
+                        session.connection(), _recording_of(session, segment_id)
+                    )
 
         await self._db.run(work)
 
@@ -335,10 +348,12 @@ class SegmentIndex:
 
         def work() -> None:
             with self._db.session() as session, session.begin():
+                recording_id = _recording_of(session, segment_id)
                 session.execute(
                     delete(models.Fragment).where(models.Fragment.segment_id == segment_id)
                 )
                 session.execute(delete(models.Segment).where(models.Segment.id == segment_id))
+                data_ranges.segment_removed(session.connection(), recording_id)
 
         await self._db.run(work)
 

@@ -2,11 +2,11 @@
 GetRecordingInformation, GetMediaAttributes, the search scope and FindRecordings' results).
 
 Never a file: recordings and tracks from their tables, a recording's data range from its
-segments (``ix_segments_recording_start`` / ``_end``: two index probes per recording), a
-track's from its stored ``RecordingHistory/Track/State`` events (``ix_events_property``),
-clipped to the recording's data (retention may have deleted the start). A whole scope is one
-statement with correlated sub-queries, so 256 recordings cost one round trip, not 512.
-See docs/design/search.md.
+``recording_data`` row, a track's from its ``track_data`` row (the first and last stored
+``RecordingHistory/Track/State`` event), clipped to the recording's data (retention may
+have deleted the start). Both rows are kept with the segments and events they summarise
+(``data_ranges``), so a page of recordings is two reads by primary key: one for the
+recordings, one for their tracks. See docs/design/search.md.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
@@ -24,21 +24,19 @@ from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.message import SimpleItem
 from onvif_nvr.events.termination import format_utc
 from onvif_nvr.recording import search_filter
+from onvif_nvr.recording.data_ranges import READABLE
 from onvif_nvr.recording.history import (
     AUDIO_ENCODING,
     RECORDING_STATE,
-    TRACK_STATE,
     VIDEO_ENCODING,
 )
 from onvif_nvr.recording.profile_g import RECEIVER_TYPE, RecordingSource, sources_from_json
 
-#: Segment states whose data can be read (a ``deleting`` segment is on its way out).
-READABLE = ("writing", "closed")
 #: Request times are compared at the millisecond every answer is written with.
 MS = 10**6
-TRACK_STATE_TEXT = TRACK_STATE.text()
 
-R, S, T, E = models.Recording, models.Segment, models.Track, models.Event
+R, S, T = models.Recording, models.Segment, models.Track
+D, TD = models.RecordingData, models.TrackData
 
 #: ``{recording token: IsRecording}`` now (the live RecordingHistory/Recording/State).
 LiveState = Callable[[], Mapping[str, bool]]
@@ -239,41 +237,16 @@ class RecordingSearch:
         with self._db.engine.connect() as conn:
             return fn(conn)
 
-    @staticmethod
-    def _ranges() -> tuple[Any, Any]:
-        """Correlated sub-queries: a recording's first and last instant of readable data."""
-        first = (
-            select(S.start_wall_ns)
-            .where(S.recording_id == R.id, S.state.in_(READABLE))
-            .order_by(S.start_wall_ns)
-            .limit(1)
-            .scalar_subquery()
-        )
-        last = (
-            select(S.end_wall_ns)
-            .where(S.recording_id == R.id, S.state.in_(READABLE))
-            .order_by(S.end_wall_ns.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        return first, last
-
     def _summary(self, conn: Connection) -> RecordingSummary:
-        first, last = self._ranges()
-        per_recording = select(first.label("first"), last.label("last")).select_from(R).subquery()
-        lo, hi, count = conn.execute(
-            select(
-                func.min(per_recording.c.first),
-                func.max(per_recording.c.last),
-                func.count(),
-            ).select_from(per_recording)
+        count = select(func.count()).select_from(R).scalar_subquery()
+        lo, hi, number = conn.execute(
+            select(func.min(D.earliest_ns), func.max(D.latest_ns), count)
         ).one()
-        return RecordingSummary(lo, hi, int(count))
+        return RecordingSummary(lo, hi, int(number))
 
     def _information(
         self, conn: Connection, ids: list[int], live: Mapping[str, bool]
     ) -> list[RecordingInformation]:
-        first, last = self._ranges()
         rows = conn.execute(
             select(
                 R.id,
@@ -284,28 +257,14 @@ class RecordingSearch:
                 R.description,
                 R.address,
                 R.content,
-                first.label("first"),
-                last.label("last"),
+                D.earliest_ns.label("first"),
+                D.latest_ns.label("last"),
             )
+            .select_from(R)
+            .outerjoin(D, D.recording_id == R.id)
             .where(R.id.in_(ids))
             .order_by(R.id)
         ).all()
-        track_state = (
-            E.recording_id == T.recording_id,
-            E.topic == TRACK_STATE_TEXT,
-            E.track_token == T.token,
-        )
-        first_event = (
-            select(E.utc_ns).where(*track_state).order_by(E.utc_ns, E.id).limit(1).scalar_subquery()
-        )
-        last_time, last_data = (
-            select(column)
-            .where(*track_state)
-            .order_by(E.utc_ns.desc(), E.id.desc())
-            .limit(1)
-            .scalar_subquery()
-            for column in (E.utc_ns, E.data)
-        )
         tracks: dict[int, list[Any]] = {}
         for t in conn.execute(
             select(
@@ -313,10 +272,12 @@ class RecordingSearch:
                 T.token,
                 T.track_type,
                 T.description,
-                first_event.label("first"),
-                last_time.label("last"),
-                last_data.label("data"),
+                TD.first_ns.label("first"),
+                TD.last_ns.label("last"),
+                TD.last_data.label("data"),
             )
+            .select_from(T)
+            .outerjoin(TD, and_(TD.recording_id == T.recording_id, TD.track_token == T.token))
             .where(T.recording_id.in_(ids))
             .order_by(T.recording_id, T.id)
         ):
