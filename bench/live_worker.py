@@ -113,6 +113,9 @@ async def box(args: argparse.Namespace) -> None:
         writing = asyncio.ensure_future(writer.run(recording))
         source = RtspSource(args.camera, clock=clock, on_units=hub.publish_many)
         reading = asyncio.ensure_future(source.run())
+        # As the box's CameraRecorder does: read at once while anyone besides the recorder
+        # watches, in ~0.1 s batches otherwise.
+        hub.on_subscribers = lambda count: source.set_read_latency(0.0 if count > 1 else 0.1)
 
         def parameters():
             return source.info.video, source.info.audio
