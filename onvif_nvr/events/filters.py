@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from onvif_nvr.events.message import ElementItem, Item, Message, SimpleItem
 from onvif_nvr.events.topics import Topic, TopicCatalog
@@ -130,6 +131,7 @@ def _topic_path(text: str, dialect: str, nsmap: Mapping[str | None, str]) -> Top
 
 
 # -- message content: the ItemFilter dialect -------------------------------------------------
+T = TypeVar("T")
 ContentTest = Callable[[Message], bool]
 ItemTest = Callable[[Item], bool]
 
@@ -192,48 +194,56 @@ class _Parser:
 
     # Expression ::= BoolExpr | Expression 'and' Expression | Expression 'or' Expression
     #              | '(' Expression ')' | 'not' '(' Expression ')'   ('and' binds tighter)
-    def expression(self) -> ContentTest:
-        terms = [self.conjunction()]
+    # AttrExpr is the same grammar over attribute comparisons: one parser, two leaves.
+    def boolean(self, leaf: Callable[[], Callable[[T], bool]]) -> Callable[[T], bool]:
+        terms = [self._conjunction(leaf)]
         while self.peek() == "or":
             self.take()
-            terms.append(self.conjunction())
+            terms.append(self._conjunction(leaf))
         if len(terms) == 1:
             return terms[0]
-        return lambda m: any(t(m) for t in terms)
+        return lambda x: any(t(x) for t in terms)
 
-    def conjunction(self) -> ContentTest:
-        terms = [self.unary()]
+    def _conjunction(self, leaf: Callable[[], Callable[[T], bool]]) -> Callable[[T], bool]:
+        terms = [self._unary(leaf)]
         while self.peek() == "and":
             self.take()
-            terms.append(self.unary())
+            terms.append(self._unary(leaf))
         if len(terms) == 1:
             return terms[0]
-        return lambda m: all(t(m) for t in terms)
+        return lambda x: all(t(x) for t in terms)
 
-    def unary(self) -> ContentTest:
+    def _unary(self, leaf: Callable[[], Callable[[T], bool]]) -> Callable[[T], bool]:
         self.nest()
         try:
             token = self.peek()
             if token == "not":
                 self.take()
                 self.take("(")
-                inner = self.expression()
+                inner = self.boolean(leaf)
                 self.take(")")
-                return lambda m: not inner(m)
+                return lambda x: not inner(x)
             if token == "(":
                 self.take()
-                inner = self.expression()
+                inner = self.boolean(leaf)
                 self.take(")")
                 return inner
-            if token == "boolean":
-                self.take()
-                self.take("(")
-                path = self.path_expression()
-                self.take(")")
-                return path
-            raise self.fail(f"expected boolean(, not( or (, found {token!r}")
+            return leaf()
         finally:
             self.depth -= 1
+
+    def expression(self) -> ContentTest:
+        return self.boolean(self._bool_expr)
+
+    def _bool_expr(self) -> ContentTest:
+        token = self.peek()
+        if token == "boolean":
+            self.take()
+            self.take("(")
+            path = self.path_expression()
+            self.take(")")
+            return path
+        raise self.fail(f"expected boolean(, not( or (, found {token!r}")
 
     # PathExpr ::= '//' Prefix? ('SimpleItem' | 'ElementItem') '[' AttrExpr ']'
     def path_expression(self) -> ContentTest:
@@ -268,55 +278,23 @@ class _Parser:
             self.take("]")
         return lambda m: any(isinstance(i, kind) and test(i) for i in m.items())
 
-    # AttrExpr ::= AttrComp | AttrExpr 'and' AttrExpr | AttrExpr 'or' AttrExpr
-    #            | '(' AttrExpr ')' | 'not' '(' AttrExpr ')'
     def attr_expression(self) -> ItemTest:
-        terms = [self.attr_conjunction()]
-        while self.peek() == "or":
-            self.take()
-            terms.append(self.attr_conjunction())
-        if len(terms) == 1:
-            return terms[0]
-        return lambda i: any(t(i) for t in terms)
+        return self.boolean(self._attr_comparison)
 
-    def attr_conjunction(self) -> ItemTest:
-        terms = [self.attr_unary()]
-        while self.peek() == "and":
-            self.take()
-            terms.append(self.attr_unary())
-        if len(terms) == 1:
-            return terms[0]
-        return lambda i: all(t(i) for t in terms)
-
-    def attr_unary(self) -> ItemTest:
-        self.nest()
-        try:
-            token = self.peek()
-            if token == "not":
-                self.take()
-                self.take("(")
-                inner = self.attr_expression()
-                self.take(")")
-                return lambda i: not inner(i)
-            if token == "(":
-                self.take()
-                inner = self.attr_expression()
-                self.take(")")
-                return inner
-            attribute = self.take()
-            if attribute not in ("@Name", "@Value"):
-                raise self.fail(f"expected @Name or @Value, found {attribute!r}")
-            self.take("=")
-            literal = self.take()
-            if len(literal) < 2 or literal[0] not in "\"'" or literal[-1] != literal[0]:
-                raise self.fail(f"expected a quoted string, found {literal!r}")
-            value = literal[1:-1]
-            if attribute == "@Name":
-                return lambda i: i.name == value
-            # An ElementItem has no Value attribute: the comparison is false.
-            return lambda i: isinstance(i, SimpleItem) and i.value == value
-        finally:
-            self.depth -= 1
+    # AttrComp ::= ('@Name' | '@Value') '=' Literal
+    def _attr_comparison(self) -> ItemTest:
+        attribute = self.take()
+        if attribute not in ("@Name", "@Value"):
+            raise self.fail(f"expected @Name or @Value, found {attribute!r}")
+        self.take("=")
+        literal = self.take()
+        if len(literal) < 2 or literal[0] not in "\"'" or literal[-1] != literal[0]:
+            raise self.fail(f"expected a quoted string, found {literal!r}")
+        value = literal[1:-1]
+        if attribute == "@Name":
+            return lambda i: i.name == value
+        # An ElementItem has no Value attribute: the comparison is false.
+        return lambda i: isinstance(i, SimpleItem) and i.value == value
 
 
 def _always(item: Item) -> bool:
