@@ -230,13 +230,11 @@ class NvrApp:
         await device.ensure_identity()
         network = DeviceNetworkService(deps)
         advertised.append(
-            AdvertisedService(
-                namespace=catalog.DEVICE.namespace,
-                path=catalog.DEVICE.path,
-                version=device_binding.version,
-                capabilities=device.capabilities_element,
-                legacy_field="Device",
-                legacy_capabilities=device.legacy_device_capabilities,
+            AdvertisedService.of(
+                device_binding,
+                device.capabilities_element,
+                "Device",
+                device.legacy_device_capabilities,
             )
         )
         services = [SoapService(device_binding, {**device.handlers(), **network.handlers()})]
@@ -255,13 +253,11 @@ class NvrApp:
             for key, binding in event_bindings.items()
         ]
         advertised.append(
-            AdvertisedService(
-                namespace=catalog.EVENTS.namespace,
-                path=catalog.EVENTS.path,
-                version=event_bindings[catalog.EVENTS.key].version,
-                capabilities=events.capabilities_element,
-                legacy_field="Events",
-                legacy_capabilities=events.legacy_capabilities,
+            AdvertisedService.of(
+                event_bindings[catalog.EVENTS.key],
+                events.capabilities_element,
+                "Events",
+                events.legacy_capabilities,
             )
         )
         events.start()
@@ -269,25 +265,21 @@ class NvrApp:
         receiver = ReceiverService(self.control, receiver_binding)
         services.append(SoapService(receiver_binding, receiver.handlers()))
         advertised.append(
-            AdvertisedService(
-                namespace=catalog.RECEIVER.namespace,
-                path=catalog.RECEIVER.path,
-                version=receiver_binding.version,
-                capabilities=receiver.capabilities_element,
-                legacy_field="Extension.Receiver",
-                legacy_capabilities=receiver.legacy_capabilities,
+            AdvertisedService.of(
+                receiver_binding,
+                receiver.capabilities_element,
+                "Extension.Receiver",
+                receiver.legacy_capabilities,
             )
         )
         recording_service = RecordingService(self.control, recording_binding)
         services.append(SoapService(recording_binding, recording_service.handlers()))
         advertised.append(
-            AdvertisedService(
-                namespace=catalog.RECORDING.namespace,
-                path=catalog.RECORDING.path,
-                version=recording_binding.version,
-                capabilities=recording_service.capabilities_element,
-                legacy_field="Extension.Recording",
-                legacy_capabilities=recording_service.legacy_capabilities,
+            AdvertisedService.of(
+                recording_binding,
+                recording_service.capabilities_element,
+                "Extension.Recording",
+                recording_service.legacy_capabilities,
             )
         )
         search_binding = await search_task
@@ -310,13 +302,11 @@ class NvrApp:
             SoapService(search_binding, search_service.handlers(), optional=OPTIONAL_ARGUMENTS)
         )
         advertised.append(
-            AdvertisedService(
-                namespace=catalog.SEARCH.namespace,
-                path=catalog.SEARCH.path,
-                version=search_binding.version,
-                capabilities=search_service.capabilities_element,
-                legacy_field="Extension.Search",
-                legacy_capabilities=search_service.legacy_capabilities,
+            AdvertisedService.of(
+                search_binding,
+                search_service.capabilities_element,
+                "Extension.Search",
+                search_service.legacy_capabilities,
             )
         )
         authenticator = Authenticator(

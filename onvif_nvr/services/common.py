@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from lxml import etree
 
 from onvif_nvr.soap.dispatch import CallContext
+from onvif_nvr.wsdl.catalog import Binding
 
 UTC = datetime.UTC
 
@@ -52,3 +53,21 @@ class AdvertisedService:
     legacy_field: str | None = None
     #: Values of that field besides ``XAddr``.
     legacy_capabilities: Callable[[CallContext], dict[str, Any]] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        binding: Binding,
+        capabilities: Callable[[CallContext], etree._Element],
+        legacy_field: str,
+        legacy_capabilities: Callable[[CallContext], dict[str, Any]],
+    ) -> AdvertisedService:
+        """The entry of a served binding: its namespace, path and version come with it."""
+        return cls(
+            namespace=binding.service.namespace,
+            path=binding.service.path,
+            version=binding.version,
+            capabilities=capabilities,
+            legacy_field=legacy_field,
+            legacy_capabilities=legacy_capabilities,
+        )
