@@ -71,3 +71,13 @@ class AdvertisedService:
             legacy_field=legacy_field,
             legacy_capabilities=legacy_capabilities,
         )
+
+
+def render_service_capabilities(binding: Binding, value: dict[str, Any]) -> etree._Element:
+    """Render a service's ``Capabilities`` element through its GetServiceCapabilities
+    response type, so the embedded copy in GetServices is typed by the schema too."""
+    holder = etree.Element("holder")
+    binding.operations["GetServiceCapabilities"].output.render(  # type: ignore[no-untyped-call]
+        holder, {"Capabilities": value}
+    )
+    return holder[0][0]

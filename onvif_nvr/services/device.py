@@ -33,6 +33,7 @@ from onvif_nvr.services.common import (
     Lifecycle,
     datetime_fields,
     optional,
+    render_service_capabilities,
     wall_ns_to_datetime,
 )
 from onvif_nvr.soap.dispatch import CallContext, Handler
@@ -516,14 +517,6 @@ class DeviceService:
             "GetStorageConfigurations": self.get_storage_configurations,
             "GetStorageConfiguration": self.get_storage_configuration,
         }
-
-
-def render_service_capabilities(binding: Binding, value: dict[str, Any]) -> etree._Element:
-    """Render a service's ``Capabilities`` element through its GetServiceCapabilities
-    response type, so the embedded copy in GetServices is typed by the schema too."""
-    holder = etree.Element("holder")
-    binding.operations["GetServiceCapabilities"].output.render(holder, {"Capabilities": value})
-    return holder[0][0]
 
 
 def _host_has_ipv6() -> bool:

@@ -35,6 +35,7 @@ from onvif_nvr.events.termination import (
     parse_duration_ns,
     parse_termination,
 )
+from onvif_nvr.services.common import render_service_capabilities
 from onvif_nvr.services.events_push import Pusher
 from onvif_nvr.soap.dispatch import CallContext, Handler, RawBody, SoapFault
 from onvif_nvr.wsdl import catalog
@@ -208,12 +209,7 @@ class EventService:
 
     def capabilities_element(self, ctx: CallContext) -> etree._Element:
         """``tev:Capabilities`` as GetServices(IncludeCapability=true) embeds it."""
-        holder = etree.Element("holder")
-        binding = self.bindings[catalog.EVENTS.key]
-        binding.operations["GetServiceCapabilities"].output.render(  # type: ignore[no-untyped-call]
-            holder, {"Capabilities": self.capabilities()}
-        )
-        return holder[0][0]
+        return render_service_capabilities(self.bindings[catalog.EVENTS.key], self.capabilities())
 
     def legacy_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         """GetCapabilities' ``Events`` part (besides XAddr)."""

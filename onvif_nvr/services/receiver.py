@@ -18,7 +18,7 @@ from onvif_nvr.recording.control import (
     RecordingControl,
     StreamSetup,
 )
-from onvif_nvr.services.common import optional
+from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding
 
@@ -78,11 +78,7 @@ class ReceiverService:
 
     def capabilities_element(self, ctx: CallContext) -> etree._Element:
         """``trv:Capabilities`` for GetServices(IncludeCapability=true)."""
-        holder = etree.Element("holder")
-        self.binding.operations["GetServiceCapabilities"].output.render(  # type: ignore[no-untyped-call]
-            holder, {"Capabilities": self.capabilities()}
-        )
-        return holder[0][0]
+        return render_service_capabilities(self.binding, self.capabilities())
 
     def legacy_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         """GetCapabilities' ``Extension/Receiver`` (tt:ReceiverCapabilities) besides XAddr."""

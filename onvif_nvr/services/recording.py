@@ -32,7 +32,7 @@ from onvif_nvr.recording.control import (
     Track,
     TrackConfiguration,
 )
-from onvif_nvr.services.common import optional
+from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding
 
@@ -247,11 +247,7 @@ class RecordingService:
 
     def capabilities_element(self, ctx: CallContext) -> etree._Element:
         """``trc:Capabilities`` for GetServices(IncludeCapability=true)."""
-        holder = etree.Element("holder")
-        self.binding.operations["GetServiceCapabilities"].output.render(  # type: ignore[no-untyped-call]
-            holder, {"Capabilities": self.capabilities()}
-        )
-        return holder[0][0]
+        return render_service_capabilities(self.binding, self.capabilities())
 
     def legacy_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         """GetCapabilities' ``Extension/Recording`` (tt:RecordingCapabilities) besides XAddr."""

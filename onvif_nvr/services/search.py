@@ -47,7 +47,7 @@ from onvif_nvr.recording.search_sessions import (
     RecordingScan,
     SearchSessions,
 )
-from onvif_nvr.services.common import optional
+from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding
 
@@ -267,11 +267,7 @@ class SearchService:
 
     def capabilities_element(self, ctx: CallContext) -> etree._Element:
         """``tse:Capabilities`` for GetServices(IncludeCapability=true)."""
-        holder = etree.Element("holder")
-        self.binding.operations["GetServiceCapabilities"].output.render(  # type: ignore[no-untyped-call]
-            holder, {"Capabilities": self.capabilities()}
-        )
-        return holder[0][0]
+        return render_service_capabilities(self.binding, self.capabilities())
 
     def legacy_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         """GetCapabilities' ``Extension/Search`` (tt:SearchCapabilities) besides XAddr."""
