@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from onvif_nvr.events.message import ElementItem, Item, Message, SimpleItem
 from onvif_nvr.events.topics import Topic, TopicCatalog
@@ -36,12 +36,20 @@ MAX_EXPRESSION_CHARS = 4096
 MAX_DEPTH = 32
 
 
-class FilterError(ValueError):
-    """A filter the box cannot accept; ``fault`` is the wsnt fault element's local name."""
+#: WS-BaseNotification (the ``wsnt:Filter`` components).
+WSNT = "http://docs.oasis-open.org/wsn/b-2"
 
-    def __init__(self, fault: str, message: str) -> None:
+
+class FilterError(ValueError):
+    """A filter the box cannot accept; ``fault`` is the wsnt fault element's local name.
+    From :func:`parse_filter_element`: ``component`` is the local name of the filter child
+    at fault, and ``unknown`` that child when it is no filter the box knows."""
+
+    def __init__(self, fault: str, message: str, *, unknown: Any = None) -> None:
         super().__init__(message)
         self.fault = fault
+        self.component = ""
+        self.unknown = unknown
 
 
 # -- topic expressions ---------------------------------------------------------------------
@@ -334,3 +342,31 @@ class EventFilter:
 
 def combine(topics: Sequence[TopicFilter], contents: Sequence[ContentTest]) -> EventFilter:
     return EventFilter(tuple(topics), tuple(contents))
+
+
+def parse_filter_element(element: Any, catalog: TopicCatalog | None = None) -> EventFilter:
+    """A ``wsnt:FilterType`` element (lxml): its TopicExpression and MessageContent children
+    (prefixes bound where they stand). With ``catalog``, a topic expression naming no topic
+    of the box is refused; without, it matches nothing. Raises :class:`FilterError`."""
+    topics: list[TopicFilter] = []
+    contents: list[ContentTest] = []
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue  # comments, processing instructions
+        namespace, _, local = (
+            child.tag[1:].rpartition("}") if child.tag[0] == "{" else ("", "", child.tag)
+        )
+        dialect = child.get("Dialect") or ""
+        try:
+            if namespace == WSNT and local == "TopicExpression":
+                topics.append(
+                    parse_topic_expression(child.text or "", dialect, child.nsmap, catalog)
+                )
+            elif namespace == WSNT and local == "MessageContent":
+                contents.append(parse_item_filter(child.text or "", dialect, child.nsmap))
+            else:
+                raise FilterError("InvalidFilterFault", f"unknown filter {local}", unknown=child)
+        except FilterError as exc:
+            exc.component = local
+            raise
+    return combine(topics, contents)

@@ -10,11 +10,11 @@ import functools
 from lxml import etree
 
 from onvif_nvr.events.filters import CONCRETE_SET
+from onvif_nvr.events.filters import WSNT as WSNT  # re-exported: the notification namespace
 from onvif_nvr.events.message import ElementItem, Item, Message
 from onvif_nvr.events.termination import format_utc
 from onvif_nvr.events.topics import TNS1, TNS1_PREFIX, ItemDescription, TopicCatalog
 
-WSNT = "http://docs.oasis-open.org/wsn/b-2"
 WSA = "http://www.w3.org/2005/08/addressing"
 WSTOP = "http://docs.oasis-open.org/wsn/t-1"
 TT = "http://www.onvif.org/ver10/schema"

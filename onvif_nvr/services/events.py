@@ -239,33 +239,14 @@ class EventService:
         element = _child(request, "Filter")
         if element is None:
             return EventFilter()
-        topics, contents = [], []
         try:
-            for child in element:
-                if not isinstance(child.tag, str):
-                    continue
-                qname = etree.QName(child)
-                dialect = child.get("Dialect") or ""
-                if qname.namespace == WSNT and qname.localname == "TopicExpression":
-                    topics.append(
-                        filters.parse_topic_expression(
-                            child.text or "", dialect, child.nsmap, self.bus.catalog
-                        )
-                    )
-                elif qname.namespace == WSNT and qname.localname == "MessageContent":
-                    try:
-                        contents.append(
-                            filters.parse_item_filter(child.text or "", dialect, child.nsmap)
-                        )
-                    except FilterError as exc:
-                        if exc.fault == "InvalidFilterFault":
-                            raise self._invalid_filter(str(exc), None, now_ns) from None
-                        raise
-                else:
-                    raise self._invalid_filter(f"unknown filter {qname.localname}", child, now_ns)
+            return filters.parse_filter_element(element, self.bus.catalog)
         except FilterError as exc:
+            if exc.unknown is not None:
+                raise self._invalid_filter(str(exc), exc.unknown, now_ns) from None
+            if exc.fault == "InvalidFilterFault" and exc.component == "MessageContent":
+                raise self._invalid_filter(str(exc), None, now_ns) from None
             raise wsn_fault(exc.fault, str(exc), now_ns) from None
-        return filters.combine(topics, contents)
 
     @staticmethod
     def _invalid_filter(reason: str, unknown: etree._Element | None, now_ns: int) -> SoapFault:

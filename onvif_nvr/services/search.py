@@ -118,24 +118,10 @@ def event_filter_from(request: etree._Element | None) -> EventFilter:
     element = _child(request, "SearchFilter")
     if element is None:
         return EventFilter()
-    found_topics, contents = [], []
     try:
-        for child in element:
-            if not isinstance(child.tag, str):
-                continue
-            qname = etree.QName(child)
-            dialect = child.get("Dialect") or ""
-            if qname.namespace == WSNT and qname.localname == "TopicExpression":
-                found_topics.append(
-                    filters.parse_topic_expression(child.text or "", dialect, child.nsmap)
-                )
-            elif qname.namespace == WSNT and qname.localname == "MessageContent":
-                contents.append(filters.parse_item_filter(child.text or "", dialect, child.nsmap))
-            else:
-                raise FilterError("InvalidFilterFault", f"unknown filter {qname.localname}")
+        return filters.parse_filter_element(element)
     except FilterError as exc:
         raise InvalidArgument(f"SearchFilter: {exc}", "InvalidFilterFault") from None
-    return filters.combine(found_topics, contents)
 
 
 # -- response values -----------------------------------------------------------------------------
