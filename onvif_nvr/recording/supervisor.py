@@ -21,14 +21,12 @@ from onvif_nvr.recording.cameras import Camera, display_url
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.writer import HistorySink, Placement, SegmentWriter
+from onvif_nvr.rtsp.client import READ_LATENCY_S
 
 log = logging.getLogger(__name__)
 
 BACKOFF_START_S = 1.0
 BACKOFF_MAX_S = 60.0
-#: How long a recorded-only stream's data may wait in the kernel to be read in bigger
-#: chunks (fewer wake-ups per camera); live viewers get it at once.
-READ_LATENCY_S = 0.1
 
 
 class Source(Protocol):

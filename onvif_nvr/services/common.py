@@ -15,6 +15,17 @@ from onvif_nvr.wsdl.catalog import Binding
 UTC = datetime.UTC
 
 
+def child_named(parent: etree._Element | None, local: str) -> etree._Element | None:
+    """A child element by local name, whatever its namespace (requests mix prefixes such as
+    tev: and wsnt:, and read raw bodies keep them)."""
+    if parent is None:
+        return None
+    for element in parent:
+        if isinstance(element.tag, str) and etree.QName(element).localname == local:
+            return element
+    return None
+
+
 def datetime_fields(dt: datetime.datetime) -> dict[str, Any]:
     """A ``tt:DateTime`` value (Time before Date, as the schema orders them)."""
     return {

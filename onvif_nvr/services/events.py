@@ -35,7 +35,7 @@ from onvif_nvr.events.termination import (
     parse_duration_ns,
     parse_termination,
 )
-from onvif_nvr.services.common import render_service_capabilities
+from onvif_nvr.services.common import child_named, render_service_capabilities
 from onvif_nvr.services.events_push import Pusher
 from onvif_nvr.soap.dispatch import CallContext, Handler, RawBody, SoapFault
 from onvif_nvr.wsdl import catalog
@@ -92,18 +92,8 @@ def wsn_fault(
     return SoapFault("Receiver", reason, detail=detail)
 
 
-def _child(parent: etree._Element | None, local: str) -> etree._Element | None:
-    """A child by local name, whatever its namespace (tev: and wsnt: both occur)."""
-    if parent is None:
-        return None
-    for child in parent:
-        if isinstance(child.tag, str) and etree.QName(child).localname == local:
-            return child
-    return None
-
-
 def _text(parent: etree._Element | None, local: str) -> str | None:
-    child = _child(parent, local)
+    child = child_named(parent, local)
     if child is None:
         return None
     nil = child.get("{http://www.w3.org/2001/XMLSchema-instance}nil")
@@ -236,7 +226,7 @@ class EventService:
 
     # -- subscribing -----------------------------------------------------------------------
     def _filter(self, request: etree._Element | None, now_ns: int) -> EventFilter:
-        element = _child(request, "Filter")
+        element = child_named(request, "Filter")
         if element is None:
             return EventFilter()
         try:
@@ -294,7 +284,7 @@ class EventService:
 
     def _policy(self, request: etree._Element | None, now_ns: int, *, push: bool) -> bool:
         """The subscription policy: True for tev:ChangedOnly; others are refused."""
-        policy = _child(request, "SubscriptionPolicy")
+        policy = child_named(request, "SubscriptionPolicy")
         changed_only = False
         for child in policy if policy is not None else ():
             if not isinstance(child.tag, str):
@@ -356,7 +346,7 @@ class EventService:
     async def subscribe(self, ctx: CallContext, req: Any) -> etree._Element:
         now = self.clock.wall_ns()
         request = ctx.payload
-        consumer = _text(_child(request, "ConsumerReference"), "Address") or ""
+        consumer = _text(child_named(request, "ConsumerReference"), "Address") or ""
         if not consumer.startswith(("http://", "https://")) or len(consumer) > 2048:
             raise wsn_fault(
                 "SubscribeCreationFailedFault",

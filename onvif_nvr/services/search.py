@@ -47,7 +47,7 @@ from onvif_nvr.recording.search_sessions import (
     RecordingScan,
     SearchSessions,
 )
-from onvif_nvr.services.common import optional, render_service_capabilities
+from onvif_nvr.services.common import child_named, optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding
 
@@ -102,20 +102,11 @@ def scope_from(value: Any) -> Scope:
     return Scope(recordings, sources, expression)
 
 
-def _child(parent: etree._Element | None, local: str) -> etree._Element | None:
-    if parent is None:
-        return None
-    for child in parent:
-        if isinstance(child.tag, str) and etree.QName(child).localname == local:
-            return child
-    return None
-
-
 def event_filter_from(request: etree._Element | None) -> EventFilter:
     """FindEvents' ``SearchFilter`` (wsnt:FilterType): topic expressions in the Concrete
     or ConcreteSet dialect and ItemFilter message content, read from the raw request (the
     topic's prefixes are bound there). A topic the box never records matches nothing."""
-    element = _child(request, "SearchFilter")
+    element = child_named(request, "SearchFilter")
     if element is None:
         return EventFilter()
     try:
