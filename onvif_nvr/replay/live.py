@@ -36,6 +36,8 @@ from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.audio import AudioPacketizer
 from onvif_nvr.rtsp.h264 import H264Packetizer
 from onvif_nvr.rtsp.h265 import H265Packetizer
+from onvif_nvr.rtsp.jpeg import PAYLOAD_TYPE as JPEG_PT
+from onvif_nvr.rtsp.jpeg import JpegPacketizer
 from onvif_nvr.rtsp.rtp import SenderReport, build_compound, wall_ns_to_ntp
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,9 @@ class Viewer(Protocol):
         ...
 
 
+Packetizer = H264Packetizer | H265Packetizer | AudioPacketizer | JpegPacketizer
+
+
 @dataclasses.dataclass
 class Track:
     """One served track: SDP, RTP state, packetizer."""
@@ -90,7 +95,7 @@ class Track:
     payload_type: int
     clock_rate: int
     media: sdp.MediaDescription
-    packetizer: H264Packetizer | H265Packetizer | AudioPacketizer
+    packetizer: Packetizer
     ssrc: int = dataclasses.field(default_factory=lambda: secrets.randbits(32))
     next_seq: int = dataclasses.field(default_factory=lambda: secrets.randbits(16))
     base_rtptime: int = dataclasses.field(default_factory=lambda: secrets.randbits(32))
@@ -122,9 +127,10 @@ def make_tracks(video: VideoParameters | None, audio: AudioParameters | None) ->
     tracks = []
     if video is not None:
         control = "trackID=0"
+        video_pt = VIDEO_PT
         if video.codec == "H264":
             media = sdp.video_media_h264(VIDEO_PT, control, video.parameter_sets)
-            packetizer: H264Packetizer | H265Packetizer | AudioPacketizer = H264Packetizer(
+            packetizer: Packetizer = H264Packetizer(
                 VIDEO_PT,
                 0,
                 RTP_MTU,
@@ -140,11 +146,15 @@ def make_tracks(video: VideoParameters | None, audio: AudioParameters | None) ->
                 insert_parameter_sets=True,
                 parameter_sets=video.parameter_sets,
             )
+        elif video.codec == "JPEG":  # the MJPEG transcoder's pictures (replay/mjpeg.py)
+            video_pt = JPEG_PT
+            media = sdp.video_media_jpeg(control, video.width, video.height)
+            packetizer = JpegPacketizer(RTP_MTU)
         else:
             raise ValueError(f"unsupported video codec {video.codec!r}")
         if video.frame_rate:
             media.attributes.append(("framerate", f"{video.frame_rate:g}"))
-        tracks.append(Track(0, control, VIDEO_PT, 90_000, media, packetizer))
+        tracks.append(Track(0, control, video_pt, 90_000, media, packetizer))
     if audio is not None:
         control = "trackID=1"
         if audio.codec == "AAC":

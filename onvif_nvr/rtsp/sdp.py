@@ -505,3 +505,13 @@ def audio_media_opus(payload_type: int, control: str, channels: int = 2) -> Medi
     whether the sender sends stereo)."""
     fmtp = f"sprop-stereo={1 if channels > 1 else 0}"
     return _media("audio", payload_type, control, "opus/48000/2", fmtp)
+
+
+def video_media_jpeg(control: str, width: int, height: int) -> MediaDescription:
+    """A JPEG (RFC 2435, static payload type 26) media section. The size is also given as
+    ``framesize`` (RFC 6064; FFmpeg, GStreamer) and ``x-dimensions`` (live555, VLC), for
+    players that set up their decoder before the first picture."""
+    section = _media("video", 26, control, "JPEG/90000", None)
+    section.attributes.insert(1, ("framesize", f"26 {width}-{height}"))
+    section.attributes.insert(2, ("x-dimensions", f"{width},{height}"))
+    return section
