@@ -12,7 +12,7 @@ import enum
 import logging
 import mimetypes
 import weakref
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from onvif_nvr.db.engine import Database
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
 from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.topics import onvif_catalog
+from onvif_nvr.media.units import TimedUnit, VideoParameters
 from onvif_nvr.recording import simulator
 from onvif_nvr.recording.camera_setup import CameraSetup, sync_from_config
 from onvif_nvr.recording.cameras import CameraStore
@@ -38,8 +39,10 @@ from onvif_nvr.recording.search import RecordingSearch, live_from
 from onvif_nvr.recording.search_sessions import SearchSessions
 from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed, HubFeed
+from onvif_nvr.replay.mjpeg import MjpegFeed
 from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
+from onvif_nvr.replay.snapshot import NoPicture, Snapshots
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
@@ -94,6 +97,16 @@ class NvrApp:
         self._live_feeds: weakref.WeakKeyDictionary[CameraRecorder, Feed] = (
             weakref.WeakKeyDictionary()
         )
+        #: The MJPEG transcoding feeds (``/live/<token>/jpeg``), one per recorder.
+        self._jpeg_feeds: weakref.WeakKeyDictionary[CameraRecorder, Feed] = (
+            weakref.WeakKeyDictionary()
+        )
+        #: JPEG snapshots at ``/snapshot/<token>`` (GetSnapshotUri's target).
+        self.snapshots = Snapshots(self.clock)
+        self._snapshot_gate: DigestGate | None = None
+        #: Maps a media profile token to the receiver or recording token of its stream
+        #: (set by the Media service), so that /snapshot/<profile> and /live/<profile> work.
+        self.profile_streams: Callable[[str], str | None] | None = None
         self.event_service: EventService | None = None
         self.control_events: ControlEvents | None = None
         self.search_sessions: SearchSessions | None = None
@@ -333,6 +346,7 @@ class NvrApp:
         )
         if self.rtsp is not None:  # live streams need the ONVIF users' credentials
             self.rtsp.gate = DigestGate(authenticator.digest, self.users, throttle)
+        self._snapshot_gate = DigestGate(authenticator.digest, self.users, throttle, rtsp=False)
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
         self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -393,16 +407,33 @@ class NvrApp:
         await self.rtsp.start()
 
     def _live_feed(self, path: str) -> Feed | None:
-        prefix, _, token = path.lstrip("/").partition("/")
-        if prefix != "live" or not token or self.recording is None:
+        prefix, _, rest = path.lstrip("/").partition("/")
+        token, _, variant = rest.partition("/")
+        if prefix != "live" or not token or variant not in ("", "jpeg"):
             return None
-        recorder = self.recording.live_streams().get(token)
+        recorder = self._stream(token)
         if recorder is None:
             return None
         feed = self._live_feeds.get(recorder)
         if feed is None:
             feed = self._live_feeds[recorder] = _recorder_feed(recorder)
+        if variant == "jpeg":  # transcoded only while someone watches (replay/mjpeg.py)
+            jpeg = self._jpeg_feeds.get(recorder)
+            if jpeg is None:
+                jpeg = self._jpeg_feeds[recorder] = MjpegFeed(feed)
+            return jpeg
         return feed
+
+    def _stream(self, token: str) -> CameraRecorder | None:
+        """The recorder of a receiver, recording or media profile token."""
+        if self.recording is None:
+            return None
+        streams = self.recording.live_streams()
+        recorder = streams.get(token)
+        if recorder is None and self.profile_streams is not None:
+            alias = self.profile_streams(token)
+            recorder = streams.get(alias) if alias else None
+        return recorder
 
     def live_uris(self) -> list[str]:
         """The live stream URIs served now (one per receiver and recording token)."""
@@ -507,6 +538,7 @@ class NvrApp:
         app.router.add_post(catalog.PULL_POINT.path + "{subscription}", self._soap)
         app.router.add_get("/onvif/wsdl/{path:.*}", self._wsdl_file)
         app.router.add_get("/onvif/{service}", self._service_get)
+        app.router.add_get("/snapshot/{token}", self._snapshot)
         app.router.add_get("/", self._index)
         return app
 
@@ -576,6 +608,37 @@ class NvrApp:
             target, headers={"Content-Type": content_type or "application/octet-stream"}
         )
 
+    async def _snapshot(self, request: web.Request) -> web.StreamResponse:
+        """GET /snapshot/<receiver, recording or profile token>: the stream's latest
+        keyframe as JPEG (HTTP Digest with the ONVIF users, READ_MEDIA)."""
+        gate = self._snapshot_gate
+        if gate is None:
+            return web.Response(status=503, text="starting\n")
+        verdict = gate.check(
+            request.method,
+            request.raw_path,
+            request.headers.get("Authorization"),
+            request.remote or "",
+        )
+        if verdict != "ok":
+            response = web.Response(status=401, text="authentication required\n")
+            for challenge in gate.challenges(stale=verdict == "stale"):
+                response.headers.add("WWW-Authenticate", challenge)
+            return response
+        token = request.match_info["token"]
+        recorder = self._stream(token)
+        if recorder is None:
+            raise web.HTTPNotFound(text=f"no stream {token!r}\n")
+        try:
+            # Keyed by recorder: its receiver, recording and profile tokens share a picture.
+            key = f"{recorder.hub.name}@{id(recorder):x}"
+            jpeg = await self.snapshots.jpeg(key, _keyframe_source(recorder))
+        except NoPicture as exc:
+            return web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "1"})
+        return web.Response(
+            body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"}
+        )
+
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.Response(
             text=(
@@ -593,6 +656,30 @@ def _recorder_feed(recorder: CameraRecorder) -> Feed:
 
     # Lossy and deep: the fan-out must never end the hub's subscription (see live.HubFeed).
     return HubFeed(lambda: recorder.hub.subscribe("live", maxsize=3000, lossy=True), parameters)
+
+
+def _keyframe_source(
+    recorder: CameraRecorder,
+) -> Callable[[], Coroutine[Any, Any, tuple[VideoParameters, TimedUnit] | None]]:
+    async def latest() -> tuple[VideoParameters, TimedUnit] | None:
+        info = recorder.source_info
+        if info is None or info.video is None:
+            return None
+        # The hub hands a new subscription its cached GOP at once: its first unit is the
+        # latest keyframe (unless the GOP outgrew the cache).
+        subscription = recorder.hub.subscribe("snapshot", maxsize=1000, lossy=True)
+        try:
+            async with asyncio.timeout(0.1):  # nothing cached: no picture yet
+                units = await subscription.get_batch(1)
+        except TimeoutError:
+            return None
+        finally:
+            subscription.close()
+        if not units or units[0].track != 0 or not units[0].unit.keyframe:
+            return None
+        return info.video, units[0]
+
+    return latest
 
 
 def _format_address(sockname: tuple[object, ...]) -> str:

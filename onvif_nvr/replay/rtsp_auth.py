@@ -3,7 +3,9 @@
 The same :class:`~onvif_nvr.auth.digest.DigestAuthority` (realm, nonces) as the SOAP
 endpoint, so a client that knows the ONVIF credentials plays the streams; RFC 2069 answers
 (no qop) are accepted because live555- and GStreamer-based players send them. Failed logins
-count towards the same per-address throttle as SOAP.
+count towards the same per-address throttle as SOAP. With ``rtsp=False`` the same gate
+guards plain HTTP media requests (snapshots) as the SOAP endpoint's HTTP Digest does: every
+offered algorithm is challenged and answers without qop are refused.
 """
 
 from __future__ import annotations
@@ -33,16 +35,24 @@ class DigestGate:
     """Implements ``rtsp_server.Gate``."""
 
     def __init__(
-        self, digest: DigestAuthority, users: Users, throttle: Throttle | None = None
+        self,
+        digest: DigestAuthority,
+        users: Users,
+        throttle: Throttle | None = None,
+        *,
+        rtsp: bool = True,
     ) -> None:
         self._digest = digest
         self._users = users
         self._throttle = throttle
+        self._rtsp = rtsp
 
     def challenges(self, *, stale: bool = False) -> list[str]:
+        offered = self._digest.challenges(stale=stale)
+        if not self._rtsp:
+            return offered
         # Only MD5 when offered: FFmpeg and live555 answer the last challenge they see and
         # know no other algorithm, so a SHA-256 challenge after it locks them out.
-        offered = self._digest.challenges(stale=stale)
         md5 = [c for c in offered if "algorithm=MD5," in c]
         return md5 or offered
 
@@ -54,7 +64,7 @@ class DigestGate:
         if not authorization or authorization[:7].lower() != "digest ":
             return "denied"
         result = self._digest.verify(
-            method, uri, authorization, self._users.password_for, allow_no_qop=True
+            method, uri, authorization, self._users.password_for, allow_no_qop=self._rtsp
         )
         if result.stale:
             return "stale"
