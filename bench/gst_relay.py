@@ -2,7 +2,8 @@
 
 Runs under Debian's /usr/bin/python3 (python3-gi; not the project's venv). argv: CAMERA_URL
 PORT. Serves rtsp://127.0.0.1:PORT/live as ``rtspsrc ! rtph264depay ! rtph264pay`` with one
-shared media (one camera connection for every viewer), TCP only. Prints READY when it
+shared media (one camera connection for every viewer), to viewers over TCP interleaved or
+UDP unicast; it reads the camera over TCP, as the box does. Prints READY when it
 listens; stops on SIGTERM.
 """
 
@@ -25,7 +26,7 @@ launch = (
 factory = GstRtspServer.RTSPMediaFactory()
 factory.set_launch(launch)
 factory.set_shared(True)
-factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
+factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP | GstRtsp.RTSPLowerTrans.UDP)
 server = GstRtspServer.RTSPServer()
 server.set_address("127.0.0.1")
 server.set_service(port)
