@@ -365,6 +365,35 @@ def scan_fragments(data: Buffer, start_offset: int = 0) -> FragmentScan:
     return FragmentScan(fragments, complete, None)
 
 
+def fragment_header(data: Buffer) -> FragmentInfo:
+    """The fragment whose ``moof`` starts ``data``, read from the ``moof`` and the ``mdat``
+    header alone (the sample data need not be there): where each sample lies, so that one
+    sample (a keyframe) can be read without the rest of the fragment."""
+    buf = memoryview(data)
+    moof = _header(buf, 0, len(buf))
+    if moof.type != "moof":
+        raise ValueError(f"expected a 'moof' box, found {moof.type!r}")
+    if moof.end + 8 > len(buf):
+        raise ValueError(f"'moof' and the 'mdat' header need {moof.end + 8} bytes, have {len(buf)}")
+    size, kind = _HEADER.unpack_from(buf, moof.end)
+    if kind != b"mdat":
+        raise ValueError(f"moof is followed by {kind.decode('latin-1')!r}, not 'mdat'")
+    if size == 1:
+        if moof.end + 16 > len(buf):
+            raise ValueError("truncated 64-bit size of the 'mdat' box")
+        (size,) = _U64.unpack_from(buf, moof.end + 8)
+        mdat = Box("mdat", moof.end, size, 16)
+    else:
+        mdat = Box("mdat", moof.end, size, 8)
+    if mdat.size < mdat.header_size:
+        raise ValueError(f"box 'mdat' at offset {mdat.offset} has invalid size {mdat.size}")
+    try:
+        sequence_number, runs = _read_moof(buf, moof, mdat)
+    except struct.error as exc:
+        raise ValueError(f"corrupt moof: {exc}") from None
+    return FragmentInfo(0, mdat.end, sequence_number, tuple(runs))
+
+
 def _read_moof(buf: memoryview, moof: Box, mdat: Box) -> tuple[int, list[TrackRun]]:
     sequence_number: int | None = None
     runs: list[TrackRun] = []
