@@ -1,4 +1,5 @@
-"""RTP/RTCP wire formats, the ONVIF replay extension and receiver bookkeeping.
+"""RTP/RTCP wire formats and receiver bookkeeping (the ONVIF replay extension:
+tests/test_onvif_ext.py).
 
 Packets are built byte by byte here with struct, independently of the module under test.
 """
@@ -14,7 +15,6 @@ import pytest
 from onvif_nvr.rtsp.rtp import (
     Goodbye,
     InterarrivalJitter,
-    OnvifReplayExtension,
     ReceiverReport,
     ReceptionReport,
     ReorderBuffer,
@@ -26,7 +26,6 @@ from onvif_nvr.rtsp.rtp import (
     build_compound,
     ntp_short,
     ntp_to_wall_ns,
-    onvif_replay_extension,
     parse_rtcp,
     seq_newer,
     wall_ns_to_ntp,
@@ -175,79 +174,6 @@ def test_parse_at_volume() -> None:
     ]
     assert sum(p.marker for p in packets) == 3334
     assert all(bytes(p) == d for p, d in zip(packets[::997], datas[::997], strict=True))
-
-
-# --- ONVIF replay extension -----------------------------------------------------------------
-
-
-def test_onvif_extension_byte_layout() -> None:
-    ext = OnvifReplayExtension(
-        ntp_timestamp=(3_850_000_000 << 32) | 0x80000000,
-        clean_point=True,
-        discontinuity=True,
-        cseq_low=0x1234,
-    )
-    profile, body = ext.to_extension()
-    assert profile == 0xABAC
-    assert body == bytes.fromhex("e57a5680 80000000 a0 34 0000")
-    assert 3_850_000_000 == 0xE57A5680
-    assert ext.cseq_low == 0x34
-
-    data = rtp_bytes(ext=(profile, body), marker=False)
-    assert data[12:16] == b"\xab\xac\x00\x03"
-    packet = RtpPacket.parse(data)
-    assert onvif_replay_extension(packet) == ext
-    parsed = OnvifReplayExtension.parse(packet.extension_profile, packet.extension)
-    assert (parsed.clean_point, parsed.end, parsed.discontinuity, parsed.terminal) == (
-        True,
-        False,
-        True,
-        False,
-    )
-    assert parsed.extra == b""
-
-
-@pytest.mark.parametrize(
-    ("flags", "expected"),
-    [
-        (0x40, (False, True, False, False)),
-        (0x10, (False, False, False, True)),
-        (0xF0, (True, True, True, True)),
-        (0x8F, (True, False, False, False)),  # must-be-zero bits are ignored
-    ],
-)
-def test_onvif_extension_flags(flags: int, expected: tuple[bool, ...]) -> None:
-    body = struct.pack(">IIBBH", 1, 2, flags, 7, 0)
-    ext = OnvifReplayExtension.parse(0xABAC, body)
-    assert (ext.clean_point, ext.end, ext.discontinuity, ext.terminal) == expected
-    assert ext.cseq_low == 7
-    assert ext.ntp_timestamp == (1 << 32) | 2
-
-
-def test_onvif_extension_with_jpeg_extension_words() -> None:
-    jpeg = struct.pack(">HH", 0xFFD8, 1) + b"\xff\xc0\x00\x11"
-    body = struct.pack(">IIBBH", 3_850_000_000, 0, 0x80, 0x01, 0) + jpeg
-    packet = RtpPacket.parse(rtp_bytes(ext=(0xABAC, body), pt=26))
-    ext = onvif_replay_extension(packet)
-    assert ext is not None
-    assert ext.extra == jpeg
-    assert ext.to_extension() == (0xABAC, body)
-    assert bytes(packet)[14:16] == b"\x00\x05"  # 3 ONVIF words + 2 JPEG words
-
-
-def test_onvif_extension_errors() -> None:
-    with pytest.raises(ValueError) as info:
-        OnvifReplayExtension.parse(0xBEDE, bytes(12))
-    assert str(info.value) == "RTP header extension is not the ONVIF replay extension"
-    with pytest.raises(ValueError) as info:
-        OnvifReplayExtension.parse(0xABAC, bytes(8))
-    assert str(info.value) == "ONVIF replay extension is shorter than 12 bytes"
-    assert onvif_replay_extension(RtpPacket.parse(rtp_bytes())) is None
-    short = RtpPacket.parse(rtp_bytes(ext=(0xABAC, bytes(8))))
-    assert onvif_replay_extension(short) is None
-    with pytest.raises(ValueError) as info:
-        OnvifReplayExtension(1 << 64).to_extension()
-    assert str(info.value) == "ONVIF replay NTP timestamp is out of range"
 
 
 # --- RTCP -----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""RTP and RTCP packets (RFC 3550), the ONVIF replay header extension, and the receiver-side
-bookkeeping the ingest needs: sequence tracking, interarrival jitter and a reorder buffer.
+"""RTP and RTCP packets (RFC 3550) and the receiver-side bookkeeping the ingest needs:
+sequence tracking, interarrival jitter and a reorder buffer (the ONVIF replay header
+extension: ``onvif_ext.py``).
 
 Sans-IO: ``RtpPacket.parse(data)`` / ``bytes(packet)``, ``parse_rtcp(data)`` /
 ``build_compound(*packets)``. Malformed input raises ``ValueError`` with a fixed message; the
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import ClassVar, TypeAlias
+from typing import TypeAlias
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
 
@@ -95,73 +96,6 @@ class RtpPacket:
         if self.padding:
             parts.append(bytes(self.padding - 1) + bytes((self.padding,)))
         return b"".join(parts)
-
-
-# --- ONVIF replay header extension (ONVIF Streaming §6.3) -----------------------------------
-
-ONVIF_REPLAY_PROFILE = 0xABAC
-_ONVIF_REPLAY = struct.Struct("!QBBxx")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OnvifReplayExtension:
-    """The replay extension carried in the first packet of every access unit during ONVIF
-    replay: capture wall time as NTP, and the C/E/D/T flags. ``cseq_low`` keeps the low 8 bits
-    of the CSeq of the PLAY that started the data (a full CSeq may be passed; it is masked).
-    ``extra`` holds the words after the three ONVIF words: the JPEG header extension when
-    both are present (§6.3.2)."""
-
-    PROFILE: ClassVar[int] = ONVIF_REPLAY_PROFILE
-
-    ntp_timestamp: int
-    clean_point: bool = False
-    end: bool = False
-    discontinuity: bool = False
-    terminal: bool = False
-    cseq_low: int = 0
-    extra: bytes = b""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cseq_low", self.cseq_low & 0xFF)
-
-    @classmethod
-    def parse(cls, profile: int | None, data: Buffer) -> OnvifReplayExtension:
-        if profile != ONVIF_REPLAY_PROFILE:
-            raise ValueError("RTP header extension is not the ONVIF replay extension")
-        if len(data) < 12:
-            raise ValueError("ONVIF replay extension is shorter than 12 bytes")
-        ntp_timestamp, flags, cseq_low = _ONVIF_REPLAY.unpack_from(data)
-        return cls(
-            ntp_timestamp,
-            bool(flags & 0x80),
-            bool(flags & 0x40),
-            bool(flags & 0x20),
-            bool(flags & 0x10),
-            cseq_low,
-            bytes(data[12:]),
-        )
-
-    def to_extension(self) -> tuple[int, bytes]:
-        """``(extension_profile, extension)`` for an ``RtpPacket``."""
-        if not 0 <= self.ntp_timestamp < 1 << 64:
-            raise ValueError("ONVIF replay NTP timestamp is out of range")
-        if len(self.extra) % 4:
-            raise ValueError("RTP header extension length is not a multiple of 4")
-        flags = (
-            (0x80 if self.clean_point else 0)
-            | (0x40 if self.end else 0)
-            | (0x20 if self.discontinuity else 0)
-            | (0x10 if self.terminal else 0)
-        )
-        body = _ONVIF_REPLAY.pack(self.ntp_timestamp, flags, self.cseq_low)
-        return ONVIF_REPLAY_PROFILE, body + self.extra
-
-
-def onvif_replay_extension(packet: RtpPacket) -> OnvifReplayExtension | None:
-    """The packet's ONVIF replay extension, or None when it carries none (or a short one)."""
-    if packet.extension_profile != ONVIF_REPLAY_PROFILE or len(packet.extension) < 12:
-        return None
-    return OnvifReplayExtension.parse(packet.extension_profile, packet.extension)
 
 
 # --- RTCP -------------------------------------------------------------------------------------
