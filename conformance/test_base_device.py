@@ -55,7 +55,7 @@ def test_DEVICE_1_1_30_get_services_and_get_capabilities_consistency(anonymous):
     services = {s.Namespace: s.XAddr for s in anonymous.GetServices(False)}
     caps = anonymous.GetCapabilities(["All"])
     assert caps.Device.XAddr == services[TDS]
-    assert caps.Media is None and "http://www.onvif.org/ver10/media/wsdl" not in services
+    assert caps.Media.XAddr == services["http://www.onvif.org/ver10/media/wsdl"]
     assert caps.Events.XAddr == services["http://www.onvif.org/ver10/events/wsdl"]
 
 

@@ -35,6 +35,7 @@ from onvif_nvr.recording.events import ControlEvents, StorageEvents
 from onvif_nvr.recording.history import RecordingHistory
 from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.manager import RecordingManager
+from onvif_nvr.recording.media_profiles import MEDIA_TOPICS, MediaProfiles
 from onvif_nvr.recording.search import RecordingSearch, live_from
 from onvif_nvr.recording.search_sessions import SearchSessions
 from onvif_nvr.recording.supervisor import CameraRecorder
@@ -47,6 +48,8 @@ from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.services.events import EventService
+from onvif_nvr.services.media import MediaService
+from onvif_nvr.services.media2 import Media2Service
 from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.services.recording import RecordingService
 from onvif_nvr.services.recording_events import element_renderer
@@ -161,6 +164,9 @@ class NvrApp:
             asyncio.to_thread(catalog.load_binding, catalog.RECORDING)
         )
         search_task = asyncio.ensure_future(asyncio.to_thread(catalog.load_binding, catalog.SEARCH))
+        media_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_bindings, (catalog.MEDIA, catalog.MEDIA2))
+        )
         key = await asyncio.to_thread(load_or_create_key, data_dir / "secret.key")
         sealer = Sealer(key)
         self._db = db = Database(settings.effective_database_url)
@@ -172,6 +178,7 @@ class NvrApp:
             receiver_task.cancel()
             recording_task.cancel()
             search_task.cancel()
+            media_task.cancel()
             raise
         self.store = SettingsStore(db, self.clock)
         await self.store.load()
@@ -194,6 +201,8 @@ class NvrApp:
         self.cameras = CameraStore(db, sealer, self.clock)
         #: The event bus the domain publishes on (events service, Core §9).
         self.events = EventBus(onvif_catalog(), self.clock, queue_limit=settings.events.queue_limit)
+        for description in MEDIA_TOPICS:
+            self.events.catalog.add(description)
         #: The Profile G domain API (receivers, recordings, jobs) every front-end drives.
         self.control = RecordingControl(db, sealer, self.clock, settings.recording)
         index = SegmentIndex(db)
@@ -320,6 +329,30 @@ class NvrApp:
                 search_service.capabilities_element,
                 "Extension.Search",
                 search_service.legacy_capabilities,
+            )
+        )
+        media_binding, media2_binding = await media_task
+        #: The media profiles of the Media and Media2 services (one model for both).
+        self.media_profiles = MediaProfiles(
+            db, self.control, self.recording.live_streams, self.events
+        )
+        self.profile_streams = self.media_profiles.receiver_of
+        assert self.rtsp is not None
+        media = MediaService(self.media_profiles, self.rtsp, media_binding)
+        services.append(SoapService(media_binding, media.handlers()))
+        advertised.append(
+            AdvertisedService.of(
+                media_binding, media.capabilities_element, "Media", media.legacy_capabilities
+            )
+        )
+        media2 = Media2Service(self.media_profiles, self.rtsp, media2_binding)
+        services.append(SoapService(media2_binding, media2.handlers()))
+        advertised.append(
+            AdvertisedService(
+                media2_binding.service.namespace,
+                media2_binding.service.path,
+                media2_binding.version,
+                media2.capabilities_element,
             )
         )
         authenticator = Authenticator(
@@ -710,6 +743,13 @@ def coverage_report() -> str:
     search_binding = catalog.load_binding(catalog.SEARCH)
     services.append(
         SoapService(search_binding, SearchService(None, None, None, search_binding).handlers())  # type: ignore[arg-type]
+    )
+    media_binding, media2_binding = catalog.load_bindings((catalog.MEDIA, catalog.MEDIA2))
+    services.append(
+        SoapService(media_binding, MediaService(None, None, media_binding).handlers())  # type: ignore[arg-type]
+    )
+    services.append(
+        SoapService(media2_binding, Media2Service(None, None, media2_binding).handlers())  # type: ignore[arg-type]
     )
     lines = []
     for service in services:

@@ -307,3 +307,32 @@ class TrackData(Base):
     last_ns: Mapped[int] = mapped_column(BigInteger)
     #: The ``data`` of the last event ([[name, value], ...]).
     last_data: Mapped[Any] = mapped_column(JSON)
+
+
+class MediaProfile(Base):
+    """A Media/Media2 profile (migration 0010): a receiver's fixed profiles (``receiver_id``
+    set; made on first use, see recording/media_profiles.py) and the ones clients create.
+    ``configurations`` maps a configuration kind (``VideoSource``, ``VideoEncoder``...) to
+    the token of the configuration the profile holds."""
+
+    __tablename__ = "media_profiles"
+    __table_args__ = {"sqlite_autoincrement": True}  # created tokens are never reused
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64))
+    receiver_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cameras.id", ondelete="CASCADE"), nullable=True
+    )
+    configurations: Mapped[Any] = mapped_column(JSON)
+
+
+class MediaConfiguration(Base):
+    """What a client set on a media configuration that the box can honour without
+    transcoding (migration 0010): ``{"name": ..., "multicast": {address, port, ttl,
+    auto_start}}``, by configuration token."""
+
+    __tablename__ = "media_configurations"
+
+    token: Mapped[str] = mapped_column(String(64), primary_key=True)
+    settings: Mapped[Any] = mapped_column(JSON)

@@ -20,6 +20,46 @@ log = logging.getLogger(__name__)
 
 #: Cap of the late-joiner cache (units of the current GOP).
 GOP_CACHE_UNITS = 600
+#: Length of one rate measurement window, in media time.
+RATE_WINDOW_90K = 2 * 90_000
+
+
+class RateMeter:
+    """Frame rate, bit rate and keyframe interval of one track, measured from its units
+    over windows of media time (what the Media service reports as the stream's encoder
+    settings: the box does not encode, so it measures)."""
+
+    __slots__ = ("_bytes", "_since_key", "_start", "_units", "bitrate_bps", "gov_length", "rate")
+
+    def __init__(self) -> None:
+        self._start: int | None = None
+        self._units = 0
+        self._bytes = 0
+        self._since_key: int | None = None
+        #: Units per second and bits per second of the last complete window (None before).
+        self.rate: float | None = None
+        self.bitrate_bps: int | None = None
+        #: Units from one keyframe to the next, as last seen.
+        self.gov_length: int | None = None
+
+    def add(self, unit: TimedUnit) -> None:
+        dts = unit.dts_90k
+        start = self._start
+        if start is None or dts < start:
+            self._start, self._units, self._bytes = dts, 0, 0
+        elif dts - start >= RATE_WINDOW_90K:
+            seconds = (dts - start) / 90_000
+            self.rate = self._units / seconds
+            self.bitrate_bps = int(self._bytes * 8 / seconds)
+            self._start, self._units, self._bytes = dts, 0, 0
+        self._units += 1
+        self._bytes += unit.unit.size
+        if unit.unit.keyframe and unit.track == 0:
+            if self._since_key:
+                self.gov_length = self._since_key
+            self._since_key = 0
+        if self._since_key is not None:
+            self._since_key += 1
 
 
 class Subscription:
@@ -123,6 +163,8 @@ class Hub:
         self._gop: collections.deque[TimedUnit] = collections.deque(maxlen=GOP_CACHE_UNITS)
         self.published = 0
         self.ended = False
+        #: Measured rates by track (0 = video, 1 = audio).
+        self.meters: dict[int, RateMeter] = {}
         #: Called with the new count whenever a consumer subscribes or goes (the source
         #: reads with less latency while someone watches live).
         self.on_subscribers: Callable[[int], None] | None = None
@@ -130,6 +172,10 @@ class Hub:
     def publish(self, unit: TimedUnit) -> None:
         """Hand a unit to every consumer; never blocks."""
         self.published += 1
+        meter = self.meters.get(unit.track)
+        if meter is None:
+            meter = self.meters[unit.track] = RateMeter()
+        meter.add(unit)
         if unit.track == 0 and unit.unit.keyframe:
             self._gop.clear()
         if self._gop or (unit.track == 0 and unit.unit.keyframe):

@@ -120,6 +120,26 @@ SEARCH = ServiceDef(
     binding="SearchBinding",
     path="/onvif/search_service",
 )
+#: The media service (trt, Media specification): profiles and live stream URIs (Profile S).
+MEDIA = ServiceDef(
+    key="media",
+    spec="media",
+    namespace="http://www.onvif.org/ver10/media/wsdl",
+    prefix="trt",
+    wsdl="ver10/media/wsdl/media.wsdl",
+    binding="MediaBinding",
+    path="/onvif/media_service",
+)
+#: The media2 service (tr2, Media2 specification): the same profiles, Media2's model (Profile T).
+MEDIA2 = ServiceDef(
+    key="media2",
+    spec="media2",
+    namespace="http://www.onvif.org/ver20/media/wsdl",
+    prefix="tr2",
+    wsdl="ver20/media/wsdl/media.wsdl",
+    binding="Media2Binding",
+    path="/onvif/media2_service",
+)
 _WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 
