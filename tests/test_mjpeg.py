@@ -406,3 +406,30 @@ async def test_transcoder_only_while_watched(clip: Path) -> None:
     finally:
         feeding.cancel()
         await server.close()
+
+
+@pytest.mark.parametrize(("gop", "keyframes_only"), [(25, False), (4, True)])
+def test_transcoder_decodes_what_it_needs(tmp_path: Path, gop: int, keyframes_only: bool) -> None:
+    """5 pictures a second from 25: every unit is decoded while keyframes are rarer than
+    the output rate, only keyframes once they come as often."""
+    from onvif_nvr.replay.mjpeg import _Transcoder
+
+    path = tmp_path / "clip.h264"
+    make_clip(path, width=160, height=120, fps=25, seconds=4, gop=gop)
+    params, units = load_clip(path)
+    transcoder = _Transcoder(params, jpeg_size(160, 120), 5.0, 5)
+    pictures = []
+    for start in range(0, len(units), 10):  # batches as the hub hands them over
+        batch = [TimedUnit(u, 0, dts, dts * 11_111) for u, dts in units[start : start + 10]]
+        pictures += transcoder.run(batch)
+    assert transcoder.keyframes_suffice is keyframes_only
+    keyframes = sum(u.keyframe for u, _ in units)
+    if keyframes_only:
+        assert transcoder.decoded <= keyframes + 2 * gop  # full decoding until it knew
+    else:
+        assert transcoder.decoded == len(units)
+    times = [p.dts_90k for p in pictures]
+    assert times == sorted(times)
+    assert abs(len(pictures) - 20) <= 3  # 4 s at 5 a second
+    for picture in pictures:
+        assert _decode(picture.unit.payloads[0]).width == 160

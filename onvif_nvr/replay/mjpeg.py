@@ -8,7 +8,8 @@ and closes it after its last, so the decoder runs only then and idle cost is not
 While open it reads the stream's own feed (the recorder's hub, from the last keyframe),
 decodes every video unit in a worker thread (inter pictures need their references; measured:
 decoding a 1080p picture costs ~2.7 ms, encoding it as JPEG ~9 ms, so encoding only the
-pictures due at the low output rate is what keeps the cost down) and encodes one picture per
+pictures due at the low output rate is what keeps the cost down; when keyframes come at
+least as often as the output rate, only they are decoded) and encodes one picture per
 output interval (default 5 per second) as a baseline 4:2:0 JPEG with the standard Huffman
 tables, which RFC 2435 can carry (``onvif_nvr.rtsp.jpeg``). A reader that falls behind by
 more than a second skips to the newest keyframe it has.
@@ -132,9 +133,18 @@ class _Transcoder:
         self.encoder = JpegEncoder(size[0], size[1], qscale)
         self.interval_90k = max(1, round(90_000 / fps))
         self.next_due_90k: int | None = None
+        #: Media time between the last two keyframes (None until two were seen).
+        self.key_interval_90k: int | None = None
+        self._last_key_90k: int | None = None
         self.started = False
         self.decoded = 0
         self.encoded = 0
+
+    @property
+    def keyframes_suffice(self) -> bool:
+        """Keyframes come at least as often as pictures are due: decode only them."""
+        interval = self.key_interval_90k
+        return interval is not None and interval <= self.interval_90k
 
     def run(self, units: list[TimedUnit]) -> list[TimedUnit]:
         if units and units[-1].dts_90k - units[0].dts_90k > MAX_LAG_90K:
@@ -145,7 +155,11 @@ class _Transcoder:
         wall_by_pts = {u.dts_90k: u.wall_ns for u in units}
         out: list[TimedUnit] = []
         for timed in units:
-            if not self.started and not timed.unit.keyframe:
+            if timed.unit.keyframe:
+                if self._last_key_90k is not None and timed.dts_90k > self._last_key_90k:
+                    self.key_interval_90k = timed.dts_90k - self._last_key_90k
+                self._last_key_90k = timed.dts_90k
+            elif not self.started or self.keyframes_suffice:
                 continue  # nothing decodes before the first keyframe
             self.started = True
             frames = self.decoder.decode(timed.unit, timed.dts_90k, self.params.parameter_sets)
