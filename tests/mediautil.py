@@ -23,7 +23,9 @@ from tests.test_receiver_service import config, receiver_client
 CAMERA = ("--codec", "h264", "--size", "640x360", "--fps", "25", "--gop", "25", "--audio")
 
 
-def service(nvr: NvrProcess, definition: ServiceDef, user: str = "admin", password: str = ADMIN_PASSWORD):
+def service(
+    nvr: NvrProcess, definition: ServiceDef, user: str = "admin", password: str = ADMIN_PASSWORD
+):
     """A zeep proxy for one of the box's services."""
     client = zeep.Client(
         str(wsdl_root() / definition.wsdl),
@@ -67,8 +69,14 @@ def media_box(data_dir: Path) -> Iterator[MediaBox]:
             trt = media_client(nvr)
             deadline = time.monotonic() + 30
             while True:
-                encoder = trt.GetVideoEncoderConfiguration(f"VEC_{box.index}") if _has(trt, box) else None
-                if encoder is not None and encoder.RateControl.BitrateLimit and encoder.H264.GovLength > 1:
+                encoder = (
+                    trt.GetVideoEncoderConfiguration(f"VEC_{box.index}") if _has(trt, box) else None
+                )
+                if (
+                    encoder is not None
+                    and encoder.RateControl.BitrateLimit
+                    and encoder.H264.GovLength > 1
+                ):
                     break
                 assert time.monotonic() < deadline, "the stream's encoder was never measured"
                 time.sleep(0.5)
