@@ -53,6 +53,7 @@ from onvif_nvr.services.media2 import Media2Service
 from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.services.recording import RecordingService
 from onvif_nvr.services.recording_events import element_renderer
+from onvif_nvr.services.replay import ReplayService
 from onvif_nvr.services.search import OPTIONAL_ARGUMENTS, SearchService
 from onvif_nvr.soap import wsse
 from onvif_nvr.soap.authn import Authenticator
@@ -163,7 +164,9 @@ class NvrApp:
         recording_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_binding, catalog.RECORDING)
         )
-        search_task = asyncio.ensure_future(asyncio.to_thread(catalog.load_binding, catalog.SEARCH))
+        search_task = asyncio.ensure_future(
+            asyncio.to_thread(catalog.load_bindings, (catalog.SEARCH, catalog.REPLAY))
+        )
         media_task = asyncio.ensure_future(
             asyncio.to_thread(catalog.load_bindings, (catalog.MEDIA, catalog.MEDIA2))
         )
@@ -304,7 +307,7 @@ class NvrApp:
                 recording_service.legacy_capabilities,
             )
         )
-        search_binding = await search_task
+        search_binding, replay_binding = await search_task
         #: Search sessions (FindRecordings, FindEvents...): bounded, swept when they expire.
         self.search_sessions = SearchSessions(
             self.clock,
@@ -329,6 +332,21 @@ class NvrApp:
                 search_service.capabilities_element,
                 "Extension.Search",
                 search_service.legacy_capabilities,
+            )
+        )
+        replay = ReplayService(
+            self.control,
+            self.store,
+            replay_binding,
+            lambda: self.rtsp.bound_port if self.rtsp is not None else None,
+        )
+        services.append(SoapService(replay_binding, replay.handlers()))
+        advertised.append(
+            AdvertisedService.of(
+                replay_binding,
+                replay.capabilities_element,
+                "Extension.Replay",
+                replay.legacy_capabilities,
             )
         )
         media_binding, media2_binding = await media_task
@@ -740,9 +758,15 @@ def coverage_report() -> str:
     services.append(
         SoapService(recording_binding, RecordingService(None, recording_binding).handlers())  # type: ignore[arg-type]
     )
-    search_binding = catalog.load_binding(catalog.SEARCH)
+    search_binding, replay_binding = catalog.load_bindings((catalog.SEARCH, catalog.REPLAY))
     services.append(
         SoapService(search_binding, SearchService(None, None, None, search_binding).handlers())  # type: ignore[arg-type]
+    )
+    services.append(
+        SoapService(
+            replay_binding,
+            ReplayService(None, None, replay_binding, lambda: None).handlers(),  # type: ignore[arg-type]
+        )
     )
     media_binding, media2_binding = catalog.load_bindings((catalog.MEDIA, catalog.MEDIA2))
     services.append(

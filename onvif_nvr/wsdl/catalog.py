@@ -140,6 +140,16 @@ MEDIA2 = ServiceDef(
     binding="Media2Binding",
     path="/onvif/media2_service",
 )
+#: The replay service (trp, ReplayControl specification): replay URIs of recordings.
+REPLAY = ServiceDef(
+    key="replay",
+    spec="replay",
+    namespace="http://www.onvif.org/ver10/replay/wsdl",
+    prefix="trp",
+    wsdl="ver10/replay.wsdl",
+    binding="ReplayBinding",
+    path="/onvif/replay_service",
+)
 _WSAW = "http://www.w3.org/2006/05/addressing/wsdl"
 
 
