@@ -50,6 +50,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NvrProcess]:
         yield box
     finally:
         box.stop()
+    assert not box.blocking_calls(), box.blocking_calls()
 
 
 @pytest.fixture(scope="module")
