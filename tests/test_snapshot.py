@@ -1,18 +1,25 @@
 """JPEG snapshots over HTTP: a running box records a GStreamer camera and answers
 GET /snapshot/<token> with the latest keyframe as JPEG, with the ONVIF users' HTTP Digest
-credentials (requests' HTTPDigestAuth as the client)."""
+credentials (requests' HTTPDigestAuth as the client). In process: one decode per keyframe
+however many ask at once."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import av
 import pytest
 import requests
 from requests.auth import HTTPDigestAuth
 
+from onvif_nvr.clock import SystemClock
+from onvif_nvr.media.units import TimedUnit
+from onvif_nvr.recording.simulator import load_clip, make_clip
+from onvif_nvr.replay.snapshot import NoPicture, Snapshots
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -113,3 +120,34 @@ def test_concurrent_requests(box: Box) -> None:
     assert len(pictures) <= 2  # at most one renewal while the requests ran
     for body in pictures:
         assert (_decode(body).width, _decode(body).height) == (640, 360)
+
+
+# -- in process: the cache and the shared decode -------------------------------------------
+
+
+async def test_one_decode_per_keyframe(tmp_path: Path) -> None:
+    path = tmp_path / "clip.h264"
+    await asyncio.to_thread(make_clip, path, width=320, height=240, fps=25, seconds=2, gop=25)
+    params, units = await asyncio.to_thread(load_clip, path)
+    keyframes = [TimedUnit(u, 0, dts, 0) for u, dts in units if u.keyframe]
+    assert len(keyframes) == 2
+    snapshots = Snapshots(SystemClock(), max_age_s=0.2)
+    current: list[TimedUnit | None] = [keyframes[0]]
+
+    async def source():
+        return (params, current[0]) if current[0] is not None else None
+
+    pictures = await asyncio.gather(*(snapshots.jpeg("cam", source) for _ in range(20)))
+    assert len(set(pictures)) == 1 and snapshots.decodes == 1
+    assert (_decode(pictures[0]).width, _decode(pictures[0]).height) == (320, 240)
+    await asyncio.sleep(0.3)  # expired, but the keyframe is the same: no decode
+    assert await snapshots.jpeg("cam", source) == pictures[0]
+    assert snapshots.decodes == 1
+    current[0] = keyframes[1]
+    assert await snapshots.jpeg("cam", source) == pictures[0]  # within max_age: kept
+    await asyncio.sleep(0.3)
+    renewed = await snapshots.jpeg("cam", source)
+    assert renewed != pictures[0] and snapshots.decodes == 2
+    current[0] = None
+    with pytest.raises(NoPicture):
+        await snapshots.jpeg("other", source)

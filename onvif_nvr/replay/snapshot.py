@@ -72,9 +72,15 @@ class Snapshots:
         if task is None:
             task = asyncio.ensure_future(self._make(key, source))
             self._making[key] = task
-            task.add_done_callback(lambda _: self._making.pop(key, None))
+            task.add_done_callback(lambda done: self._made(key, done))
         # Shielded: one caller going away does not cancel the others' decode.
         return await asyncio.shield(task)
+
+    def _made(self, key: str, task: asyncio.Task[bytes]) -> None:
+        if self._making.get(key) is task:
+            del self._making[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every caller may have gone already
 
     async def _make(self, key: str, source: KeyframeSource) -> bytes:
         found = await source()
