@@ -178,6 +178,8 @@ def summarize(
     read: list[float] = []
     per_viewer_p99: list[float] = []
     unmatched = 0
+    #: per stamped frame, its first packet's latency at each viewer
+    by_frame: dict[int, list[float]] = {}
     for r in results:
         lat = []
         for key, first_ns, read_ns, last_ns in r["frames"]:
@@ -188,6 +190,7 @@ def summarize(
                 continue
             stamp = times[i - 1]
             lat.append((first_ns - stamp) / 1e6)
+            by_frame.setdefault(stamp, []).append(lat[-1])
             read.append((read_ns - stamp) / 1e6)
             if last_ns is not None:
                 last.append((last_ns - stamp) / 1e6)
@@ -205,6 +208,12 @@ def summarize(
         "frame_last_packet_ms_p99": percentile(last, 0.99),
         "read_by_viewer_ms_p50": percentile(read, 0.5),
         "read_by_viewer_ms_p99": percentile(read, 0.99),
+        # Where the time goes: a frame's delay to its first viewer (camera, ingest, hub,
+        # packetizing: shared by all) and from its first to its last viewer (the fan-out).
+        "frame_to_first_viewer_ms_p99": percentile([min(v) for v in by_frame.values()], 0.99),
+        "first_to_last_viewer_ms_p99": percentile(
+            [max(v) - min(v) for v in by_frame.values()], 0.99
+        ),
         "frames_measured": len(first),
         # a frame of several slices: only its first slice is stamped by the camera
         "other_slices_unmatched": unmatched,
@@ -314,7 +323,8 @@ def report(out: dict) -> None:
     for transport, direct_cell in out["direct"].items():
         print(
             f"direct camera -> viewer {transport}: first packet p50"
-            f" {_ms(direct_cell['latency_ms_p50'])} ms (subtracted as 'added')"
+            f" {_ms(direct_cell['latency_ms_p50'])} ms (subtracted as 'added'),"
+            f" p99 {_ms(direct_cell['latency_ms_p99'])} ms"
         )
     print(
         "server     trans viewers  cpu%  per-viewer%  first p50/p99 ms  added-p99"
@@ -345,6 +355,12 @@ def report(out: dict) -> None:
                     f"  {_ms(c['read_by_viewer_ms_p99']):>8}"
                     f"  {c['mbit_s_per_viewer']:8.2f}  {c['packets_lost']:4}"
                 )
+                if n > 1:
+                    print(
+                        f"{'':<24}p99: frame to its first viewer"
+                        f" {_ms(c['frame_to_first_viewer_ms_p99'])} ms, first to last viewer"
+                        f" {_ms(c['first_to_last_viewer_ms_p99'])} ms"
+                    )
         if "recorder" in entry:
             print(f"{name} recorder: {entry['recorder']}")
     for item in out["limitations"]:
