@@ -18,6 +18,7 @@ from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import NoRecording
 from onvif_nvr.media.units import AccessUnit, AudioParameters, TimedUnit
+from onvif_nvr.mp4.reader import fragment_header
 from onvif_nvr.recording.cameras import CameraStore
 from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.retention import delete_segments
@@ -31,7 +32,7 @@ from onvif_nvr.replay.reader import (
 )
 from onvif_nvr.rtsp.bits import split_annexb
 from onvif_nvr.system.secrets import Sealer
-from tests.mediagen import aac_frames, access_units, h264_annexb
+from tests.mediagen import aac_frames, access_units, h264_annexb, h265_annexb
 
 T0 = 1_800_000_000 * 10**9
 S = 10**9
@@ -444,3 +445,83 @@ def test_the_recording_has_no_segment_rows_of_other_recordings(footage):
     with footage.db.session() as session:
         ids = set(session.scalars(select(models.Segment.recording_id)))
     assert len(ids) == 1
+
+
+class PollCounter(SystemClock):
+    """The system clock, telling when a playback has waited for new rows three times."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.polled = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.polls += 1
+        if self.polls >= 3:
+            self.polled.set()
+        await super().sleep(seconds)
+
+
+async def test_h265_footage_and_follow(tmp_path):
+    """An H.265 recording (hvcC parameter sets, 4-byte NAL lengths) read back as written;
+    with ``follow`` the end of the data waits for the recording to resume."""
+    db = Database(f"sqlite:///{tmp_path / 'nvr.sqlite3'}")
+    await db.migrate()
+    try:
+        cam = await CameraStore(db, Sealer(b"k" * 32), ManualClock()).add("c", "rtsp://192.0.2.1/x")
+        index = SegmentIndex(db)
+        volume = tmp_path / "vol"
+        volume_id = await index.ensure_volume(str(volume))
+        recording_id = await add_recording(db, "RECORDING_HEVC")
+        clip = access_units(h265_annexb(frames=40, fps=25, gop=10), "hevc")
+        fed = []
+        for i, (data, key) in enumerate(clip):
+            dts = i * FRAME_90K + (B_START_NS * 9 // 100_000 if i >= 20 else 0)
+            fed.append(TimedUnit(AccessUnit("H265", tuple(split_annexb(data)), dts, key), 0, dts,
+                                 wall(dts)))  # fmt: skip
+        writer = SegmentWriter(cam.id, volume_id, volume, index, recording_id=recording_id)
+        await writer._in_io(os.makedirs, writer.directory, 0o755, True)
+        for unit in fed[:20]:
+            await writer.add(unit)
+        await writer.finish()
+        await index.flush()
+        clock = PollCounter()
+        r = ReplayReader(db, clock, poll_s=0.005)
+        media = await r.recording("RECORDING_HEVC")
+        assert media.video is not None and media.video.codec == "H265"
+        assert len(media.video.parameter_sets) == 3 and media.audio_track == "AUDIO001"
+        playback = r.play(media, PlayRequest(T0, follow=True))
+        got = [await anext(playback) for _ in range(20)]
+        assert [u.timed.wall_ns for u in got] == [u.wall_ns for u in fed[:20]]
+        assert [u.timed.unit.payloads for u in got] == [u.unit.payloads for u in fed[:20]]
+        assert got[-1].section_end and not got[-1].terminal  # the recording may resume
+        waiting = asyncio.ensure_future(anext(playback))
+        await asyncio.wait_for(clock.polled.wait(), 10)  # it asked the index again and again
+        assert not waiting.done()
+        for unit in fed[20:]:
+            await writer.add(unit)
+        await writer.finish()
+        writer._io.shutdown(wait=True)
+        gap = await asyncio.wait_for(waiting, 10)
+        # The writer starts the new section at its first keyframe.
+        resumed = next(i for i in range(20, 40) if fed[i].unit.keyframe)
+        assert isinstance(gap, Gap) and gap.resume_ns == fed[resumed].wall_ns
+        rest = [await asyncio.wait_for(anext(playback), 10) for _ in range(40 - resumed)]
+        assert [u.timed.wall_ns for u in rest] == [u.wall_ns for u in fed[resumed:]]
+        await playback.aclose()
+        assert playback.end_reason is EndReason.CLOSED
+    finally:
+        db.close()
+
+
+def test_fragment_header_errors():
+    cases = [
+        (b"\x00\x00\x00\x10mdat" + bytes(8), "expected a 'moof' box, found 'mdat'"),
+        (b"\x00\x00\x00\x10moof" + bytes(8), "'moof' and the 'mdat' header need 24 bytes, have 16"),
+        (b"\x00\x00\x00\x08moof\x00\x00\x00\x08free", "moof is followed by 'free', not 'mdat'"),
+        (b"\x00\x00\x00\x08moof\x00\x00\x00\x04mdat", "box 'mdat' at offset 8 has invalid size 4"),
+        (b"\x00\x00\x00\x08moof\x00\x00\x00\x08mdat", "no 'mfhd' box"),
+    ]
+    for data, message in cases:
+        with pytest.raises(ValueError) as info:
+            fragment_header(data)
+        assert str(info.value) == message
