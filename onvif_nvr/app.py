@@ -41,6 +41,7 @@ from onvif_nvr.recording.search_sessions import SearchSessions
 from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed, HubFeed
 from onvif_nvr.replay.mjpeg import MjpegFeed
+from onvif_nvr.replay.multicast import MulticastPolicy
 from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.replay.snapshot import NoPicture, Snapshots
@@ -452,8 +453,23 @@ class NvrApp:
 
     async def _start_rtsp(self) -> None:
         """Live streams at rtsp://box:rtsp_port/live/<receiver or recording token>."""
+        cfg = self.settings.rtsp
         self.rtsp = RtspServer(
-            self.settings.bind, self.settings.rtsp_port, self.clock, resolver=self._live_feed
+            self.settings.bind,
+            self.settings.rtsp_port,
+            self.clock,
+            resolver=self._live_feed,
+            session_timeout_s=cfg.session_timeout_s,
+            request_timeout_s=cfg.request_timeout_s,
+            max_write_buffer_bytes=cfg.max_write_buffer_bytes,
+            multicast=MulticastPolicy(
+                network=cfg.multicast_network,
+                port=cfg.multicast_port,
+                ttl=cfg.multicast_ttl,
+                max_ttl=cfg.multicast_max_ttl,
+                client_destination=cfg.multicast_client_destination,
+                interface=cfg.multicast_interface,
+            ),
         )
         await self.rtsp.start()
 
@@ -590,6 +606,9 @@ class NvrApp:
         app.router.add_get("/onvif/wsdl/{path:.*}", self._wsdl_file)
         app.router.add_get("/onvif/{service}", self._service_get)
         app.router.add_get("/snapshot/{token}", self._snapshot)
+        # RTSP over HTTP (ONVIF Streaming RTP/RTSP/HTTP/TCP): handed to the RTSP server.
+        app.router.add_get("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
+        app.router.add_post("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
         app.router.add_get("/", self._index)
         return app
 
@@ -689,6 +708,32 @@ class NvrApp:
         return web.Response(
             body=jpeg, content_type="image/jpeg", headers={"Cache-Control": "no-store"}
         )
+
+    async def _rtsp_tunnel(self, request: web.Request) -> web.StreamResponse:
+        """GET (server to client) or POST (client to server, base64) of an RTSP-over-HTTP
+        tunnel: checked here, then the socket belongs to the RTSP server (replay/http_tunnel)."""
+        if self.rtsp is None:
+            return web.Response(status=503, text="live streaming is not running\n")
+        tunnels = self.rtsp.tunnels
+        cookie = request.headers.get("x-sessioncookie")
+        post = request.method == "POST"
+        refused = tunnels.refuse_post(cookie) if post else tunnels.refuse_get(cookie)
+        transport = request.transport
+        if refused is None and not isinstance(transport, asyncio.Transport):
+            refused = (400, "connection closed")
+        if refused is not None:
+            return web.Response(status=refused[0], text=refused[1] + "\n")
+        assert cookie is not None and isinstance(transport, asyncio.Transport)
+        if post:
+            try:
+                await tunnels.serve_post(cookie, transport, request.content.read_nowait())
+            except ValueError as exc:
+                return web.Response(status=400, text=f"{exc}\n")
+        else:
+            await tunnels.serve_get(cookie, transport)
+        # The socket was the tunnel's; aiohttp must neither answer on it nor keep it.
+        request.protocol.force_close()
+        return web.Response(status=204)
 
     async def _index(self, request: web.Request) -> web.StreamResponse:
         return web.Response(

@@ -9,6 +9,7 @@ environment variables < command-line options. A key in a TOML section ``[device]
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -150,6 +151,32 @@ class SearchSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class RtspSettings:
+    """The live RTSP server (``rtsp_port``) and its multicast groups."""
+
+    #: A session ends after this long without a request or an RTCP report (``timeout=``).
+    session_timeout_s: int = 60
+    #: A request must be complete this long after its first byte (slow-loris).
+    request_timeout_s: int = 10
+    #: A TCP (or tunnelled) viewer with more unsent data than this is dropped.
+    max_write_buffer_bytes: int = 4 * 1024 * 1024
+    #: Default multicast groups come from this IPv4 multicast network, one per stream.
+    multicast_network: str = "239.192.0.0/16"
+    #: RTP port of a stream's first track on its default group (track N: port + 2N).
+    multicast_port: int = 40000
+    #: TTL of the default groups (1: the local subnet only).
+    multicast_ttl: int = 1
+    #: Largest TTL a client (SETUP) or the Media service may ask for.
+    multicast_max_ttl: int = 16
+    #: Honour a client's destination/port in a multicast SETUP (any IPv4 multicast group
+    #: outside 224.0.0.0/24).
+    multicast_client_destination: bool = True
+    #: Local IPv4 address of the interface multicast leaves by; "" = the bind address, or
+    #: the routing table when bind is 0.0.0.0.
+    multicast_interface: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraSettings:
     """A camera declared in the config file (``[[camera]]``); kept in step in the database."""
 
@@ -184,6 +211,7 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     recording: RecordingSettings = RecordingSettings()
     search: SearchSettings = SearchSettings()
+    rtsp: RtspSettings = RtspSettings()
     #: ``[[camera]]`` tables of the config file.
     camera: tuple[CameraSettings, ...] = ()
 
@@ -267,10 +295,14 @@ def _env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     sections = {
         f.name for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])
     }
+    top_level = {f.name for f in dataclasses.fields(Settings)} - sections
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX):
             continue
         key = name[len(ENV_PREFIX) :].lower()
+        if key in top_level:  # RTSP_PORT is the top-level rtsp_port, not [rtsp] port
+            out[key] = value
+            continue
         section = next((s for s in sections if key.startswith(s + "_")), None)
         if section is not None:
             out.setdefault(section, {})[key[len(section) + 1 :]] = value
@@ -336,4 +368,29 @@ def load_settings(
         raise ConfigError("recording.max_rate_kbps and max_total_rate_kbps must be >= 1")
     if not 0 <= settings.storage.min_free_percent < 100:
         raise ConfigError("storage.min_free_percent must be between 0 and 99")
+    _check_rtsp(settings.rtsp)
     return settings
+
+
+def _check_rtsp(rtsp: RtspSettings) -> None:
+    if not 5 <= rtsp.session_timeout_s <= 3600 or not 1 <= rtsp.request_timeout_s <= 300:
+        raise ConfigError(
+            "rtsp.session_timeout_s must be 5..3600 and rtsp.request_timeout_s 1..300"
+        )
+    if rtsp.max_write_buffer_bytes < 65536:
+        raise ConfigError("rtsp.max_write_buffer_bytes must be at least 65536")
+    try:
+        network = ipaddress.ip_network(rtsp.multicast_network, strict=False)
+    except ValueError:
+        network = None
+    if not isinstance(network, ipaddress.IPv4Network) or not network.is_multicast:
+        raise ConfigError("rtsp.multicast_network must be an IPv4 multicast network")
+    if not 0 < rtsp.multicast_port < 65534 or rtsp.multicast_port % 2:
+        raise ConfigError("rtsp.multicast_port must be an even port (2..65532)")
+    if not 1 <= rtsp.multicast_ttl <= rtsp.multicast_max_ttl <= 255:
+        raise ConfigError("rtsp.multicast_ttl must be 1..multicast_max_ttl, at most 255")
+    if rtsp.multicast_interface:
+        try:
+            ipaddress.IPv4Address(rtsp.multicast_interface)
+        except ValueError:
+            raise ConfigError("rtsp.multicast_interface must be an IPv4 address") from None

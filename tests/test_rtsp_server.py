@@ -176,9 +176,12 @@ async def test_describe_setup_transports(server: RtspServer) -> None:
         assert described.headers.get("Content-Base") == _url(server) + "/"
         assert b"a=control:trackID=0" in described.body
         multicast = await client.request(
-            "SETUP", _url(server) + "/trackID=0", 2, Transport="RTP/AVP;multicast"
+            "SETUP",
+            _url(server) + "/trackID=0",
+            2,
+            Transport="RTP/AVP;multicast;destination=224.0.0.5;port=5000-5001",
         )
-        assert multicast.status == 461  # multicast is not served yet
+        assert multicast.status == 461  # local network control groups are refused
         udp = await client.request(
             "SETUP",
             _url(server) + "/trackID=0",

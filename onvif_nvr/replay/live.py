@@ -221,6 +221,14 @@ class Fanout:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
+    def synchronize(self) -> int:
+        """A synchronization point was asked for (Media SetSynchronizationPoint): a sender
+        report per track goes with the next batch; the number of viewers. The picture itself
+        resynchronizes at the camera's next keyframe (ADR 0006)."""
+        for track in self.tracks:
+            track.next_sr_ns = 0
+        return len(self.viewers)
+
     def leave(self, viewer: Viewer) -> None:
         with contextlib.suppress(ValueError):
             self.viewers.remove(viewer)

@@ -2,9 +2,12 @@
 
 Methods: OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER, with
 aggregate control (``control:*``; the mount URL) and per-track control (``trackID=N``).
-Transports: RTP/AVP/TCP interleaved and RTP/AVP unicast UDP (one server RTP/RTCP port pair
-for every session); multicast SETUP is answered 461. The media path is :mod:`.live`: each
-stream is packetized once and written to every viewer. The protocol work is sans-IO
+Transports: RTP/AVP/TCP interleaved, RTP/AVP unicast UDP (one server RTP/RTCP port pair
+for every session), UDP multicast (:mod:`.multicast`: one group per stream shared by its
+multicast sessions and the Media service's StartMulticastStreaming) and RTSP-over-HTTP
+tunnels (:mod:`.http_tunnel`, a connection whose requests come base64-encoded on a POST and
+whose answers and media go out on a GET). The media path is :mod:`.live`: each stream is
+packetized once and written to every viewer. The protocol work is sans-IO
 (``onvif_nvr.rtsp``); this module only connects it to asyncio.
 
 Per connection: a :class:`MessageParser` reads requests; a bad request is answered with the
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import socket
@@ -31,7 +35,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
+from onvif_nvr.replay.http_tunnel import Tunnels
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
+from onvif_nvr.replay.multicast import MulticastGroup, MulticastPolicy, is_group
 from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.headers import (
     NptRange,
@@ -77,6 +83,30 @@ PUBLIC_METHODS = (
 )
 #: Methods that need no session (the rest answer 454 without the right one).
 _SESSIONLESS = ("OPTIONS", "DESCRIBE", "SETUP", "GET_PARAMETER", "SET_PARAMETER")
+#: Path prefix of RTSP-over-HTTP tunnel URLs on the HTTP port (``/rtsp-tunnel/live/<token>``);
+#: requests inside a tunnel name the same path with the rtsp scheme, so it is stripped.
+TUNNEL_PREFIX = "/rtsp-tunnel"
+#: How often an autostarted multicast group looks for its stream again after it ended.
+AUTOSTART_RETRY_S = 1.0
+
+
+class _Reader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Writer(Protocol):
+    """What a connection needs of its output (an ``asyncio.StreamWriter`` or a tunnel's)."""
+
+    @property
+    def transport(self) -> asyncio.WriteTransport: ...
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 class Gate(Protocol):
@@ -108,6 +138,7 @@ class RtspServer:
         send_buffer_bytes: int | None = None,
         gate: Gate | None = None,
         resolver: Resolver | None = None,
+        multicast: MulticastPolicy | None = None,
     ) -> None:
         """``max_write_buffer_bytes``: unsent data (in the process) after which a viewer is
         dropped. ``send_buffer_bytes``: SO_SNDBUF of client sockets; None keeps the kernel's
@@ -128,6 +159,12 @@ class RtspServer:
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._udp: _UdpPorts | None = None
+        self.multicast = multicast or MulticastPolicy()
+        #: (stream path, group address) -> the group sending that stream there.
+        self._groups: dict[tuple[str, str], MulticastGroup] = {}
+        self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
+        #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
+        self.tunnels = Tunnels(self._serve)
 
     def add_mount(self, path: str, source: Feed | UnitSource, *, public: bool = False) -> None:
         """Serve ``source`` at ``path`` (``"/sim"`` or ``"sim"``: ``rtsp://host:port/sim``);
@@ -179,6 +216,12 @@ class RtspServer:
             connection.abort()
         tasks = [c.task for c in self._connections if c.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        for task in self._autostart.values():
+            task.cancel()
+        self._autostart.clear()
+        for group in list(self._groups.values()):
+            group.close()
+        self._groups.clear()
         for fanout in list(self._fanouts.values()):
             fanout.close()
         if self._udp is not None:
@@ -194,6 +237,8 @@ class RtspServer:
             path = urllib.parse.unquote(urllib.parse.urlsplit(uri).path).rstrip("/")
         except ValueError:
             return None
+        if path.startswith(TUNNEL_PREFIX + "/"):
+            path = path[len(TUNNEL_PREFIX) :]
         for key in (path, path.rpartition("/")[0]):
             if not key:
                 continue
@@ -219,6 +264,158 @@ class RtspServer:
         if self._fanouts.get(id(fanout.feed)) is fanout and not fanout.viewers:
             del self._fanouts[id(fanout.feed)]
 
+    # -- multicast ---------------------------------------------------------------------------
+
+    def multicast_defaults(self, path: str) -> tuple[str, int, int]:
+        """(group, RTP port of the first track, TTL) that multicast viewers of ``path`` get
+        when they ask for none: the running group of the stream, else its default group."""
+        running = [g for (p, _), g in self._groups.items() if p == path]
+        if running:
+            group = next((g for g in running if g.autostart), running[0])
+            return group.address, min(group.ports.values()), group.ttl
+        policy = self.multicast
+        taken = {address for (p, address) in self._groups if p != path}
+        return policy.default_address(path, taken.__contains__), policy.port, policy.ttl
+
+    def start_multicast(self, path: str, group: str, port: int, ttl: int) -> None:
+        """Send the stream at ``path`` (``/live/<token>``) to ``group`` from now on, without
+        any RTSP session (StartMulticastStreaming, AutoStart): track N to port + 2N. Raises
+        LookupError for an unknown stream, ValueError for an unusable group or port."""
+        found = self.feed_for(path)
+        if found is None or found[2]:
+            raise LookupError(f"no live stream at {path!r}")
+        stream_path = found[0]
+        if not is_group(group):
+            raise ValueError(f"{group!r} is not an IPv4 multicast group")
+        if not 0 < port < 65532:
+            raise ValueError(f"multicast port {port} out of range")
+        current = self._groups.get((stream_path, group))
+        if current is not None and current.autostart:
+            return
+        for other in [g for (p, _), g in self._groups.items() if p == stream_path]:
+            if other.autostart:  # one autostarted group per stream: the new one replaces it
+                self._stop_autostart(other)
+        ttl = self.multicast.cap_ttl(ttl)
+        if current is None:
+            current = self._new_group(stream_path, group, {0: port, 1: port + 2}, ttl)
+        current.autostart = True
+        self._autostart[current] = asyncio.create_task(self._run_autostart(current))
+
+    def stop_multicast(self, path: str) -> None:
+        """Stop what :meth:`start_multicast` started (RTSP multicast sessions go on)."""
+        found = self.feed_for(path)
+        stream_path = found[0] if found is not None else "/" + path.strip("/")
+        for (p, _), group in list(self._groups.items()):
+            if p == stream_path and group.autostart:
+                self._stop_autostart(group)
+
+    def synchronization_point(self, path: str) -> int:
+        """SetSynchronizationPoint for the stream at ``path``; the number of its viewers
+        (a multicast group counts once). See docs/design/adr/0006-synchronization-point.md:
+        a sender report per track goes out at once; the picture resynchronizes at the
+        camera's next keyframe, which always carries its parameter sets."""
+        found = self.feed_for(path)
+        if found is None:
+            return 0
+        fanout = self._fanouts.get(id(found[1]))
+        if fanout is None or fanout.feed is not found[1]:
+            return 0
+        return fanout.synchronize()
+
+    def _new_group(
+        self, path: str, address: str, ports: dict[int, int], ttl: int
+    ) -> MulticastGroup:
+        group = MulticastGroup(
+            path,
+            address,
+            ports,
+            ttl,
+            bind=self._bind,
+            interface=self.multicast.interface,
+            on_ended=self._group_ended,
+        )
+        self._groups[(path, address)] = group
+        log.info("multicast %s -> %s:%s ttl %s", path, address, min(ports.values()), ttl)
+        return group
+
+    def _group_for(self, path: str, track: Track, spec: TransportSpec) -> MulticastGroup | None:
+        """The group a multicast SETUP of ``track`` joins (made if needed), None: refused."""
+        policy = self.multicast
+        wanted_port = spec.port[0] if spec.port else None
+        if spec.destination:
+            if not policy.client_address_allowed(spec.destination):
+                return None
+            address = spec.destination
+        else:
+            address = self.multicast_defaults(path)[0]
+        if wanted_port is not None and not (policy.client_destination and wanted_port < 65535):
+            wanted_port = None
+        group = self._groups.get((path, address))
+        if group is None:
+            if wanted_port is not None:
+                ports = {track.number: wanted_port}
+            else:
+                ports = {0: policy.port, 1: policy.port + 2}
+            try:
+                group = self._new_group(path, address, ports, policy.cap_ttl(spec.ttl))
+            except OSError as exc:
+                log.warning("multicast %s -> %s: %s", path, address, exc)
+                return None
+        else:
+            group.add_track(track.number, wanted_port or policy.port + 2 * track.number)
+        return group
+
+    def _join_group(self, group: MulticastGroup, member: _Connection, fanout: Fanout) -> None:
+        group.members.add(member)
+        if not group.sending:
+            self._join_group_fanout(group, fanout)
+
+    def _leave_group(self, group: MulticastGroup, member: _Connection) -> None:
+        group.members.discard(member)
+        if not group.members and not group.autostart:
+            self._drop_group(group)
+
+    def _drop_group(self, group: MulticastGroup) -> None:
+        if self._groups.get((group.path, group.address)) is group:
+            del self._groups[(group.path, group.address)]
+        fanout, group.fanout = group.fanout, None
+        if group.sending and fanout is not None:
+            group.sending = False
+            fanout.leave(group)
+        group.close()
+
+    def _stop_autostart(self, group: MulticastGroup) -> None:
+        group.autostart = False
+        task = self._autostart.pop(group, None)
+        if task is not None:
+            task.cancel()
+        if not group.members:
+            self._drop_group(group)
+
+    def _group_ended(self, group: MulticastGroup, reason: str) -> None:
+        group.fanout = None
+        if not group.autostart:
+            self._drop_group(group)
+        else:
+            log.info(
+                "multicast %s -> %s: %s; waiting for the stream", group.path, group.address, reason
+            )
+
+    async def _run_autostart(self, group: MulticastGroup) -> None:
+        """Keep an autostarted group joined to its stream's fan-out (the stream may end and
+        come back: a camera reconnects, a recorder restarts)."""
+        while group.autostart:
+            if not group.sending:
+                found = self.feed_for(group.path)
+                if found is not None and found[1].parameters() != (None, None):
+                    self._join_group_fanout(group, self.fanout(found[1]))
+            await self.clock.sleep(AUTOSTART_RETRY_S)
+
+    def _join_group_fanout(self, group: MulticastGroup, fanout: Fanout) -> None:
+        group.sending = True
+        group.fanout = fanout
+        fanout.join(group)
+
     def _rtcp_received(self, addr: tuple[str, int]) -> None:
         for connection in self._connections:
             if connection.receives_rtcp_from(addr):
@@ -233,6 +430,10 @@ class RtspServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.send_buffer_bytes is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        await self._serve(reader, writer)
+
+    async def _serve(self, reader: _Reader, writer: _Writer) -> None:
+        """One RTSP connection: a TCP client, or a tunnel's POST and GET."""
         connection = _Connection(self, reader, writer)
         connection.task = asyncio.current_task()
         self._connections.add(connection)
@@ -299,9 +500,7 @@ class _UdpPorts:
 class _Connection:
     """One client connection and its (at most one) session; a :class:`live.Viewer`."""
 
-    def __init__(
-        self, server: RtspServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, server: RtspServer, reader: _Reader, writer: _Writer) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
@@ -317,6 +516,8 @@ class _Connection:
         #: Track number -> interleaved RTP channel (TCP) or client (RTP, RTCP) port pair (UDP).
         self.channels: dict[int, int] = {}
         self.udp_ports: dict[int, tuple[int, int]] = {}
+        #: The multicast group the session's tracks were set up on.
+        self.group: MulticastGroup | None = None
         self.playing = False
         self._layout: tuple[int, ...] | None = None
         self._udp_dest: dict[tuple[int, bool], tuple[str, int]] = {}
@@ -533,8 +734,19 @@ class _Connection:
         description = sdp.SessionDescription(session_name="onvif-nvr live")
         description.attributes.append(("control", "*"))
         description.attributes.append(("range", "npt=now-"))
-        description.media.extend(fanout.describe())
-        base = request.uri if request.uri.endswith("/") else request.uri + "/"
+        url = urllib.parse.urlsplit(request.uri)
+        if "multicast" in url.query.lower():
+            # A multicast URI: the group in c= (ONVIF Streaming: a valid multicast address)
+            # and each track's port in its m= line.
+            address, port, ttl = self.server.multicast_defaults(found[0])
+            description.connection = sdp.Connection(address=f"{address}/{ttl}")
+            for track, media in zip(fanout.tracks, fanout.describe(), strict=True):
+                description.media.append(dataclasses.replace(media, port=port + 2 * track.number))
+            request_uri = urllib.parse.urlunsplit(url._replace(query=""))
+        else:
+            description.media.extend(fanout.describe())
+            request_uri = request.uri
+        base = request_uri if request_uri.endswith("/") else request_uri + "/"
         headers.add("Content-Base", base)
         headers.add("Content-Type", "application/sdp")
         return Response(200, "", headers, bytes(description))
@@ -561,7 +773,7 @@ class _Connection:
             specs = parse_transport(request.headers.get("Transport", ""))
         except ValueError:
             return Response(461, "", headers)
-        reply = self._choose_transport(specs, track)
+        reply = self._choose_transport(specs, track, path)
         if reply is None:
             return Response(461, "", headers)
         self.fanout, self.stream_path = fanout, path
@@ -572,10 +784,35 @@ class _Connection:
         headers.add("Session", self._session_value())
         return Response(200, "", headers)
 
-    def _choose_transport(self, specs: list[TransportSpec], track: Track) -> TransportSpec | None:
+    def _choose_transport(
+        self, specs: list[TransportSpec], track: Track, path: str
+    ) -> TransportSpec | None:
         for spec in specs:
-            if not spec.protocol.upper().startswith("RTP/AVP") or spec.delivery == "multicast":
-                continue  # multicast is not served yet (461)
+            if not spec.protocol.upper().startswith("RTP/AVP"):
+                continue
+            if spec.delivery == "multicast":
+                if spec.lower_transport.upper() != "UDP" or self.channels or self.udp_ports:
+                    continue
+                if self.group is not None and not spec.destination:
+                    group: MulticastGroup | None = self.group
+                    self.group.add_track(
+                        track.number, self.server.multicast.port + 2 * track.number
+                    )
+                else:
+                    group = self.server._group_for(path, track, spec)
+                if group is None or (self.group is not None and group is not self.group):
+                    continue
+                self.group = group
+                port = group.ports[track.number]
+                return TransportSpec(
+                    "RTP/AVP",
+                    "multicast",
+                    destination=group.address,
+                    port=(port, port + 1),
+                    ttl=group.ttl,
+                )
+            if self.group is not None:
+                continue  # one lower transport per session
             if spec.lower_transport.upper() == "TCP":
                 if self.udp_ports:
                     continue  # one lower transport per session
@@ -603,15 +840,20 @@ class _Connection:
 
     async def _do_PLAY(self, request: Request, headers: Headers) -> Response | None:  # noqa: N802
         fanout = self.fanout
-        if fanout is None or not (self.channels or self.udp_ports):
+        if fanout is None or not (self.channels or self.udp_ports or self.group):
             return Response(455, "", headers)
         base = self.server.feed_for(request.uri)
         url = request.uri.rstrip("/")
         if base is not None and base[2]:
             url = url.rpartition("/")[0]
         infos = []
+        group = self.group
         for track in fanout.tracks:
-            if track.number in self.channels or track.number in self.udp_ports:
+            if group is not None and track.number in group.ports:
+                # A running group goes on live (no cached GOP for the newcomer).
+                seq, rtptime = (track.next_seq, None) if group.sending else fanout.start_info(track)
+                infos.append(RtpInfo(f"{url}/{track.control}", seq, rtptime))
+            elif track.number in self.channels or track.number in self.udp_ports:
                 seq, rtptime = fanout.start_info(track)
                 infos.append(RtpInfo(f"{url}/{track.control}", seq, rtptime))
         headers.add("Range", format_range(NptRange(0)))
@@ -625,6 +867,10 @@ class _Connection:
         return None
 
     def _start_playing(self, fanout: Fanout) -> None:
+        if self.group is not None:
+            self.playing = True
+            self.server._join_group(self.group, self, fanout)
+            return
         if self.channels:
             size = max(t.number for t in fanout.tracks) + 1
             self._layout = tuple(self.channels.get(n, -1) for n in range(size))
@@ -638,7 +884,10 @@ class _Connection:
         fanout.join(self)
 
     def _stop_playing(self) -> None:
-        if self.playing and self.fanout is not None:
+        if self.playing and self.group is not None:
+            self.playing = False
+            self.server._leave_group(self.group, self)
+        elif self.playing and self.fanout is not None:
             self.playing = False
             self.fanout.leave(self)
 
@@ -654,6 +903,7 @@ class _Connection:
         self.session_id = None
         self.channels.clear()
         self.udp_ports.clear()
+        self.group = None
         return Response(200, "", headers)
 
     async def _do_GET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802

@@ -1,0 +1,223 @@
+"""RTSP over HTTP (Apple's tunnelling; ONVIF Streaming §5.1.1.5 RTP/RTSP/HTTP/TCP).
+
+A client opens two HTTP connections with the same ``x-sessioncookie``: a GET
+(``Accept: application/x-rtsp-tunnelled``) whose ``200`` is followed by everything the server
+sends — RTSP answers and ``$``-interleaved media — and a POST whose body carries the client's
+RTSP requests and RTCP, base64-encoded (line breaks allowed, RTSS-1-1-45). The POST's
+Content-Length (32767 by custom) is not a limit: the body goes on for the whole session, and
+a client may close a POST and open another one for the same tunnel.
+
+The pair is one ordinary RTSP connection of the server (the same ``_Connection`` as on the
+RTSP port): the decoded POST bytes feed its reader, the GET's socket is its writer. The HTTP
+front-end validates the request, then hands the socket over (:meth:`Tunnels.serve_get`,
+:meth:`Tunnels.serve_post`), which replaces its asyncio protocol; nothing here knows the HTTP
+server. Errors before the hand-over are plain HTTP answers from the front-end
+(:meth:`Tunnels.refuse_get`/:meth:`Tunnels.refuse_post`); a POST whose body stops being
+base64 later gets ``400`` on its own connection and is closed, the GET side stays.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/x-rtsp-tunnelled"
+#: Tunnels open at once (each holds two sockets and an RTSP connection).
+MAX_TUNNELS = 256
+_COOKIE_RE = re.compile(r"[!-~]{1,128}")
+_WHITESPACE = b" \t\r\n"
+_GET_ANSWER = (
+    "HTTP/1.0 200 OK\r\n"
+    "Server: onvif-nvr\r\n"
+    "Connection: close\r\n"
+    "Cache-Control: no-store\r\n"
+    "Pragma: no-cache\r\n"
+    f"Content-Type: {CONTENT_TYPE}\r\n"
+    "\r\n"
+).encode()
+_POST_REFUSED = b"HTTP/1.0 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+class Base64Stream:
+    """Decodes base64 arriving in arbitrary pieces: whitespace is skipped, each padded
+    group ends one encoded message (clients encode every request on its own)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes decoded so far; ValueError when the text is not base64."""
+        text = self._rest + data.translate(None, _WHITESPACE)
+        out = []
+        while len(text) >= 4:
+            pad = text.find(b"=")
+            end = len(text) - len(text) % 4 if pad < 0 else (pad // 4 + 1) * 4
+            if end > len(text):
+                break  # a padded group not complete yet
+            try:
+                out.append(base64.b64decode(text[:end], validate=True))
+            except binascii.Error:
+                raise ValueError("tunnel POST body is not base64") from None
+            text = text[end:]
+        if len(text) > 3:
+            raise ValueError("tunnel POST body is not base64")
+        self._rest = text
+        return b"".join(out)
+
+
+class TunnelWriter:
+    """The GET side as the writer of an RTSP connection."""
+
+    def __init__(self, transport: asyncio.WriteTransport, closed: asyncio.Future[None]) -> None:
+        self._transport = transport
+        self._closed = closed
+
+    @property
+    def transport(self) -> asyncio.WriteTransport:
+        return self._transport
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+class _GetProtocol(asyncio.Protocol):
+    """The GET socket once handed over: nothing more is read from it; its end ends the
+    tunnel's reader."""
+
+    def __init__(self, reader: asyncio.StreamReader, closed: asyncio.Future[None]) -> None:
+        self._reader = reader
+        self._closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the client says nothing more on the GET connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._reader.feed_eof()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+class _PostProtocol(asyncio.Protocol):
+    def __init__(self, tunnel: _Tunnel, transport: asyncio.Transport) -> None:
+        self._tunnel = tunnel
+        self._transport = transport
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._tunnel.feed(data)
+        except ValueError as exc:
+            log.info("RTSP tunnel from %s: %s", self._tunnel.peer, exc)
+            self._transport.write(_POST_REFUSED)
+            self._transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Tunnel:
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.reader = asyncio.StreamReader()
+        self.post: asyncio.Transport | None = None
+        self._decoder = Base64Stream()
+
+    def new_post(self, transport: asyncio.Transport) -> None:
+        if self.post is not None and self.post is not transport:
+            self.post.close()  # a client opens a new POST: the old one is done
+        self.post = transport
+        self._decoder = Base64Stream()
+
+    def feed(self, data: bytes) -> None:
+        decoded = self._decoder.feed(data)
+        if decoded and not self.reader.at_eof():
+            self.reader.feed_data(decoded)
+
+    def close(self) -> None:
+        if self.post is not None:
+            self.post.close()
+            self.post = None
+
+
+Runner = Callable[[asyncio.StreamReader, TunnelWriter], Awaitable[None]]
+
+
+class Tunnels:
+    """Open tunnels by cookie; ``run`` serves one RTSP connection over a reader/writer."""
+
+    def __init__(self, run: Runner, max_tunnels: int = MAX_TUNNELS) -> None:
+        self._run = run
+        self._max = max_tunnels
+        self._open: dict[str, _Tunnel] = {}
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def refuse_get(self, cookie: str | None) -> tuple[int, str] | None:
+        """(HTTP status, reason) when a GET cannot open a tunnel."""
+        if cookie is None or not _COOKIE_RE.fullmatch(cookie):
+            return 400, "x-sessioncookie missing or invalid"
+        if cookie in self._open:
+            return 409, "x-sessioncookie already in use"
+        if len(self._open) >= self._max:
+            return 503, "too many RTSP tunnels"
+        return None
+
+    def refuse_post(self, cookie: str | None) -> tuple[int, str] | None:
+        """(HTTP status, reason) when a POST has no tunnel to feed."""
+        if cookie is None or not _COOKIE_RE.fullmatch(cookie):
+            return 400, "x-sessioncookie missing or invalid"
+        if cookie not in self._open:
+            return 400, "no tunnel GET for this x-sessioncookie"
+        return None
+
+    async def serve_get(self, cookie: str, transport: asyncio.Transport) -> None:
+        """Answer the GET and run the tunnel's RTSP connection on it until it ends."""
+        if self.refuse_get(cookie) is not None:
+            raise ValueError("tunnel GET refused")
+        peer = transport.get_extra_info("peername")
+        tunnel = self._open[cookie] = _Tunnel(f"{peer[0]}:{peer[1]}" if peer else "?")
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        try:
+            transport.write(_GET_ANSWER)
+            transport.set_protocol(_GetProtocol(tunnel.reader, closed))
+            if not transport.is_reading():
+                transport.resume_reading()
+            await self._run(tunnel.reader, TunnelWriter(transport, closed))
+        finally:
+            if self._open.get(cookie) is tunnel:
+                del self._open[cookie]
+            tunnel.close()
+            transport.close()
+
+    async def serve_post(self, cookie: str, transport: asyncio.Transport, body: bytes) -> None:
+        """Feed the POST's body (``body``: what was read with its headers) to the tunnel
+        until the POST connection or the tunnel ends. ValueError: ``body`` is not base64
+        (nothing was taken over: answer 400)."""
+        tunnel = self._open.get(cookie)
+        if tunnel is None:
+            raise ValueError("no tunnel for this x-sessioncookie")
+        tunnel.new_post(transport)
+        tunnel.feed(body)  # before the hand-over: an error is still an ordinary answer
+        protocol = _PostProtocol(tunnel, transport)
+        transport.set_protocol(protocol)
+        if not transport.is_reading():
+            transport.resume_reading()
+        await protocol.done

@@ -1,0 +1,198 @@
+"""UDP multicast delivery of live streams (RFC 2326 §1.6; ONVIF Streaming §5.1.1, §5.3.3).
+
+A :class:`MulticastGroup` is one more viewer of a stream's :class:`~.live.Fanout`: it sends
+each packet once, with one ``sendto``, to ``group:port`` (RTP) and ``group:port+1`` (RTCP,
+the fan-out's sender reports) of its track, whatever the number of RTSP sessions that
+listen to it. The sessions (SETUP with ``multicast``) and the Media service's
+StartMulticastStreaming (``autostart``) are its *members*; the group leaves the fan-out when
+the last member goes and autostart is off (ONVIF Streaming: a multicast configuration stops
+when no RTSP session uses it and its AutoStart flag is not set).
+
+Addresses: :class:`MulticastPolicy` gives each stream path a default group in the configured
+network (a stable hash of the path, probing past groups taken by other paths), tracks on
+``port``, ``port+2``... (RTP even, RTCP odd). A client's own ``destination``/``port`` is
+honoured when the policy allows client destinations (any IPv4 multicast group outside the
+local network control block 224.0.0.0/24); its ``ttl`` is capped at ``max_ttl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import socket
+import zlib
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from onvif_nvr.replay.live import Fanout
+
+log = logging.getLogger(__name__)
+
+_LOCAL_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")
+_MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
+
+
+@dataclasses.dataclass(frozen=True)
+class MulticastPolicy:
+    """Where multicast streams go (``[rtsp]`` settings)."""
+
+    #: Default groups are taken from this IPv4 multicast network (organisation-local scope).
+    network: str = "239.192.0.0/16"
+    #: RTP port of a stream's first track on its default group; track N uses port + 2N.
+    port: int = 40000
+    #: Time-to-live of default groups (1: the local subnet only).
+    ttl: int = 1
+    #: A TTL a client or the Media service asks for is capped at this.
+    max_ttl: int = 16
+    #: Honour a client's own destination/port in SETUP (ONVIF Streaming multicast SETUP).
+    client_destination: bool = True
+    #: Local IPv4 address of the interface multicast leaves by; "" = the bind address, or
+    #: the routing table when the server listens on every address.
+    interface: str = ""
+
+    def __post_init__(self) -> None:
+        net = ipaddress.ip_network(self.network, strict=False)
+        if not isinstance(net, ipaddress.IPv4Network) or not net.subnet_of(_MULTICAST):
+            raise ValueError(f"multicast network {self.network!r} is not IPv4 multicast")
+        if not 0 < self.port < 65534 or self.port % 2:
+            raise ValueError(f"multicast port {self.port} must be even, 2..65532")
+        if not 0 < self.ttl <= self.max_ttl <= 255:
+            raise ValueError("multicast TTL must be 1..max_ttl and max_ttl at most 255")
+        if self.interface:
+            ipaddress.IPv4Address(self.interface)
+
+    def default_address(self, path: str, taken: Callable[[str], bool]) -> str:
+        """A stable group for ``path``: hashed into the network, past groups ``taken``."""
+        net = ipaddress.IPv4Network(self.network, strict=False)
+        hosts = max(net.num_addresses - 2, 1)
+        first = int(net.network_address) + (1 if net.num_addresses > 2 else 0)
+        start = zlib.crc32(path.encode()) % hosts
+        for step in range(min(hosts, 4096)):
+            address = str(ipaddress.IPv4Address(first + (start + step) % hosts))
+            if not taken(address):
+                return address
+        return str(ipaddress.IPv4Address(first + start))
+
+    def client_address_allowed(self, address: str) -> bool:
+        return self.client_destination and is_group(address)
+
+    def cap_ttl(self, ttl: int | None) -> int:
+        return self.ttl if ttl is None else max(1, min(ttl, self.max_ttl))
+
+
+def is_group(address: str) -> bool:
+    """An IPv4 multicast address a stream may be sent to (not 224.0.0.0/24)."""
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return ip.is_multicast and ip not in _LOCAL_CONTROL
+
+
+class Member(Protocol):
+    """An RTSP session listening to a group (the server's connection)."""
+
+    def ended(self, reason: str) -> None: ...
+
+
+class MulticastGroup:
+    """One stream sent to one multicast group; a :class:`~.live.Viewer` of its fan-out."""
+
+    layout = None  # a UDP viewer for the fan-out
+
+    def __init__(
+        self,
+        path: str,
+        address: str,
+        ports: dict[int, int],
+        ttl: int,
+        *,
+        bind: str,
+        interface: str,
+        on_ended: Callable[[MulticastGroup, str], None],
+    ) -> None:
+        self.path = path
+        self.address = address
+        #: Track number -> RTP port (RTCP: +1).
+        self.ports = dict(ports)
+        self.ttl = ttl
+        self.members: set[Member] = set()
+        self.autostart = False
+        #: Joined to its fan-out (sending).
+        self.sending = False
+        #: The fan-out it is joined to while sending.
+        self.fanout: Fanout | None = None
+        self.sent = 0
+        self._on_ended = on_ended
+        self._dest: dict[tuple[int, bool], tuple[str, int]] = {}
+        self._rebuild()
+        self.sock = _open_socket(bind, interface, ttl)
+
+    def _rebuild(self) -> None:
+        self._dest = {}
+        for number, port in self.ports.items():
+            self._dest[(number, False)] = (self.address, port)
+            self._dest[(number, True)] = (self.address, port + 1)
+
+    def add_track(self, number: int, port: int) -> int:
+        """The RTP port of track ``number`` in this group (``port`` if it has none yet)."""
+        if number not in self.ports:
+            self.ports[number] = port
+            self._rebuild()
+        return self.ports[number]
+
+    # -- live.Viewer ------------------------------------------------------------------------
+
+    def send_tcp(self, buffer: bytes) -> None:  # never called: layout is None
+        raise AssertionError("a multicast group has no interleaved channels")
+
+    def send_udp(self, packets: Sequence[tuple[int, bool, bytes]]) -> None:
+        sendto = self.sock.sendto
+        dest = self._dest
+        for number, rtcp, packet in packets:
+            address = dest.get((number, rtcp))
+            if address is None:
+                continue
+            try:
+                sendto(packet, address)
+                self.sent += 1
+            except (BlockingIOError, InterruptedError):
+                pass  # socket buffer full: the group loses this packet, UDP is lossy
+            except OSError as exc:
+                log.debug("multicast %s:%s: send failed: %s", self.address, address[1], exc)
+
+    def ended(self, reason: str) -> None:
+        """The stream is gone: every member session ends."""
+        self.sending = False
+        for member in list(self.members):
+            member.ended(reason)
+        self.members.clear()
+        self._on_ended(self, reason)
+
+    def close(self) -> None:
+        self.sending = False
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _open_socket(bind: str, interface: str, ttl: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        # Listeners on this host (players beside the box) get the stream too.
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+        local = interface or (bind if bind not in ("", "0.0.0.0") else "")
+        if local:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        if bind and ":" not in bind:
+            sock.bind((bind, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,447 @@
+"""Live streams over every transport, played by clients that are not ours.
+
+One box records a GStreamer camera (H.264 640x360 + AAC) in a network namespace whose only
+interface is loopback (tests/loopns.py), so that multicast cannot leave the machine; this
+test process enters the namespace too. GStreamer's ``rtspsrc`` plays the live URI over TCP,
+UDP, the HTTP tunnel on the SOAP port and multicast; FFmpeg (PyAV) over the tunnel and
+multicast; a raw reader checks 30 s of TCP continuity and sender reports while keeping its
+session alive with OPTIONS and SET_PARAMETER, beside a silent session that expires. In
+process (same namespace): StartMulticastStreaming without RTSP, one group shared by several
+sessions, SetSynchronizationPoint, and hostile tunnel input against the box.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from onvif_nvr.clock import SystemClock
+from onvif_nvr.recording.simulator import LoopingClip, load_clip, make_clip
+from onvif_nvr.replay.rtsp_server import RtspServer
+from onvif_nvr.rtsp.headers import parse_transport
+from onvif_nvr.rtsp.message import Headers, MessageParser, Request, Response
+from onvif_nvr.rtsp.rtp import SenderReport, parse_rtcp
+from tests import gstcam, loopns
+from tests.conftest import ADMIN_PASSWORD
+from tests.nvrproc import NvrProcess
+from tests.test_live import CAMERA, Box, RawViewer, _check_continuity, _play
+from tests.test_receiver_service import config as receiver_config
+from tests.test_receiver_service import receiver_client
+from tests.test_recording_control_service import job_config, recording_client, recording_config
+
+SESSION_TIMEOUT_S = 5
+_NO_NETNS = loopns.available()
+needs_netns = pytest.mark.skipif(_NO_NETNS is not None, reason=f"multicast: {_NO_NETNS}")
+
+
+@contextlib.contextmanager
+def _namespace(tag: str) -> Iterator[None]:
+    """The loopback-only namespace when it can be had (multicast tests need it)."""
+    if _NO_NETNS is None:
+        with loopns.loopback_namespace(tag):
+            yield
+    else:
+        yield
+
+
+def start_box(tmp: Path, camera_url: str, *, name: str = "live") -> Box:
+    nvr = NvrProcess(
+        tmp / "data",
+        ADMIN_PASSWORD,
+        {"ONVIF_NVR_RTSP_SESSION_TIMEOUT_S": str(SESSION_TIMEOUT_S)},
+    )
+    nvr.start()
+    try:
+        receiver = receiver_client(nvr).CreateReceiver(receiver_config(camera_url)).Token
+        trc = recording_client(nvr)
+        recording = trc.CreateRecording(recording_config(name))
+        trc.CreateRecordingJob(job_config(recording, receiver))
+    except BaseException:
+        nvr.stop()
+        raise
+    return Box(nvr, receiver, recording)
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
+    gstcam.require()
+    with _namespace("tr"), gstcam.camera(*CAMERA) as camera_url:
+        box = start_box(tmp_path_factory.mktemp("transports"), camera_url)
+        try:
+            _wait_playable(box)
+            yield box
+        finally:
+            box.nvr.stop()
+        assert not box.nvr.blocking_calls(), box.nvr.blocking_calls()
+
+
+def _wait_playable(box: Box) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
+        try:
+            if viewer.request("DESCRIBE", box.url(user="")).status == 200:
+                return
+        finally:
+            viewer.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError("the live stream did not come up")
+        time.sleep(0.3)
+
+
+def tunnel_url(box: Box, scheme: str = "rtsp", auth: bool = True) -> str:
+    credentials = f"admin:{ADMIN_PASSWORD}@" if auth else ""
+    return f"{scheme}://{credentials}127.0.0.1:{box.nvr.port}/rtsp-tunnel/live/{box.receiver}"
+
+
+# -- GStreamer -------------------------------------------------------------------------------
+
+
+def gst_play(location: str, protocols: str, frames: int = 30) -> str:
+    if shutil.which("gst-launch-1.0") is None:
+        pytest.skip("gstreamer1.0-tools is not installed")
+    argv = [
+        "gst-launch-1.0",
+        "-v",
+        "rtspsrc",
+        f"location={location}",
+        f"protocols={protocols}",
+        "user-id=admin",
+        f"user-pw={ADMIN_PASSWORD}",
+        "!",
+        "rtph264depay",
+        "!",
+        "h264parse",
+        "!",
+        "avdec_h264",
+        "!",
+        "fakesink",
+        f"num-buffers={frames}",
+        "sync=false",
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Got EOS" in result.stdout, result.stdout[-3000:]
+    return result.stdout
+
+
+@pytest.mark.parametrize(
+    "protocols", ["tcp", "udp", "http", pytest.param("udp-mcast", marks=needs_netns)]
+)
+def test_gstreamer_plays(box: Box, protocols: str) -> None:
+    location = tunnel_url(box, "rtsph", auth=False) if protocols == "http" else box.url(user="")
+    out = gst_play(location, "tcp" if protocols == "http" else protocols)
+    assert re.search(r"encoding-name=\(string\)H264", out)
+    decoded = re.findall(
+        r"video/x-raw, format=\(string\)\w+, width=\(int\)(\d+), height=\(int\)(\d+)", out
+    )
+    assert decoded and set(decoded) == {("640", "360")}
+
+
+# -- FFmpeg ----------------------------------------------------------------------------------
+
+
+def test_ffmpeg_through_the_http_tunnel(box: Box) -> None:
+    codec, size, kinds = _play(tunnel_url(box), "http", 40)
+    assert (codec, size) == ("h264", (640, 360))
+    assert "audio:aac" in kinds
+
+
+@needs_netns
+def test_ffmpeg_udp_multicast(box: Box) -> None:
+    codec, size, kinds = _play(box.url(), "udp_multicast", 40)
+    assert (codec, size) == ("h264", (640, 360))
+    assert "audio:aac" in kinds
+
+
+# -- 30 s of TCP, keep-alives ----------------------------------------------------------------
+
+
+def test_tcp_continuity_30s_with_keepalives(box: Box) -> None:
+    """No missing sequence number in 30 s on either track, a sender report every 5 s; the
+    session lives on OPTIONS and SET_PARAMETER (RTSS-1-1-32/33) far beyond its 5 s timeout,
+    while a silent session beside it is closed."""
+    url = box.url(user="")
+    kept, silent = (
+        RawViewer("127.0.0.1", box.nvr.rtsp_port),
+        RawViewer("127.0.0.1", box.nvr.rtsp_port),
+    )
+    try:
+        seqs, session = _play_session(kept, url)
+        silent.play(url, tracks=1)
+        silent.sock.settimeout(0.05)
+        silent_closed_after = None
+        started = time.monotonic()
+        methods = ["OPTIONS", "SET_PARAMETER"]
+        answers: list[tuple[str, int]] = []
+        while time.monotonic() - started < 30:
+            kept.read(2.0)
+            method = methods[len(answers) % 2]
+            answers.append((method, kept.request(method, url, Session=session).status))
+            if silent_closed_after is None:
+                with contextlib.suppress(TimeoutError):
+                    while silent.sock.recv(262144):
+                        pass
+                    silent_closed_after = time.monotonic() - started
+    finally:
+        kept.close()
+        silent.close()
+    assert set(answers) == {("OPTIONS", 200), ("SET_PARAMETER", 200)}
+    assert silent_closed_after is not None and silent_closed_after < SESSION_TIMEOUT_S + 4
+    assert _check_continuity(kept.frames, 0, seqs[0]) > 600
+    assert _check_continuity(kept.frames, 2, seqs[1]) > 600
+    for channel in (1, 3):
+        reports = [
+            r
+            for c, p in kept.frames
+            if c == channel
+            for r in parse_rtcp(p)
+            if isinstance(r, SenderReport)
+        ]
+        assert len(reports) >= 6
+
+
+def _play_session(viewer: RawViewer, url: str) -> tuple[list[int], str]:
+    """RawViewer.play of both tracks, keeping the session id for keep-alives."""
+    session = ""
+    real = viewer.request
+
+    def spy(method: str, uri: str, **fields: str) -> Response:
+        nonlocal session
+        response = real(method, uri, **fields)
+        if method == "SETUP":
+            session = response.headers.get("Session", "").split(";")[0]
+        return response
+
+    viewer.request = spy  # type: ignore[method-assign]
+    try:
+        seqs = viewer.play(url)
+    finally:
+        del viewer.request
+    return seqs, session
+
+
+# -- tunnel: hostile input -------------------------------------------------------------------
+
+
+def _http(port: int, request: bytes, timeout: float = 5) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        data = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := sock.recv(65536):
+                data += chunk
+        return data
+
+
+def _status(answer: bytes) -> int:
+    """The status of an HTTP answer ("HTTP/1.x NNN ...")."""
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+
+
+def _get(path: str, cookie: str | None) -> bytes:
+    lines = [f"GET {path} HTTP/1.0", "Accept: application/x-rtsp-tunnelled"]
+    if cookie is not None:
+        lines.append(f"x-sessioncookie: {cookie}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _post(path: str, cookie: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.0\r\nx-sessioncookie: {cookie}\r\n"
+        "Content-Type: application/x-rtsp-tunnelled\r\nContent-Length: 32767\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def test_tunnel_hostile_input(box: Box) -> None:
+    path = f"/rtsp-tunnel/live/{box.receiver}"
+    port = box.nvr.port
+    assert _status(_http(port, _get(path, None))) == 400
+    # A POST with no GET of its cookie.
+    options = base64.b64encode(b"OPTIONS * RTSP/1.0\r\n\r\n")
+    assert _status(_http(port, _post(path, "nobody", options), 2)) == 400
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as get:
+        get.sendall(_get(path, "c00kie"))
+        head = get.recv(4096)
+        assert head.startswith(b"HTTP/1.0 200") and b"application/x-rtsp-tunnelled" in head
+        # The same cookie twice.
+        assert _status(_http(port, _get(path, "c00kie"))) == 409
+        # Not base64: 400 on the POST, the tunnel stays.
+        assert _status(_http(port, _post(path, "c00kie", b"***not base64***"), 2)) == 400
+        # Base64 with line breaks (RTSS-1-1-45), the request split across two POSTs.
+        request = b"OPTIONS rtsp://127.0.0.1/live RTSP/1.0\r\nCSeq: 7\r\n\r\n"
+        encoded = base64.encodebytes(request)  # 76-column lines
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as post:
+            post.sendall(_post(path, "c00kie", encoded[:10]))
+            time.sleep(0.1)
+            post.sendall(encoded[10:])
+            parser = MessageParser("client")
+            (answer,) = parser.feed(get.recv(4096))
+            assert isinstance(answer, Response) and answer.status == 200
+            assert answer.headers.get("CSeq") == "7"
+            # Garbage after the hand-over: that POST is refused and closed, the GET stays.
+            post.sendall(b"!!!!")
+            assert post.recv(4096).startswith(b"HTTP/1.0 400")
+        # An oversized RTSP request inside the tunnel: RTSP 400, then the tunnel closes.
+        huge = b"OPTIONS * RTSP/1.0\r\nCSeq: 8\r\nX-Junk: " + b"a" * 70_000 + b"\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as post:
+            post.sendall(_post(path, "c00kie", b""))
+            time.sleep(0.1)  # after the hand-over the body is not bound by Content-Length
+            post.sendall(base64.b64encode(huge))
+            data = b""
+            while chunk := get.recv(65536):
+                data += chunk
+            assert data.startswith(b"RTSP/1.0 400")
+    # The server goes on: a new tunnel works.
+    _, size, _ = _play(tunnel_url(box), "http", 5)
+    assert size == (640, 360)
+
+
+# -- in process: StartMulticastStreaming, shared group, synchronization point -----------------
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "sim.h264"
+    make_clip(path, width=320, height=240, fps=25, seconds=2, gop=25)
+    return path
+
+
+def _listener(group: str, port: int) -> socket.socket:
+    """A socket receiving ``group:port`` on the loopback interface only."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((group, port))
+    membership = socket.inet_aton(group) + socket.inet_aton("127.0.0.1")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.setblocking(False)
+    return sock
+
+
+async def _receive(sock: socket.socket, seconds: float) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    out: list[bytes] = []
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        with contextlib.suppress(TimeoutError):
+            out.append(await asyncio.wait_for(loop.sock_recv(sock, 65536), left))
+    return out
+
+
+@pytest.fixture
+async def sim(clip: Path):
+    params, units = await asyncio.to_thread(load_clip, clip)
+    with _namespace("sim"):
+        clock = SystemClock()
+        server = RtspServer("127.0.0.1", 0, clock)
+        server.add_mount("/live/sim", LoopingClip(params, units, clock))
+        await server.start()
+        try:
+            yield server
+        finally:
+            await server.close()
+
+
+@needs_netns
+async def test_start_multicast_without_rtsp(sim: RtspServer) -> None:
+    group, port = "239.192.10.10", 41000
+    rtp, rtcp = _listener(group, port), _listener(group, port + 1)
+    try:
+        sim.start_multicast("/live/sim", group, port, 1)
+        packets = await _receive(rtp, 1.5)
+        assert len(packets) > 20 and all(p[1] & 0x7F == 96 for p in packets)
+        seqs = [struct.unpack_from("!H", p, 2)[0] for p in packets]
+        assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+        reports = [r for p in await _receive(rtcp, 0.2) for r in parse_rtcp(p)]
+        assert any(isinstance(r, SenderReport) for r in reports)
+        assert sim.synchronization_point("/live/sim") == 1
+        sim.stop_multicast("/live/sim")
+        await asyncio.sleep(0.1)
+        while True:  # what was in flight
+            try:
+                rtp.recv(65536)
+            except BlockingIOError:
+                break
+        assert await _receive(rtp, 0.5) == []
+        assert sim.synchronization_point("/live/sim") == 0
+    finally:
+        rtp.close()
+        rtcp.close()
+    with pytest.raises(LookupError):
+        sim.start_multicast("/live/none", group, port, 1)
+    with pytest.raises(ValueError, match="not an IPv4 multicast group"):
+        sim.start_multicast("/live/sim", "127.0.0.1", port, 1)
+
+
+class AsyncRtsp:
+    """A minimal asyncio RTSP client (no credentials: the in-process server has no gate)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.parser = MessageParser("client")
+        self.cseq = 0
+
+    @classmethod
+    async def connect(cls, port: int) -> AsyncRtsp:
+        return cls(*await asyncio.open_connection("127.0.0.1", port))
+
+    async def request(self, method: str, uri: str, **fields: str) -> Response:
+        self.cseq += 1
+        headers = Headers(
+            {"CSeq": str(self.cseq), **{k.replace("_", "-"): v for k, v in fields.items()}}
+        )
+        self.writer.write(bytes(Request(method, uri, headers)))
+        while True:
+            for message in self.parser.feed(await asyncio.wait_for(self.reader.read(65536), 5)):
+                if isinstance(message, Response):
+                    return message
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@needs_netns
+async def test_multicast_sessions_share_one_group(sim: RtspServer) -> None:
+    url = f"rtsp://127.0.0.1:{sim.bound_port}/live/sim"
+    clients = [await AsyncRtsp.connect(sim.bound_port) for _ in range(3)]
+    try:
+        setups = []
+        for client in clients:
+            reply = await client.request("SETUP", url + "/trackID=0", Transport="RTP/AVP;multicast")
+            assert reply.status == 200
+            setups.append(parse_transport(reply.headers.get("Transport", ""))[0])
+            session = reply.headers.get("Session", "").split(";")[0]
+            assert (await client.request("PLAY", url, Session=session)).status == 200
+        # Every session got the same group and port: one stream on the wire.
+        assert len({(t.destination, t.port, t.ttl) for t in setups}) == 1
+        group, port = setups[0].destination, setups[0].port
+        assert group is not None and port is not None
+        assert group.startswith("239.192.") and port == (40000, 40001)
+        assert sim.viewers == 1  # the group is the fan-out's only viewer
+        listener = _listener(group, port[0])
+        try:
+            assert len(await _receive(listener, 0.5)) > 5
+        finally:
+            listener.close()
+        assert sim.synchronization_point(url) == 1
+        clients[0].close()
+        await asyncio.sleep(0.2)
+        assert sim.viewers == 1  # two sessions left
+        for client in clients[1:]:
+            client.close()
+        await asyncio.sleep(0.2)
+        assert sim.viewers == 0
+    finally:
+        for client in clients:
+            client.close()
