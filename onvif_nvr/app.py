@@ -49,7 +49,7 @@ from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
 from onvif_nvr.services.events import EventService
-from onvif_nvr.services.media import MediaService
+from onvif_nvr.services.media import MediaService, resume_multicast
 from onvif_nvr.services.media2 import Media2Service
 from onvif_nvr.services.receiver import ReceiverService
 from onvif_nvr.services.recording import RecordingService
@@ -374,6 +374,8 @@ class NvrApp:
                 media2.capabilities_element,
             )
         )
+        # Streams multicast by StartMulticastStreaming before a restart go on (AutoStart).
+        self._spawn(resume_multicast(self.media_profiles, self.rtsp))
         authenticator = Authenticator(
             self.users,
             DigestAuthority(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import zeep
 from zeep.wsse.username import UsernameToken
 
 from onvif_nvr.wsdl.catalog import MEDIA, MEDIA2, ServiceDef, wsdl_root
-from tests import gstcam
+from tests import gstcam, loopns
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
 from tests.test_receiver_service import config, receiver_client
@@ -55,12 +56,23 @@ class MediaBox:
         return f"PROFILE_{self.index}"
 
 
+#: Why multicast cannot be tested here (None: it can, in a loopback-only namespace).
+NO_NETNS = loopns.available()
+
+
 @contextlib.contextmanager
-def media_box(data_dir: Path) -> Iterator[MediaBox]:
+def media_box(data_dir: Path, *, namespace: str | None = None) -> Iterator[MediaBox]:
     """A box receiving the test camera (AlwaysConnect), once its stream's encoder
-    configuration is measured (frame rate, bit rate and keyframe interval known)."""
+    configuration is measured (frame rate, bit rate and keyframe interval known). With
+    ``namespace``, camera, box and test run in a loopback-only network namespace (when one
+    can be made) so that multicast stays on this host."""
     gstcam.require()
-    with gstcam.camera(*CAMERA) as camera_url:
+    isolated = (
+        loopns.loopback_namespace(namespace)
+        if namespace and NO_NETNS is None
+        else contextlib.nullcontext()
+    )
+    with isolated, gstcam.camera(*CAMERA) as camera_url:
         nvr = NvrProcess(data_dir, ADMIN_PASSWORD)
         nvr.start()
         try:
@@ -107,3 +119,24 @@ def play(url: str, transport: str = "tcp", frames: int = 10) -> tuple[str, tuple
 def with_credentials(uri: str, user: str = "admin", password: str = ADMIN_PASSWORD) -> str:
     scheme, rest = uri.split("://", 1)
     return f"{scheme}://{user}:{password}@{rest}"
+
+
+def multicast_listener(group: str, port: int) -> socket.socket:
+    """A socket receiving ``group:port`` on the loopback interface (blocking, 5 s timeout)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((group, port))
+    membership = socket.inet_aton(group) + socket.inet_aton("127.0.0.1")
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+    sock.settimeout(5)
+    return sock
+
+
+def rtp_packets(sock: socket.socket, count: int) -> list[bytes]:
+    """``count`` RTP packets (version 2) from ``sock``; TimeoutError when they stop."""
+    out = []
+    while len(out) < count:
+        data = sock.recv(65536)
+        if len(data) >= 12 and data[0] >> 6 == 2:
+            out.append(data)
+    return out

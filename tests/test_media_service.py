@@ -98,9 +98,12 @@ def test_jpeg_profile_streams_mjpeg(box: MediaBox, trt) -> None:
     assert play(with_credentials(uri), "tcp", frames=3) == ("mjpeg", (640, 360))
 
 
-def test_http_and_multicast_uris(box: MediaBox, trt) -> None:
+def test_http_uri_plays_and_multicast_uri(box: MediaBox, trt) -> None:
     http = trt.GetStreamUri(setup("RTP-Unicast", "HTTP"), box.main).Uri
     assert http == f"{box.nvr.base}/rtsp-tunnel/live/{box.receiver}"
+    # FFmpeg names the tunnel by the rtsp scheme and rtsp_transport=http.
+    tunnel = with_credentials(http.replace("http://", "rtsp://", 1))
+    assert play(tunnel, "http") == ("h264", (640, 360))
     multicast = trt.GetStreamUri(setup("RTP-Multicast", "UDP"), box.main).Uri
     assert multicast.startswith("rtsp://")
     with pytest.raises(zeep.exceptions.Fault) as info:

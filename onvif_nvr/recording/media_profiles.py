@@ -286,15 +286,22 @@ class Profile:
         path = f"/live/{self.receiver}"
         return path + "/jpeg" if self.jpeg else path
 
-    def multicast(self) -> Multicast:
-        """The multicast group of the profile's stream (its video encoder's, else audio's)."""
+    def multicast_source(self) -> Configuration:
+        """The configuration whose multicast settings the profile's stream uses (its video
+        encoder's, else its audio encoder's)."""
         for kind in (VIDEO_ENCODER, AUDIO_ENCODER):
             config = self.configurations.get(kind)
             if config is not None and config.multicast is not None:
-                if ipaddress.ip_address(config.multicast.address).is_unspecified:
-                    raise InvalidMulticastSettings(f"{config.token} has no multicast address")
-                return config.multicast
+                return config
         raise IncompleteConfiguration(f"profile {self.token} has no encoder configuration")
+
+    def multicast(self) -> Multicast:
+        """The multicast group of the profile's stream."""
+        config = self.multicast_source()
+        assert config.multicast is not None
+        if ipaddress.ip_address(config.multicast.address).is_unspecified:
+            raise InvalidMulticastSettings(f"{config.token} has no multicast address")
+        return config.multicast
 
 
 @dataclasses.dataclass(frozen=True)
@@ -695,6 +702,48 @@ class MediaProfiles:
             self._bus.publish_simple(CONFIGURATION_CHANGED, {"Token": token, "Type": kind})
         return state.configuration(kind, token)
 
+    async def set_autostart(self, token: str, on: bool) -> None:
+        """Record whether the multicast stream of an encoder configuration runs without
+        RTSP (its AutoStart: Start/StopMulticastStreaming switch it, a restart resumes it)."""
+
+        def change(session: Session, state: MediaState) -> None:
+            config = state.configurations.get(token)
+            if config is None or config.multicast is None:
+                raise NoConfig(f"no encoder configuration {token!r}")
+            row = session.get(models.MediaConfiguration, token)
+            settings = dict(row.settings) if row is not None else {}
+            settings["multicast"] = {**config.multicast.to_json(), "auto_start": on}
+            if row is None:
+                session.add(models.MediaConfiguration(token=token, settings=settings))
+            else:
+                row.settings = settings
+
+        await self._change(change)
+
+    async def autostarted(self) -> dict[str, Multicast]:
+        """Stream path -> group of every profile whose multicast runs without RTSP, from
+        what is stored (at start-up the streams are not measured yet, so this does not
+        wait for their configurations)."""
+        sources = await self.sources()
+
+        def read() -> tuple[list[Any], dict[str, dict[str, Any]]]:
+            with self._db.session() as session, session.begin():
+                return _sync(session, sources)
+
+        rows, settings = await self._db.run(read)
+        receivers = {s.index: s.receiver.token for s in sources}
+        out: dict[str, Multicast] = {}
+        for _, _, _, refs in rows:
+            ref = refs.get(VIDEO_ENCODER) or refs.get(AUDIO_ENCODER)
+            stored = settings.get(ref or "", {}).get("multicast")
+            if not ref or not stored or not stored.get("auto_start"):
+                continue
+            receiver = receivers.get(_index_of(ref))
+            if receiver is not None:
+                path = f"/live/{receiver}" + ("/jpeg" if ref.endswith("_JPEG") else "")
+                out[path] = Multicast.from_json(stored)
+        return out
+
     def _profile_changed(self, token: str) -> None:
         if self._bus is not None:
             self._bus.publish_simple(PROFILE_CHANGED, {"Token": token})
@@ -732,6 +781,12 @@ def check_proposal(current: Configuration, proposal: Proposal) -> None:
         raise ConfigModify(f"{what}: {c.sample_rate} Hz")
     if p.analytics:
         raise ConfigModify("the box streams no analytics metadata")
+
+
+def _index_of(token: str) -> int:
+    """The receiver id in one of the tokens made here (``VEC_<i>``, ``AEC_<i>``...)."""
+    parts = token.split("_")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
 
 
 def _present(state: MediaState, refs: Mapping[str, str]) -> dict[str, str]:

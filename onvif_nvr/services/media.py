@@ -8,13 +8,14 @@ back. The value builders and the URI rules here are shared with the Media2 servi
 from __future__ import annotations
 
 import datetime
+import logging
 import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from lxml import etree
 
-from onvif_nvr.errors import InvalidArgument
+from onvif_nvr.errors import ActionFailed, InvalidArgument, NvrError
 from onvif_nvr.recording.media_profiles import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
@@ -26,6 +27,7 @@ from onvif_nvr.recording.media_profiles import (
     VIDEO_SOURCE,
     Configuration,
     IncompleteConfiguration,
+    InvalidMulticastSettings,
     InvalidStreamSetup,
     MediaProfiles,
     MediaState,
@@ -37,6 +39,8 @@ from onvif_nvr.recording.media_profiles import (
 from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding
+
+log = logging.getLogger(__name__)
 
 #: Upper end of the bit rate ranges: any limit above the stream's rate is already met.
 MAX_BITRATE_KBPS = 100_000
@@ -58,6 +62,62 @@ class LiveStreams(Protocol):
     def stop_multicast(self, path: str) -> None: ...
 
     def synchronization_point(self, path: str) -> int: ...
+
+
+# -- multicast without RTSP (StartMulticastStreaming, AutoStart) ----------------------------------
+def start_group(live: LiveStreams, path: str, group: Multicast) -> None:
+    try:
+        live.start_multicast(path, group.address, group.port, group.ttl)
+    except LookupError as exc:
+        raise ActionFailed(f"cannot stream {path} now: {exc}") from None
+    except ValueError as exc:
+        raise InvalidMulticastSettings(str(exc)) from None
+
+
+async def start_multicast_streaming(profiles: MediaProfiles, live: LiveStreams, token: str) -> None:
+    """Stream the profile to its group until stopped, also after a restart (AutoStart)."""
+    profile = (await profiles.state()).profile(token)
+    start_group(live, profile.stream_path(), profile.multicast())
+    await profiles.set_autostart(profile.multicast_source().token, True)
+
+
+async def stop_multicast_streaming(profiles: MediaProfiles, live: LiveStreams, token: str) -> None:
+    profile = (await profiles.state()).profile(token)
+    live.stop_multicast(profile.stream_path())
+    try:
+        source = profile.multicast_source()
+    except IncompleteConfiguration:
+        return  # nothing was streaming: the spec asks for a plain success
+    await profiles.set_autostart(source.token, False)
+
+
+async def follow_multicast(profiles: MediaProfiles, live: LiveStreams, token: str) -> None:
+    """After a Set of an encoder configuration: the streams multicast with its settings
+    move to its new group (AutoStart on) or stop (off)."""
+    state = await profiles.state()
+    for profile in state.profiles:
+        try:
+            source, path = profile.multicast_source(), profile.stream_path()
+        except IncompleteConfiguration:
+            continue
+        if source.token != token or source.multicast is None:
+            continue
+        if source.multicast.auto_start:
+            try:
+                start_group(live, path, profile.multicast())
+            except NvrError as exc:  # the setting is kept; the stream follows when it can
+                log.info("multicast of %s not started: %s", path, exc.message)
+        else:
+            live.stop_multicast(path)
+
+
+async def resume_multicast(profiles: MediaProfiles, live: LiveStreams) -> None:
+    """At start-up: every stream that multicast without RTSP before goes on doing so."""
+    for path, group in (await profiles.autostarted()).items():
+        try:
+            start_group(live, path, group)
+        except NvrError as exc:
+            log.warning("multicast of %s not resumed: %s", path, exc.message)
 
 
 # -- addresses ------------------------------------------------------------------------------------
@@ -483,6 +543,8 @@ class MediaService:
             current = state.configuration(kind, str(token or ""))
             proposal = proposal_from(kind, req.Configuration, current, ver10=True)
             await self.profiles.set_configuration(kind, current.token, proposal)
+            if proposal.multicast is not None:
+                await follow_multicast(self.profiles, self.live, current.token)
 
         return set_one
 
@@ -564,14 +626,10 @@ class MediaService:
         return {"MediaUri": media_uri(snapshot_uri(ctx, state.profile(req.ProfileToken)))}
 
     async def start_multicast(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        profile = state.profile(req.ProfileToken)
-        group = profile.multicast()
-        self.live.start_multicast(profile.stream_path(), group.address, group.port, group.ttl)
+        await start_multicast_streaming(self.profiles, self.live, req.ProfileToken)
 
     async def stop_multicast(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        self.live.stop_multicast(state.profile(req.ProfileToken).stream_path())
+        await stop_multicast_streaming(self.profiles, self.live, req.ProfileToken)
 
     async def set_synchronization_point(self, ctx: CallContext, req: Any) -> None:
         state = await self.profiles.state()

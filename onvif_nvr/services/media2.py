@@ -33,12 +33,15 @@ from onvif_nvr.services.media import (
     audio_source_configuration_value,
     bitrate_range,
     encoders_for,
+    follow_multicast,
     metadata_configuration_value,
     multicast_value,
     proposal_from,
     rtsp_uri,
     snapshot_uri,
     sources_for,
+    start_multicast_streaming,
+    stop_multicast_streaming,
     tunnel_uri,
     video_source_configuration_value,
     video_source_options,
@@ -268,6 +271,8 @@ class Media2Service:
             current = state.configuration(kind, str(token or ""))
             proposal = proposal_from(kind, req.Configuration, current, ver10=False)
             await self.profiles.set_configuration(kind, current.token, proposal)
+            if proposal.multicast is not None:
+                await follow_multicast(self.profiles, self.live, current.token)
 
         return set_configuration
 
@@ -352,14 +357,10 @@ class Media2Service:
         return {"Uri": snapshot_uri(ctx, state.profile(req.ProfileToken))}
 
     async def start_multicast(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        profile = state.profile(req.ProfileToken)
-        group = profile.multicast()
-        self.live.start_multicast(profile.stream_path(), group.address, group.port, group.ttl)
+        await start_multicast_streaming(self.profiles, self.live, req.ProfileToken)
 
     async def stop_multicast(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        self.live.stop_multicast(state.profile(req.ProfileToken).stream_path())
+        await stop_multicast_streaming(self.profiles, self.live, req.ProfileToken)
 
     async def set_synchronization_point(self, ctx: CallContext, req: Any) -> None:
         state = await self.profiles.state()
