@@ -122,6 +122,9 @@ class ReplayUnit:
     section_end: bool = False
     #: The last unit of its track this playback will give (end of footage) — the T flag.
     terminal: bool = False
+    #: Backward: the capture time of the last unit of this unit's GOP, which a player
+    #: renders first (rate-controlled reverse replay sends the GOP by then); None forward.
+    group_end_ns: int | None = None
 
     @property
     def clean_point(self) -> bool:
@@ -725,7 +728,8 @@ class Playback:
                 if final:
                     successor = await self._q(self._index.after, segment)
                     section_end = successor is None or not _contiguous(segment, successor, end_ns)
-                    terminal = successor is None and not request.follow
+                    # T whenever no more data is there now, also when following (§6.3).
+                    terminal = successor is None
                 n = 0
                 async with contextlib.aclosing(self._units(media, segment, rows)) as per_row:
                     async for units in per_row:
@@ -819,7 +823,8 @@ class Playback:
                     if first_gop:
                         units = [u for u in units if u.wall_ns <= request.start_ns]
                     first_gop = False
-                    items = [ReplayUnit(u, segment.id) for u in units]
+                    group_end = units[-1].wall_ns if units else None
+                    items = [ReplayUnit(u, segment.id, group_end_ns=group_end) for u in units]
                     if items:
                         items[0] = dataclasses.replace(items[0], discontinuity=True)
                     _flag_last(items, section_end=section_start, terminal=terminal, tracks=(VIDEO,))

@@ -1,7 +1,8 @@
 """RTSP header values with structure, sans-IO: ``parse_x(str)`` / ``format_x(obj) -> str``.
 
 Transport, Session, Range (npt and the ONVIF absolute ``clock=`` form), RTP-Info, token
-lists, Scale/Speed, control URLs and URL redaction. Malformed input raises ``ValueError``
+lists, Scale/Speed, ONVIF replay's Frames / Rate-Control / Immediate, control URLs and URL
+redaction. Malformed input raises ``ValueError``
 with a fixed message. Time units: ``NptRange`` offsets are integer nanoseconds,
 ``ClockRange`` instants ``wall_ns``; never floats.
 """
@@ -417,6 +418,44 @@ def _format_decimal(number: float, name: str) -> str:
 
 def format_scale(scale: float) -> str:
     return _format_decimal(scale, "Scale")
+
+
+# -- ONVIF replay (Streaming §6.5) -------------------------------------------------------------
+@dataclass(frozen=True)
+class FramesSpec:
+    """``Frames``: which frames a replay sends. ``intra`` may carry the minimum interval
+    between intra frames on the recording's timeline (``intra/4000``)."""
+
+    mode: Literal["all", "intra", "predicted"] = "all"
+    interval_ms: int | None = None
+
+
+_FRAMES_RE = re.compile(r"(all|predicted|intra)(?:/(\d{1,9}))?", re.IGNORECASE)
+
+
+def parse_frames(value: str) -> FramesSpec:
+    m = _FRAMES_RE.fullmatch(value.strip(" \t"))
+    if m is None:
+        raise ValueError("Frames is invalid")
+    mode = m.group(1).lower()
+    if m.group(2) is not None and mode != "intra":  # "shall NOT be present unless intra"
+        raise ValueError("Frames is invalid")
+    interval = int(m.group(2)) if m.group(2) is not None else None
+    return FramesSpec(mode, interval)  # type: ignore[arg-type]
+
+
+def format_frames(spec: FramesSpec) -> str:
+    if spec.interval_ms is not None and spec.mode == "intra":
+        return f"intra/{spec.interval_ms}"
+    return spec.mode
+
+
+def parse_yes_no(value: str, name: str) -> bool:
+    """``Rate-Control`` and ``Immediate``: ``yes`` or ``no``."""
+    text = value.strip(" \t").lower()
+    if text not in ("yes", "no"):
+        raise ValueError(f"{name} is invalid")
+    return text == "yes"
 
 
 def format_speed(speed: float) -> str:
