@@ -16,17 +16,16 @@ from onvif_nvr.events.topics import onvif_catalog
 from onvif_nvr.media.units import AccessUnit, TimedUnit, VideoParameters
 from onvif_nvr.recording.control import ReceiverConfiguration, RecordingControl, StreamSetup
 from onvif_nvr.recording.hub import RateMeter
-from onvif_nvr.recording.media_profiles import (
-    MEDIA_TOPICS,
+from onvif_nvr.recording.media_config import (
     VIDEO_ENCODER,
     VIDEO_SOURCE,
     ConfigModify,
-    MediaProfiles,
     Multicast,
     NoProfile,
     Proposal,
     video_profile_name,
 )
+from onvif_nvr.recording.media_profiles import MEDIA_TOPICS, MediaProfiles
 from onvif_nvr.system.secrets import Sealer, load_or_create_key
 
 CONFIG = ReceiverConfiguration(

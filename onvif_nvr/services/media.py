@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from lxml import etree
 
 from onvif_nvr.errors import ActionFailed, InvalidArgument, NvrError
-from onvif_nvr.recording.media_profiles import (
+from onvif_nvr.recording.media_config import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
     MAX_PROFILES,
@@ -29,13 +29,13 @@ from onvif_nvr.recording.media_profiles import (
     IncompleteConfiguration,
     InvalidMulticastSettings,
     InvalidStreamSetup,
-    MediaProfiles,
     MediaState,
     Multicast,
     Profile,
     Proposal,
     Source,
 )
+from onvif_nvr.recording.media_profiles import MediaProfiles
 from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.soap.dispatch import CallContext, Handler
 from onvif_nvr.wsdl.catalog import Binding

@@ -10,7 +10,7 @@ from typing import Any
 from lxml import etree
 
 from onvif_nvr.errors import InvalidArgument
-from onvif_nvr.recording.media_profiles import (
+from onvif_nvr.recording.media_config import (
     AUDIO_ENCODER,
     AUDIO_SOURCE,
     KINDS,
@@ -21,11 +21,11 @@ from onvif_nvr.recording.media_profiles import (
     VIDEO_SOURCE,
     Configuration,
     InvalidStreamSetup,
-    MediaProfiles,
     MediaState,
     NoConfig,
     Profile,
 )
+from onvif_nvr.recording.media_profiles import MediaProfiles
 from onvif_nvr.services.common import optional, render_service_capabilities
 from onvif_nvr.services.media import (
     AUDIO_MIME,
