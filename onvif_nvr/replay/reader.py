@@ -507,10 +507,6 @@ def _read_keyframe(
     return None
 
 
-def _close(fd: int) -> None:
-    os.close(fd)
-
-
 # -- playback ------------------------------------------------------------------------------------
 class _Stop(Exception):
     def __init__(self, reason: EndReason) -> None:
@@ -602,7 +598,9 @@ class Playback:
     async def _release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            await asyncio.to_thread(_close, fd)
+            # On the loop: closing a read-only regular file writes nothing back, and a
+            # thread hop here could be cut short by a cancellation and leak the descriptor.
+            os.close(fd)
 
     async def _page(self, segment: _Segment, after_seq: int, *, reverse: bool = False) -> _Page:
         """The segment's next rows; a segment deleted (or being deleted) ends the play."""
