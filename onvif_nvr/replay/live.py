@@ -192,6 +192,7 @@ class Fanout:
         self._gop: list[Packet] = []
         self._has_video = video is not None
         self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
         self.batches = 0
 
     def describe(self) -> list[sdp.MediaDescription]:
@@ -221,6 +222,23 @@ class Fanout:
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Start reading the feed if nobody watches yet and wait (at most ``timeout_s``) for
+        its first packets, so that the first viewer's RTP-Info has an rtptime (ONVIF
+        Streaming asks for one). The feed starts at a keyframe (the hub's GOP cache), so
+        this is one batch. Call :meth:`close_if_idle` if no viewer joins after all."""
+        if self._gop:
+            return True
+        if self._task is None:
+            self._task = asyncio.create_task(self._run())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout_s)
+        return bool(self._gop)
+
+    def close_if_idle(self) -> None:
+        if not self.viewers:
+            self.close()
+
     def synchronize(self) -> int:
         """A synchronization point was asked for (Media SetSynchronizationPoint): a sender
         report per track goes with the next batch; the number of viewers. The picture itself
@@ -248,6 +266,8 @@ class Fanout:
         try:
             async for batch in batches:
                 packets = self._packetize(batch)
+                if self._gop:
+                    self._ready.set()
                 if packets and self.viewers:
                     self._deliver(packets, list(self.viewers))
                 self.batches += 1
@@ -259,6 +279,7 @@ class Fanout:
         finally:
             with contextlib.suppress(Exception):
                 await batches.aclose()  # type: ignore[attr-defined]
+        self._ready.set()
         for viewer in list(self.viewers):
             viewer.ended(reason)
         self.viewers.clear()

@@ -36,6 +36,15 @@ _MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
 
 
 @dataclasses.dataclass(frozen=True)
+class MulticastTarget:
+    """Where a stream goes by multicast: one group, an RTP port per track (RTCP: +1)."""
+
+    address: str
+    ports: dict[int, int]
+    ttl: int
+
+
+@dataclasses.dataclass(frozen=True)
 class MulticastPolicy:
     """Where multicast streams go (``[rtsp]`` settings)."""
 
@@ -63,6 +72,11 @@ class MulticastPolicy:
             raise ValueError("multicast TTL must be 1..max_ttl and max_ttl at most 255")
         if self.interface:
             ipaddress.IPv4Address(self.interface)
+
+    def default_target(self, path: str, taken: Callable[[str], bool]) -> MulticastTarget:
+        """The default group of ``path``: track N on port + 2N."""
+        address = self.default_address(path, taken)
+        return MulticastTarget(address, {0: self.port, 1: self.port + 2}, self.ttl)
 
     def default_address(self, path: str, taken: Callable[[str], bool]) -> str:
         """A stable group for ``path``: hashed into the network, past groups ``taken``."""

@@ -31,13 +31,13 @@ import logging
 import secrets
 import socket
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
 from onvif_nvr.replay.http_tunnel import Tunnels
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
-from onvif_nvr.replay.multicast import MulticastGroup, MulticastPolicy, is_group
+from onvif_nvr.replay.multicast import MulticastGroup, MulticastPolicy, MulticastTarget, is_group
 from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.headers import (
     NptRange,
@@ -70,6 +70,8 @@ READ_CHUNK = 64 * 1024
 MAX_PARSE_ERRORS = 5
 #: How long DESCRIBE waits for a stream whose camera has not delivered its parameters yet.
 DESCRIBE_WAIT_S = 5.0
+#: How long the first PLAY of an idle stream waits for its first packets (RTP-Info rtptime).
+PLAY_WAIT_S = 2.0
 SERVER_NAME = "onvif-nvr"
 PUBLIC_METHODS = (
     "OPTIONS",
@@ -120,6 +122,9 @@ class Gate(Protocol):
 
 
 Resolver = Callable[[str], Feed | None]
+#: The configured multicast group of a stream path (the Media service's encoder
+#: configuration), None: the server's default for the path.
+MulticastLookup = Callable[[str], Awaitable[MulticastTarget | None]]
 
 
 class RtspServer:
@@ -163,6 +168,9 @@ class RtspServer:
         #: (stream path, group address) -> the group sending that stream there.
         self._groups: dict[tuple[str, str], MulticastGroup] = {}
         self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
+        #: Set by the composition root: the group a multicast SETUP without a destination
+        #: joins (ONVIF: the profile's encoder configuration), before the server's default.
+        self.multicast_lookup: MulticastLookup | None = None
         #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
         self.tunnels = Tunnels(self._serve)
 
@@ -266,20 +274,28 @@ class RtspServer:
 
     # -- multicast ---------------------------------------------------------------------------
 
-    def multicast_defaults(self, path: str) -> tuple[str, int, int]:
-        """(group, RTP port of the first track, TTL) that multicast viewers of ``path`` get
-        when they ask for none: the running group of the stream, else its default group."""
+    async def multicast_target(self, path: str) -> MulticastTarget:
+        """Where multicast viewers of ``path`` that ask for no destination go: the running
+        group of the stream (the autostarted one first), else the configured one
+        (:attr:`multicast_lookup`), else the default group of the path."""
         running = [g for (p, _), g in self._groups.items() if p == path]
         if running:
             group = next((g for g in running if g.autostart), running[0])
-            return group.address, min(group.ports.values()), group.ttl
-        policy = self.multicast
+            return MulticastTarget(group.address, dict(group.ports), group.ttl)
+        if self.multicast_lookup is not None:
+            configured = await self.multicast_lookup(path)
+            if configured is not None and is_group(configured.address):
+                ttl = self.multicast.cap_ttl(configured.ttl)
+                return MulticastTarget(configured.address, dict(configured.ports), ttl)
         taken = {address for (p, address) in self._groups if p != path}
-        return policy.default_address(path, taken.__contains__), policy.port, policy.ttl
+        return self.multicast.default_target(path, taken.__contains__)
 
-    def start_multicast(self, path: str, group: str, port: int, ttl: int) -> None:
+    def start_multicast(
+        self, path: str, group: str, port: int, ttl: int, *, audio_port: int | None = None
+    ) -> None:
         """Send the stream at ``path`` (``/live/<token>``) to ``group`` from now on, without
-        any RTSP session (StartMulticastStreaming, AutoStart): track N to port + 2N. Raises
+        any RTSP session (StartMulticastStreaming, AutoStart): video to ``port``, audio to
+        ``audio_port`` (default port + 2), RTCP on the odd port above each. Raises
         LookupError for an unknown stream, ValueError for an unusable group or port."""
         found = self.feed_for(path)
         if found is None or found[2]:
@@ -287,8 +303,9 @@ class RtspServer:
         stream_path = found[0]
         if not is_group(group):
             raise ValueError(f"{group!r} is not an IPv4 multicast group")
-        if not 0 < port < 65532:
-            raise ValueError(f"multicast port {port} out of range")
+        audio_port = port + 2 if audio_port is None else audio_port
+        if not (0 < port < 65535 and 0 < audio_port < 65535):
+            raise ValueError(f"multicast port {port}/{audio_port} out of range")
         current = self._groups.get((stream_path, group))
         if current is not None and current.autostart:
             return
@@ -297,7 +314,7 @@ class RtspServer:
                 self._stop_autostart(other)
         ttl = self.multicast.cap_ttl(ttl)
         if current is None:
-            current = self._new_group(stream_path, group, {0: port, 1: port + 2}, ttl)
+            current = self._new_group(stream_path, group, {0: port, 1: audio_port}, ttl)
         current.autostart = True
         self._autostart[current] = asyncio.create_task(self._run_autostart(current))
 
@@ -338,31 +355,36 @@ class RtspServer:
         log.info("multicast %s -> %s:%s ttl %s", path, address, min(ports.values()), ttl)
         return group
 
-    def _group_for(self, path: str, track: Track, spec: TransportSpec) -> MulticastGroup | None:
-        """The group a multicast SETUP of ``track`` joins (made if needed), None: refused."""
+    def _group_for(
+        self, path: str, track: Track, spec: TransportSpec, target: MulticastTarget
+    ) -> MulticastGroup | None:
+        """The group a multicast SETUP of ``track`` joins (made if needed), None: refused.
+        ``target``: where the stream goes when the client names no destination."""
         policy = self.multicast
-        wanted_port = spec.port[0] if spec.port else None
+        wanted_port = spec.port[0] if spec.port and policy.client_destination else None
         if spec.destination:
             if not policy.client_address_allowed(spec.destination):
                 return None
-            address = spec.destination
+            address, ttl = spec.destination, policy.cap_ttl(spec.ttl)
         else:
-            address = self.multicast_defaults(path)[0]
-        if wanted_port is not None and not (policy.client_destination and wanted_port < 65535):
+            address, ttl = target.address, target.ttl
+        if wanted_port is not None and wanted_port >= 65535:
             wanted_port = None
         group = self._groups.get((path, address))
         if group is None:
             if wanted_port is not None:
                 ports = {track.number: wanted_port}
+            elif spec.destination:
+                ports = {track.number: policy.port + 2 * track.number}
             else:
-                ports = {0: policy.port, 1: policy.port + 2}
+                ports = dict(target.ports)
             try:
-                group = self._new_group(path, address, ports, policy.cap_ttl(spec.ttl))
+                group = self._new_group(path, address, ports, ttl)
             except OSError as exc:
                 log.warning("multicast %s -> %s: %s", path, address, exc)
                 return None
-        else:
-            group.add_track(track.number, wanted_port or policy.port + 2 * track.number)
+        default = target.ports.get(track.number, policy.port + 2 * track.number)
+        group.add_track(track.number, wanted_port or default)
         return group
 
     def _join_group(self, group: MulticastGroup, member: _Connection, fanout: Fanout) -> None:
@@ -738,10 +760,11 @@ class _Connection:
         if "multicast" in url.query.lower():
             # A multicast URI: the group in c= (ONVIF Streaming: a valid multicast address)
             # and each track's port in its m= line.
-            address, port, ttl = self.server.multicast_defaults(found[0])
-            description.connection = sdp.Connection(address=f"{address}/{ttl}")
+            target = await self.server.multicast_target(found[0])
+            description.connection = sdp.Connection(address=f"{target.address}/{target.ttl}")
             for track, media in zip(fanout.tracks, fanout.describe(), strict=True):
-                description.media.append(dataclasses.replace(media, port=port + 2 * track.number))
+                port = target.ports.get(track.number, self.server.multicast.port + 2 * track.number)
+                description.media.append(dataclasses.replace(media, port=port))
             request_uri = urllib.parse.urlunsplit(url._replace(query=""))
         else:
             description.media.extend(fanout.describe())
@@ -773,7 +796,10 @@ class _Connection:
             specs = parse_transport(request.headers.get("Transport", ""))
         except ValueError:
             return Response(461, "", headers)
-        reply = self._choose_transport(specs, track, path)
+        target = None
+        if any(spec.delivery == "multicast" for spec in specs):
+            target = await self.server.multicast_target(path)
+        reply = self._choose_transport(specs, track, path, target)
         if reply is None:
             return Response(461, "", headers)
         self.fanout, self.stream_path = fanout, path
@@ -785,7 +811,11 @@ class _Connection:
         return Response(200, "", headers)
 
     def _choose_transport(
-        self, specs: list[TransportSpec], track: Track, path: str
+        self,
+        specs: list[TransportSpec],
+        track: Track,
+        path: str,
+        target: MulticastTarget | None,
     ) -> TransportSpec | None:
         for spec in specs:
             if not spec.protocol.upper().startswith("RTP/AVP"):
@@ -793,13 +823,13 @@ class _Connection:
             if spec.delivery == "multicast":
                 if spec.lower_transport.upper() != "UDP" or self.channels or self.udp_ports:
                     continue
+                if target is None:
+                    continue
                 if self.group is not None and not spec.destination:
-                    group: MulticastGroup | None = self.group
-                    self.group.add_track(
-                        track.number, self.server.multicast.port + 2 * track.number
-                    )
-                else:
-                    group = self.server._group_for(path, track, spec)
+                    # The session's other tracks went to a group: this one goes there too.
+                    ports = {**target.ports, **self.group.ports}
+                    target = MulticastTarget(self.group.address, ports, self.group.ttl)
+                group = self.server._group_for(path, track, spec, target)
                 if group is None or (self.group is not None and group is not self.group):
                     continue
                 self.group = group
@@ -842,6 +872,11 @@ class _Connection:
         fanout = self.fanout
         if fanout is None or not (self.channels or self.udp_ports or self.group):
             return Response(455, "", headers)
+        if not self.playing and not await fanout.wait_ready(PLAY_WAIT_S):
+            log.debug("RTSP client %s: no packets yet, RTP-Info without rtptime", self.peer)
+        if self._closing or self.fanout is not fanout:
+            fanout.close_if_idle()  # gone while waiting
+            return None
         base = self.server.feed_for(request.uri)
         url = request.uri.rstrip("/")
         if base is not None and base[2]:
