@@ -201,6 +201,7 @@ class Viewer:
         self.last_seq: int | None = None
         self.closed_early = False
         self.session = ""
+        self.base = ""
 
     # -- RTSP -------------------------------------------------------------------------------
 
@@ -269,7 +270,7 @@ class Viewer:
         await loop.sock_connect(self.sock, (parts.hostname, parts.port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         headers, body = await self.request("DESCRIBE", url, 1, "Accept: application/sdp\r\n")
-        base = headers.get("content-base", url)
+        base = self.base = headers.get("content-base", url)
         control = None
         for media in body.decode().split("\nm=")[1:]:
             if media.startswith("video"):
@@ -306,7 +307,7 @@ class Viewer:
             # The session would outlive the connection (and keep sending) until it times out.
             with contextlib.suppress(OSError):
                 self.sock.send(
-                    f"TEARDOWN * RTSP/1.0\r\nCSeq: 4\r\nSession: {self.session}\r\n\r\n".encode()
+                    f"TEARDOWN {self.base} RTSP/1.0\r\nCSeq: 4\r\nSession: {self.session}\r\n\r\n".encode()
                 )
         for sock in (self.sock, self.rtp, self.rtcp):
             if sock is not None:

@@ -83,6 +83,21 @@ def test_records_and_survives_kill_9(tmp_path, backend):
     assert "0 problems" in check.stdout
 
 
+def wait_until(check, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def query(data_dir, sql: str) -> list[tuple]:
+    db = sqlite3.connect(data_dir / "nvr.sqlite3")
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
 def test_camera_outage_is_a_gap_and_recording_resumes(tmp_path):
     port = gstcam.free_port()
     url = f"rtsp://127.0.0.1:{port}/live"
@@ -92,11 +107,23 @@ def test_camera_outage_is_a_gap_and_recording_resumes(tmp_path):
     nvr = NvrProcess(data, ADMIN_PASSWORD, extra_args=["--config", str(config)])
     with gstcam.camera("--size", "320x240", "--gop", "25", port=port):
         nvr.start()
-        time.sleep(3.0)
+        wait_until(lambda: query(data, "SELECT COUNT(*) FROM fragments")[0][0] >= 2)
     down_ns = time.time_ns()
-    time.sleep(3.0)  # the camera is gone
+    # The camera is gone: the recorder notes an open gap.
+    wait_until(lambda: query(data, "SELECT COUNT(*) FROM gaps")[0][0] >= 1)
     with gstcam.camera("--size", "320x240", "--gop", "25", port=port):
-        time.sleep(6.0)  # backoff (1 s, 2 s, ...) then recording again
+        # Backoff (1 s, 2 s, ...), then recording again: the gap closes and a new segment
+        # gets fragments.
+        wait_until(
+            lambda: (
+                query(
+                    data,
+                    "SELECT COUNT(*) FROM fragments f JOIN segments s ON s.id = f.segment_id"
+                    " WHERE s.start_wall_ns >= (SELECT MAX(end_wall_ns) FROM gaps) - 1000000000",
+                )[0][0]
+                >= 2
+            )
+        )
         nvr.stop()
     assert not nvr.blocking_calls(), nvr.blocking_calls()
     with sqlite3.connect(data / "nvr.sqlite3") as db:
