@@ -501,7 +501,8 @@ def test_answers_validate_against_the_schema(events, schema):
         for el in topics.iter()
         if el.get("{http://docs.oasis-open.org/wsn/t-1}topic") == "true"
     ]
-    assert len(described) == 16 and "Device/HardwareFailure/StorageFailure" in described
+    assert len(described) == 18 and "Device/HardwareFailure/StorageFailure" in described
+    assert {"Media/ProfileChanged", "Media/ConfigurationChanged"} <= set(described)
     job_state = topics.find(f"{{{TNS1}}}RecordingConfig/JobState/{{{TT}}}MessageDescription")
     assert job_state is not None and job_state.get("IsProperty") == "true"
     track = topics.find(

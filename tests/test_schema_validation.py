@@ -456,7 +456,7 @@ FAULTS = [
     ),
     FaultCase(
         "NoSuchService",
-        lambda d: d.signed("GetCapabilities", "<tds:Category>Media</tds:Category>"),
+        lambda d: d.signed("GetCapabilities", "<tds:Category>PTZ</tds:Category>"),
         500,
         ("s:Receiver", "ter:ActionNotSupported", "ter:NoSuchService"),
     ),
