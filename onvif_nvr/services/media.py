@@ -113,6 +113,7 @@ async def follow_multicast(profiles: MediaProfiles, live: LiveStreams, token: st
 
 async def resume_multicast(profiles: MediaProfiles, live: LiveStreams) -> None:
     """At start-up: every stream that multicast without RTSP before goes on doing so."""
+    await profiles.state()  # also fills the profile -> stream map of /snapshot/<profile>
     for path, group in (await profiles.autostarted()).items():
         try:
             start_group(live, path, group)
