@@ -5,8 +5,8 @@ onvif-zeep-async installs a top-level ``onvif`` package that collides with onvif
 
     python tests/peers/ha_setup.py HOST PORT USER PASSWORD
 
-Prints one JSON object with what the device answered. The media service is left out on
-purpose (the NVR does not serve it yet); HA would call GetProfiles next.
+Prints one JSON object with what the device answered. HA's next step, the media service
+(GetProfiles, GetStreamUri, snapshots), is tests/peers/ha_media.py.
 """
 
 from __future__ import annotations
