@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from onvif_nvr.clock import ManualClock, SystemClock
 from onvif_nvr.db import models
@@ -525,3 +525,34 @@ def test_fragment_header_errors():
         with pytest.raises(ValueError) as info:
             fragment_header(data)
         assert str(info.value) == message
+
+
+async def test_every_statement_reads_by_an_index(footage):
+    """Invariant 1 of docs/design/replay.md: no statement of a playback scans segments or
+    fragments (EXPLAIN QUERY PLAN of what forward, backward and intra playbacks ran)."""
+    statements: list[tuple[str, object]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    event.listen(footage.db.engine, "before_cursor_execute", capture)
+    try:
+        for request in (
+            PlayRequest(T0 + 1 * S),
+            PlayRequest(T0 + 6 * S),
+            PlayRequest(T0 + 9 * S, reverse=True),
+            PlayRequest(T0, intra_only=True, intra_spacing_ns=S),
+        ):
+            await play(footage, request)
+    finally:
+        event.remove(footage.db.engine, "before_cursor_execute", capture)
+    seen = {s for s, _ in statements if "fragments" in s or "segments" in s}
+    assert len(seen) >= 8
+    with footage.db.engine.connect() as conn:
+        for statement, parameters in statements:
+            plan = [
+                row[3]
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            ]
+            for step in plan:
+                assert not step.startswith(("SCAN segments", "SCAN fragments")), (statement, plan)
