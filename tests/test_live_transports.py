@@ -27,8 +27,12 @@ from pathlib import Path
 import pytest
 
 from onvif_nvr.clock import SystemClock
+from onvif_nvr.config import ConfigError, load_settings
 from onvif_nvr.recording.simulator import LoopingClip, load_clip, make_clip
+from onvif_nvr.replay.http_tunnel import Base64Stream
+from onvif_nvr.replay.multicast import MulticastTarget
 from onvif_nvr.replay.rtsp_server import RtspServer
+from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.headers import parse_transport
 from onvif_nvr.rtsp.message import Headers, MessageParser, Request, Response
 from onvif_nvr.rtsp.rtp import SenderReport, parse_rtcp
@@ -151,8 +155,11 @@ def test_gstreamer_plays(box: Box, protocols: str) -> None:
 # -- FFmpeg ----------------------------------------------------------------------------------
 
 
-def test_ffmpeg_through_the_http_tunnel(box: Box) -> None:
-    codec, size, kinds = _play(tunnel_url(box), "http", 40)
+@pytest.mark.parametrize("port", ["http", "rtsp"])
+def test_ffmpeg_through_the_http_tunnel(box: Box, port: str) -> None:
+    """On the SOAP port (the URI GetStreamUri gives) and on the RTSP port itself."""
+    url = tunnel_url(box) if port == "http" else box.url()
+    codec, size, kinds = _play(url, "http", 40)
     assert (codec, size) == ("h264", (640, 360))
     assert "audio:aac" in kinds
 
@@ -445,3 +452,73 @@ async def test_multicast_sessions_share_one_group(sim: RtspServer) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+@needs_netns
+async def test_configured_group_in_describe_and_setup(sim: RtspServer) -> None:
+    """A multicast SETUP without a destination, and DESCRIBE of the ``?multicast`` URI, use
+    the group the composition root configures for the stream (the Media service's encoder
+    configuration), with its per-track ports."""
+    asked: list[str] = []
+
+    async def lookup(path: str) -> MulticastTarget | None:
+        asked.append(path)
+        return MulticastTarget("239.192.99.1", {0: 45000, 1: 45004}, 3)
+
+    sim.multicast_lookup = lookup
+    url = f"rtsp://127.0.0.1:{sim.bound_port}/live/sim"
+    client = await AsyncRtsp.connect(sim.bound_port)
+    try:
+        described = await client.request("DESCRIBE", url + "?multicast")
+        assert described.status == 200
+        description = sdp.SessionDescription.parse(described.body)
+        assert str(description.connection) == "IN IP4 239.192.99.1/3"
+        assert [m.port for m in description.media] == [45000]
+        assert described.headers.get("Content-Base") == url + "/"
+        reply = await client.request("SETUP", url + "/trackID=0", Transport="RTP/AVP;multicast")
+        (transport,) = parse_transport(reply.headers.get("Transport", ""))
+        assert (transport.destination, transport.port, transport.ttl) == (
+            "239.192.99.1",
+            (45000, 45001),
+            3,
+        )
+        assert asked == ["/live/sim", "/live/sim"]
+        # A unicast client of the same connection's kind is refused: one transport a session.
+        mixed = await client.request(
+            "SETUP",
+            url + "/trackID=0",
+            Transport="RTP/AVP/TCP;unicast;interleaved=0-1",
+            Session=reply.headers.get("Session", "").split(";")[0],
+        )
+        assert mixed.status == 461
+    finally:
+        client.close()
+
+
+def test_tunnel_base64_stream() -> None:
+    stream = Base64Stream()
+    parts = [base64.b64encode(b"OPTIONS"), base64.encodebytes(b"* RTSP/1.0\r\n\r\n")]
+    text = b"".join(parts)  # two encodings, padding in the middle, line breaks
+    decoded = b"".join(stream.feed(text[i : i + 3]) for i in range(0, len(text), 3))
+    assert decoded == b"OPTIONS* RTSP/1.0\r\n\r\n"
+    with pytest.raises(ValueError, match="tunnel POST body is not base64"):
+        Base64Stream().feed(b"QUJD*")
+    with pytest.raises(ValueError, match="tunnel POST body is not base64"):
+        Base64Stream().feed(b"Q===")
+
+
+def test_rtsp_settings() -> None:
+    settings = load_settings(
+        environ={"ONVIF_NVR_RTSP_PORT": "9554", "ONVIF_NVR_RTSP_MULTICAST_TTL": "4"}
+    )
+    assert settings.rtsp_port == 9554 and settings.rtsp.multicast_ttl == 4
+    for key, value, message in [
+        ("MULTICAST_NETWORK", "10.0.0.0/8", "rtsp.multicast_network"),
+        ("MULTICAST_PORT", "40001", "rtsp.multicast_port"),
+        ("MULTICAST_TTL", "0", "rtsp.multicast_ttl"),
+        ("MULTICAST_INTERFACE", "eth0", "rtsp.multicast_interface"),
+        ("SESSION_TIMEOUT_S", "1", "rtsp.session_timeout_s"),
+        ("MAX_WRITE_BUFFER_BYTES", "10", "rtsp.max_write_buffer_bytes"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(environ={f"ONVIF_NVR_RTSP_{key}": value})

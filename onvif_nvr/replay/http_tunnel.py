@@ -24,15 +24,17 @@ import binascii
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-rtsp-tunnelled"
+READ_CHUNK = 64 * 1024
 #: Tunnels open at once (each holds two sockets and an RTSP connection).
 MAX_TUNNELS = 256
 _COOKIE_RE = re.compile(r"[!-~]{1,128}")
 _WHITESPACE = b" \t\r\n"
+_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _GET_ANSWER = (
     "HTTP/1.0 200 OK\r\n"
     "Server: onvif-nvr\r\n"
@@ -54,7 +56,10 @@ class Base64Stream:
 
     def feed(self, data: bytes) -> bytes:
         """The bytes decoded so far; ValueError when the text is not base64."""
-        text = self._rest + data.translate(None, _WHITESPACE)
+        data = data.translate(None, _WHITESPACE)
+        if data.translate(None, _ALPHABET):
+            raise ValueError("tunnel POST body is not base64")
+        text = self._rest + data
         out = []
         while len(text) >= 4:
             pad = text.find(b"=")
@@ -159,6 +164,43 @@ class _Tunnel:
 Runner = Callable[[asyncio.StreamReader, TunnelWriter], Awaitable[None]]
 
 
+class _Reader(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+def parse_http_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """(method, headers with lower-case names) of an HTTP request head; ValueError."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes anything
+        raise ValueError("HTTP request head is not text") from None
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise ValueError("bad HTTP request line")
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError("bad HTTP header line")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], headers
+
+
+def http_error(status: int, reason: str) -> bytes:
+    """A whole HTTP/1.0 error answer that closes the connection."""
+    body = f"{reason}\n".encode()
+    return (
+        f"HTTP/1.0 {status} {_REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+_REASONS = {400: "Bad Request", 409: "Conflict", 431: "Request Header Fields Too Large"}
+_REASONS[503] = "Service Unavailable"
+
+
 class Tunnels:
     """Open tunnels by cookie; ``run`` serves one RTSP connection over a reader/writer."""
 
@@ -206,6 +248,22 @@ class Tunnels:
                 del self._open[cookie]
             tunnel.close()
             transport.close()
+
+    async def serve_post_stream(
+        self, cookie: str, reader: _Reader, transport: asyncio.Transport, body: bytes
+    ) -> None:
+        """:meth:`serve_post` for a POST whose socket is read with a stream reader (the RTSP
+        port's): the body is read from ``reader`` until it ends or stops being base64."""
+        tunnel = self._open.get(cookie)
+        if tunnel is None:
+            raise ValueError("no tunnel for this x-sessioncookie")
+        tunnel.new_post(transport)
+        data = body
+        while data:
+            tunnel.feed(data)
+            if tunnel.post is not transport:
+                return  # the tunnel ended or a newer POST took over
+            data = await reader.read(READ_CHUNK)
 
     async def serve_post(self, cookie: str, transport: asyncio.Transport, body: bytes) -> None:
         """Feed the POST's body (``body``: what was read with its headers) to the tunnel

@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.replay.http_tunnel import Tunnels
+from onvif_nvr.replay.http_tunnel import Tunnels, http_error, parse_http_head
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
 from onvif_nvr.replay.multicast import MulticastGroup, MulticastPolicy, MulticastTarget, is_group
 from onvif_nvr.rtsp import sdp
@@ -88,12 +88,28 @@ _SESSIONLESS = ("OPTIONS", "DESCRIBE", "SETUP", "GET_PARAMETER", "SET_PARAMETER"
 #: Path prefix of RTSP-over-HTTP tunnel URLs on the HTTP port (``/rtsp-tunnel/live/<token>``);
 #: requests inside a tunnel name the same path with the rtsp scheme, so it is stripped.
 TUNNEL_PREFIX = "/rtsp-tunnel"
+#: Largest HTTP request head of a tunnel on the RTSP port.
+MAX_HTTP_HEAD = 16 * 1024
 #: How often an autostarted multicast group looks for its stream again after it ended.
 AUTOSTART_RETRY_S = 1.0
 
 
 class _Reader(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Prefixed:
+    """A reader that gives ``first`` (already read) before the rest of ``reader``."""
+
+    def __init__(self, first: bytes, reader: asyncio.StreamReader) -> None:
+        self._first: bytes | None = first
+        self._reader = reader
+
+    async def read(self, n: int = -1) -> bytes:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return await self._reader.read(n)
 
 
 class _Writer(Protocol):
@@ -163,6 +179,8 @@ class RtspServer:
         self._fanouts: dict[int, Fanout] = {}
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
+        #: Tasks of the accepted TCP connections (RTSP, or a tunnel on the RTSP port).
+        self._accepted: set[asyncio.Task[None]] = set()
         self._udp: _UdpPorts | None = None
         self.multicast = multicast or MulticastPolicy()
         #: (stream path, group address) -> the group sending that stream there.
@@ -224,6 +242,9 @@ class RtspServer:
             connection.abort()
         tasks = [c.task for c in self._connections if c.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        for task in self._accepted:  # still reading their first bytes, or a tunnel's POST
+            task.cancel()
+        await asyncio.gather(*self._accepted, return_exceptions=True)
         for task in self._autostart.values():
             task.cancel()
         self._autostart.clear()
@@ -452,7 +473,69 @@ class RtspServer:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self.send_buffer_bytes is not None:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
-        await self._serve(reader, writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._accepted.add(task)
+        try:
+            # The first bytes tell RTSP from an HTTP tunnel; a client says something at once.
+            first_wait_s = min(self.request_timeout_s, self.session_timeout_s)
+            try:
+                first = await asyncio.wait_for(reader.read(READ_CHUNK), first_wait_s)
+            except (TimeoutError, ConnectionError, OSError):
+                writer.transport.abort()
+                return
+            if first.startswith((b"GET ", b"POST ")):
+                await self._http_tunnel(first, reader, writer)
+            elif first:
+                await self._serve(_Prefixed(first, reader), writer)
+            else:
+                writer.close()
+        finally:
+            if task is not None:
+                self._accepted.discard(task)
+
+    async def _http_tunnel(
+        self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """RTSP over HTTP on the RTSP port (clients given an ``rtsph://`` URL, or FFmpeg's
+        ``rtsp_transport=http``, of this port): the same tunnels as on the HTTP port."""
+        data, answer = first, b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) <= MAX_HTTP_HEAD:
+                more = await asyncio.wait_for(reader.read(READ_CHUNK), self.request_timeout_s)
+                if not more:
+                    return
+                data += more
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if not sep or len(head) > MAX_HTTP_HEAD:
+                answer = http_error(431, "request head too large")
+                return
+            try:
+                method, fields = parse_http_head(head)
+            except ValueError as exc:
+                answer = http_error(400, str(exc))
+                return
+            cookie = fields.get("x-sessioncookie")
+            tunnels = self.tunnels
+            refused = tunnels.refuse_get(cookie) if method == "GET" else tunnels.refuse_post(cookie)
+            if refused is not None:
+                answer = http_error(*refused)
+                return
+            assert cookie is not None
+            transport = cast(asyncio.Transport, writer.transport)
+            if method == "GET":
+                await tunnels.serve_get(cookie, transport)
+            else:
+                try:
+                    await tunnels.serve_post_stream(cookie, reader, transport, body)
+                except ValueError as exc:
+                    answer = http_error(400, str(exc))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.debug("RTSP tunnel on the RTSP port: %s", exc)
+        finally:
+            if answer and not writer.transport.is_closing():
+                writer.write(answer)
+            writer.close()
 
     async def _serve(self, reader: _Reader, writer: _Writer) -> None:
         """One RTSP connection: a TCP client, or a tunnel's POST and GET."""
