@@ -719,7 +719,11 @@ class NvrApp:
         tunnels = self.rtsp.tunnels
         cookie = request.headers.get("x-sessioncookie")
         post = request.method == "POST"
-        refused = tunnels.refuse_post(cookie) if post else tunnels.refuse_get(cookie)
+        refused = (
+            tunnels.refuse_post(cookie)
+            if post
+            else tunnels.refuse_get(cookie, request.remote or "")
+        )
         transport = request.transport
         if refused is None and not isinstance(transport, asyncio.Transport):
             refused = (400, "connection closed")

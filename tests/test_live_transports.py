@@ -88,6 +88,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
         finally:
             box.nvr.stop()
         assert not box.nvr.blocking_calls(), box.nvr.blocking_calls()
+        errors = [line for line in box.nvr.output if " ERROR " in line or "Traceback" in line]
+        assert not errors, "".join(errors)
 
 
 def _wait_playable(box: Box) -> None:
@@ -140,11 +142,17 @@ def gst_play(location: str, protocols: str, frames: int = 30) -> str:
 
 
 @pytest.mark.parametrize(
-    "protocols", ["tcp", "udp", "http", pytest.param("udp-mcast", marks=needs_netns)]
+    "protocols",
+    ["tcp", "udp", "http", "http@rtsp_port", pytest.param("udp-mcast", marks=needs_netns)],
 )
 def test_gstreamer_plays(box: Box, protocols: str) -> None:
-    location = tunnel_url(box, "rtsph", auth=False) if protocols == "http" else box.url(user="")
-    out = gst_play(location, "tcp" if protocols == "http" else protocols)
+    if protocols == "http":
+        location = tunnel_url(box, "rtsph", auth=False)
+    elif protocols == "http@rtsp_port":
+        location = box.url(user="").replace("rtsp://", "rtsph://")
+    else:
+        location = box.url(user="")
+    out = gst_play(location, "tcp" if protocols.startswith("http") else protocols)
     assert re.search(r"encoding-name=\(string\)H264", out)
     decoded = re.findall(
         r"video/x-raw, format=\(string\)\w+, width=\(int\)(\d+), height=\(int\)(\d+)", out

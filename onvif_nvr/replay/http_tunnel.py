@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-rtsp-tunnelled"
 READ_CHUNK = 64 * 1024
-#: Tunnels open at once (each holds two sockets and an RTSP connection).
+#: Tunnels open at once (each holds two sockets and an RTSP connection), and from one
+#: address (a GET needs no credentials: the RTSP Digest comes inside the tunnel).
 MAX_TUNNELS = 256
+MAX_TUNNELS_PER_ADDRESS = 16
 _COOKIE_RE = re.compile(r"[!-~]{1,128}")
 _WHITESPACE = b" \t\r\n"
 _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -138,7 +140,8 @@ class _PostProtocol(asyncio.Protocol):
 
 
 class _Tunnel:
-    def __init__(self, peer: str) -> None:
+    def __init__(self, host: str, peer: str) -> None:
+        self.host = host
         self.peer = peer
         self.reader = asyncio.StreamReader()
         self.post: asyncio.Transport | None = None
@@ -204,22 +207,30 @@ _REASONS[503] = "Service Unavailable"
 class Tunnels:
     """Open tunnels by cookie; ``run`` serves one RTSP connection over a reader/writer."""
 
-    def __init__(self, run: Runner, max_tunnels: int = MAX_TUNNELS) -> None:
+    def __init__(
+        self,
+        run: Runner,
+        max_tunnels: int = MAX_TUNNELS,
+        max_per_address: int = MAX_TUNNELS_PER_ADDRESS,
+    ) -> None:
         self._run = run
         self._max = max_tunnels
+        self._max_per_address = max_per_address
         self._open: dict[str, _Tunnel] = {}
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def refuse_get(self, cookie: str | None) -> tuple[int, str] | None:
-        """(HTTP status, reason) when a GET cannot open a tunnel."""
+    def refuse_get(self, cookie: str | None, host: str = "") -> tuple[int, str] | None:
+        """(HTTP status, reason) when a GET from ``host`` cannot open a tunnel."""
         if cookie is None or not _COOKIE_RE.fullmatch(cookie):
             return 400, "x-sessioncookie missing or invalid"
         if cookie in self._open:
             return 409, "x-sessioncookie already in use"
         if len(self._open) >= self._max:
             return 503, "too many RTSP tunnels"
+        if sum(t.host == host for t in self._open.values()) >= self._max_per_address:
+            return 503, "too many RTSP tunnels from this address"
         return None
 
     def refuse_post(self, cookie: str | None) -> tuple[int, str] | None:
@@ -232,10 +243,11 @@ class Tunnels:
 
     async def serve_get(self, cookie: str, transport: asyncio.Transport) -> None:
         """Answer the GET and run the tunnel's RTSP connection on it until it ends."""
-        if self.refuse_get(cookie) is not None:
-            raise ValueError("tunnel GET refused")
         peer = transport.get_extra_info("peername")
-        tunnel = self._open[cookie] = _Tunnel(f"{peer[0]}:{peer[1]}" if peer else "?")
+        host = str(peer[0]) if peer else ""
+        if self.refuse_get(cookie, host) is not None:
+            raise ValueError("tunnel GET refused")
+        tunnel = self._open[cookie] = _Tunnel(host, f"{host}:{peer[1]}" if peer else "?")
         closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             transport.write(_GET_ANSWER)

@@ -203,8 +203,8 @@ def _open_socket(bind: str, interface: str, ttl: int) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
-        if bind and ":" not in bind:
-            sock.bind((bind, 0))
+        if bind and bind != "0.0.0.0" and ":" not in bind:
+            sock.bind((bind, 0))  # else the kernel picks the address when sending
         sock.setblocking(False)
     except OSError:
         sock.close()

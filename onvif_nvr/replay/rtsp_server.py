@@ -517,7 +517,11 @@ class RtspServer:
                 return
             cookie = fields.get("x-sessioncookie")
             tunnels = self.tunnels
-            refused = tunnels.refuse_get(cookie) if method == "GET" else tunnels.refuse_post(cookie)
+            peer = writer.get_extra_info("peername")
+            host = str(peer[0]) if peer else ""
+            refused = (
+                tunnels.refuse_get(cookie, host) if method == "GET" else tunnels.refuse_post(cookie)
+            )
             if refused is not None:
                 answer = http_error(*refused)
                 return
