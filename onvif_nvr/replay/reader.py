@@ -554,6 +554,9 @@ class Playback:
         self._poll_s = poll_s
         self._chunk_bytes = chunk_bytes
         self._fd: int | None = None
+        #: The segment's state came with the last page of rows (no question before a read).
+        self._state_known = False
+        self._first_read = True
         self._items = self._run()
 
     def __aiter__(self) -> AsyncIterator[ReplayItem]:
@@ -613,9 +616,15 @@ class Playback:
         )
         if page is None or page.state not in READABLE:
             raise _Stop(EndReason.DELETED)
+        self._state_known = True
         return page
 
     async def _check(self, segment: _Segment) -> None:
+        """End the playback if the segment is no longer readable (the first read after a
+        page of rows needs no question: the page came with the segment's state)."""
+        if self._state_known:
+            self._state_known = False
+            return
         if await self._q(self._index.state, segment.id) not in READABLE:
             raise _Stop(EndReason.DELETED)
 
@@ -629,11 +638,16 @@ class Playback:
             raise _Stop(EndReason.READ_ERROR) from None
 
     def _chunks(self, rows: list[_Fragment]) -> list[list[_Fragment]]:
-        """Rows grouped into runs of contiguous bytes of at most ``chunk_bytes``."""
+        """Rows grouped into runs of contiguous bytes of at most ``chunk_bytes``; the
+        playback's very first read is one fragment, so that its first unit comes soonest."""
         chunks: list[list[_Fragment]] = []
         size = 0
         for row in rows:
-            if (
+            if self._first_read:
+                self._first_read = False
+                chunks.append([row])
+                size = self._chunk_bytes  # nothing joins the first fragment
+            elif (
                 chunks
                 and chunks[-1][-1].offset + chunks[-1][-1].size == row.offset
                 and size + row.size <= self._chunk_bytes
@@ -671,17 +685,19 @@ class Playback:
 
     # -- forward -----------------------------------------------------------------------------
     async def _start_forward(self) -> tuple[_Segment, int] | None:
-        """The segment and the fragment sequence number to start from."""
+        """The segment and the fragment sequence number to start from (one database job)."""
         t = self.request.start_ns
         index = self._index
-        segment = await self._q(index.at_or_before, t)
-        if segment is not None and (t < segment.end_wall_ns or segment.state == "writing"):
-            fragment = await self._q(index.fragment_at, segment.id, t, True)
-            return segment, fragment.seq if fragment is not None else 1
-        following = await self._q(index.after, segment, t)
-        if following is None:
-            return None
-        return following, 1
+
+        def work() -> tuple[_Segment, int] | None:
+            segment = index.at_or_before(t)
+            if segment is not None and (t < segment.end_wall_ns or segment.state == "writing"):
+                fragment = index.fragment_at(segment.id, t, True)
+                return segment, fragment.seq if fragment is not None else 1
+            following = index.after(segment, t)
+            return None if following is None else (following, 1)
+
+        return await self._db.run(work)
 
     async def _forward(self) -> AsyncGenerator[ReplayItem, None]:
         request = self.request
@@ -767,13 +783,16 @@ class Playback:
     async def _start_backward(self) -> tuple[_Segment, int] | None:
         """The segment and the sequence number just past the first fragment to read."""
         t = self.request.start_ns
-        segment = await self._q(self._index.at_or_before, t)
-        if segment is None:
-            return None
-        fragment = await self._q(self._index.fragment_at, segment.id, t, False)
-        if fragment is None:
-            return None
-        return segment, fragment.seq + 1
+        index = self._index
+
+        def work() -> tuple[_Segment, int] | None:
+            segment = index.at_or_before(t)
+            if segment is None:
+                return None
+            fragment = index.fragment_at(segment.id, t, False)
+            return None if fragment is None else (segment, fragment.seq + 1)
+
+        return await self._db.run(work)
 
     async def _backward(self) -> AsyncGenerator[ReplayItem, None]:
         request = self.request
