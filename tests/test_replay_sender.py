@@ -221,5 +221,13 @@ async def test_a_second_play_marks_a_discontinuity(footage):
         assert ext is not None and ext.discontinuity == (n == 1) and ext.cseq_low == 10 + n
         ext = onvif_replay_extension(RtpPacket.parse(sender.packets(second)[0][2]))
         assert ext is not None and not ext.discontinuity
+    # A resume after PAUSE goes on where the data stopped: no D.
+    sender.play(options(12, Rate_Control="no"), 0, jumped=False)
+    playback = r.play(media, PlayRequest(T0 + 2 * S))
+    first = await anext(playback)
+    await playback.aclose()
+    assert isinstance(first, ReplayUnit)
+    ext = onvif_replay_extension(RtpPacket.parse(sender.packets(first)[0][2]))
+    assert ext is not None and not ext.discontinuity and ext.cseq_low == 12
     zero = parse_rtcp(sender.sender_report(sender.tracks[0], T0, 5 * S))[0]
     assert (zero.ntp_timestamp, zero.rtp_timestamp) == (0, 0)  # no rate control: zeros

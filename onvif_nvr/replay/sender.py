@@ -127,10 +127,11 @@ class ReplaySender:
         self._discontinuity = False
         self._now_at_play = 0
 
-    def play(self, options: PlayOptions, now_ns: int) -> None:
-        """A PLAY took effect at monotonic ``now_ns``: its units come next. The first one
-        gets D when the PLAY jumped (a later PLAY, or ``Immediate``)."""
-        self._discontinuity = self._options is not None
+    def play(self, options: PlayOptions, now_ns: int, *, jumped: bool | None = None) -> None:
+        """A PLAY took effect at monotonic ``now_ns``: its units come next. Its first unit
+        gets D when the PLAY jumped: by default any PLAY after the first (``Immediate``, a
+        new Range); the server passes ``jumped=False`` for a resume after PAUSE."""
+        self._discontinuity = self._options is not None if jumped is None else jumped
         self._options = options
         self._anchor = None
         self._now_at_play = now_ns
