@@ -456,7 +456,14 @@ async def test_multicast_sessions_share_one_group(sim: RtspServer) -> None:
         for client in clients[1:]:
             client.close()
         await asyncio.sleep(0.2)
-        assert sim.viewers == 0
+        assert sim.viewers == 0 and sim.multicast_groups == []
+        # A SETUP without PLAY holds a group until its connection goes: nothing is left.
+        idle = await AsyncRtsp.connect(sim.bound_port)
+        reply = await idle.request("SETUP", url + "/trackID=0", Transport="RTP/AVP;multicast")
+        assert reply.status == 200 and sim.multicast_groups == [("/live/sim", group, False)]
+        idle.close()
+        await asyncio.sleep(0.2)
+        assert sim.multicast_groups == []
     finally:
         for client in clients:
             client.close()

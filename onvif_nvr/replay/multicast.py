@@ -4,8 +4,8 @@ A :class:`MulticastGroup` is one more viewer of a stream's :class:`~.live.Fanout
 each packet once, with one ``sendto``, to ``group:port`` (RTP) and ``group:port+1`` (RTCP,
 the fan-out's sender reports) of its track, whatever the number of RTSP sessions that
 listen to it. The sessions (SETUP with ``multicast``) and the Media service's
-StartMulticastStreaming (``autostart``) are its *members*; the group leaves the fan-out when
-the last member goes and autostart is off (ONVIF Streaming: a multicast configuration stops
+StartMulticastStreaming (``autostart``) hold it; it sends while a session plays or autostart
+is on, and is dropped when the last session goes (TEARDOWN, closed) and autostart is off (ONVIF Streaming: a multicast configuration stops
 when no RTSP session uses it and its AutoStart flag is not set).
 
 Addresses: :class:`MulticastPolicy` gives each stream path a default group in the configured
@@ -133,7 +133,9 @@ class MulticastGroup:
         #: Track number -> RTP port (RTCP: +1).
         self.ports = dict(ports)
         self.ttl = ttl
+        #: RTSP sessions set up on the group, and those of them playing.
         self.members: set[Member] = set()
+        self.listeners: set[Member] = set()
         self.autostart = False
         #: Joined to its fan-out (sending).
         self.sending = False
@@ -184,6 +186,7 @@ class MulticastGroup:
         for member in list(self.members):
             member.ended(reason)
         self.members.clear()
+        self.listeners.clear()
         self._on_ended(self, reason)
 
     def close(self) -> None:

@@ -228,6 +228,11 @@ class RtspServer:
         """Viewers playing, over all streams."""
         return sum(len(f.viewers) for f in self._fanouts.values())
 
+    @property
+    def multicast_groups(self) -> list[tuple[str, str, bool]]:
+        """(stream path, group, sending) of every multicast group held now."""
+        return [(g.path, g.address, g.sending) for g in self._groups.values()]
+
     async def start(self) -> None:
         self._udp = await _UdpPorts.open(self._bind, self._rtcp_received)
         self._server = await asyncio.start_server(
@@ -408,12 +413,27 @@ class RtspServer:
         group.add_track(track.number, wanted_port or default)
         return group
 
-    def _join_group(self, group: MulticastGroup, member: _Connection, fanout: Fanout) -> None:
+    def _hold_group(self, group: MulticastGroup, member: _Connection) -> None:
+        """A session set up on ``group`` (the group lives while someone holds it)."""
         group.members.add(member)
+
+    def _play_group(self, group: MulticastGroup, member: _Connection, fanout: Fanout) -> None:
+        group.members.add(member)
+        group.listeners.add(member)
         if not group.sending:
             self._join_group_fanout(group, fanout)
 
-    def _leave_group(self, group: MulticastGroup, member: _Connection) -> None:
+    def _pause_group(self, group: MulticastGroup, member: _Connection) -> None:
+        """A session stops playing: the group stops sending when nobody else listens."""
+        group.listeners.discard(member)
+        fanout = group.fanout
+        if not group.listeners and not group.autostart and group.sending and fanout is not None:
+            group.sending, group.fanout = False, None
+            fanout.leave(group)
+
+    def _release_group(self, group: MulticastGroup, member: _Connection) -> None:
+        """A session is done with ``group`` (TEARDOWN, closed, refused SETUP)."""
+        self._pause_group(group, member)
         group.members.discard(member)
         if not group.members and not group.autostart:
             self._drop_group(group)
@@ -434,6 +454,9 @@ class RtspServer:
             task.cancel()
         if not group.members:
             self._drop_group(group)
+        elif not group.listeners and group.sending and group.fanout is not None:
+            fanout, group.fanout, group.sending = group.fanout, None, False
+            fanout.leave(group)
 
     def _group_ended(self, group: MulticastGroup, reason: str) -> None:
         group.fanout = None
@@ -737,6 +760,9 @@ class _Connection:
             log.debug("RTSP client %s: %s", self.peer, exc)
         finally:
             self._stop_playing()
+            if self.group is not None:
+                self.server._release_group(self.group, self)
+                self.group = None
             if self._aborted:
                 self.transport.abort()
             else:
@@ -917,9 +943,13 @@ class _Connection:
                     ports = {**target.ports, **self.group.ports}
                     target = MulticastTarget(self.group.address, ports, self.group.ttl)
                 group = self.server._group_for(path, track, spec, target)
-                if group is None or (self.group is not None and group is not self.group):
+                if group is None:
+                    continue
+                if self.group is not None and group is not self.group:
+                    self.server._release_group(group, self)  # one group a session
                     continue
                 self.group = group
+                self.server._hold_group(group, self)
                 port = group.ports[track.number]
                 return TransportSpec(
                     "RTP/AVP",
@@ -991,7 +1021,7 @@ class _Connection:
     def _start_playing(self, fanout: Fanout) -> None:
         if self.group is not None:
             self.playing = True
-            self.server._join_group(self.group, self, fanout)
+            self.server._play_group(self.group, self, fanout)
             return
         if self.channels:
             size = max(t.number for t in fanout.tracks) + 1
@@ -1008,7 +1038,7 @@ class _Connection:
     def _stop_playing(self) -> None:
         if self.playing and self.group is not None:
             self.playing = False
-            self.server._leave_group(self.group, self)
+            self.server._pause_group(self.group, self)
         elif self.playing and self.fanout is not None:
             self.playing = False
             self.fanout.leave(self)
@@ -1025,7 +1055,9 @@ class _Connection:
         self.session_id = None
         self.channels.clear()
         self.udp_ports.clear()
-        self.group = None
+        if self.group is not None:
+            self.server._release_group(self.group, self)
+            self.group = None
         return Response(200, "", headers)
 
     async def _do_GET_PARAMETER(self, request: Request, headers: Headers) -> Response:  # noqa: N802
