@@ -10,7 +10,9 @@ whose answers and media go out on a GET). The media path is :mod:`.live`: each s
 packetized once and written to every viewer. The protocol work is sans-IO
 (``onvif_nvr.rtsp``); this module only connects it to asyncio.
 
-Per connection: a :class:`MessageParser` reads requests; a bad request is answered with the
+Per connection: its first bytes tell RTSP from an HTTP tunnel's GET or POST (the same
+tunnels as on the HTTP port); they must come within ``request_timeout_s``. A
+:class:`MessageParser` reads requests; a bad request is answered with the
 parser's status (its CSeq echoed) and the connection goes on, unless the peer keeps sending
 junk or its headers never end (cut). A request must arrive whole within
 ``request_timeout_s`` of its first byte (slow-loris). The session (one per connection) times
