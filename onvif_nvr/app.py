@@ -41,7 +41,7 @@ from onvif_nvr.recording.search_sessions import SearchSessions
 from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed, HubFeed
 from onvif_nvr.replay.mjpeg import MjpegFeed
-from onvif_nvr.replay.multicast import MulticastPolicy
+from onvif_nvr.replay.multicast import MulticastPolicy, MulticastTarget
 from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.replay.snapshot import NoPicture, Snapshots
@@ -376,6 +376,8 @@ class NvrApp:
         )
         # Streams multicast by StartMulticastStreaming before a restart go on (AutoStart).
         self._spawn(resume_multicast(self.media_profiles, self.rtsp))
+        # RTSP multicast sessions go to the group the encoder configuration names.
+        self.rtsp.multicast_lookup = self._configured_multicast
         authenticator = Authenticator(
             self.users,
             DigestAuthority(
@@ -474,6 +476,14 @@ class NvrApp:
             ),
         )
         await self.rtsp.start()
+
+    async def _configured_multicast(self, path: str) -> MulticastTarget | None:
+        found = await self.media_profiles.stream_multicast(path)
+        if found is None:
+            return None
+        group, audio_port = found
+        audio = audio_port if audio_port is not None else group.port + 2
+        return MulticastTarget(group.address, {0: group.port, 1: audio}, group.ttl)
 
     def _live_feed(self, path: str) -> Feed | None:
         prefix, _, rest = path.lstrip("/").partition("/")

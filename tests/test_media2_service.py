@@ -27,6 +27,7 @@ from tests.mediautil import (
     with_credentials,
 )
 from tests.soaputil import SOAP12, envelope, post, username_token
+from tests.test_live import RawViewer
 from tests.test_receiver_service import fault_codes
 from tests.test_schema_validation import XS, _Recorder, _schema_closure, validated_body_child
 
@@ -105,6 +106,24 @@ needs_netns = pytest.mark.skipif(NO_NETNS is not None, reason=f"multicast: {NO_N
 @needs_netns
 def test_rtsp_multicast_plays(box: MediaBox, tr2) -> None:
     uri = tr2.GetStreamUri("RtspMulticast", box.main)
+    assert play(with_credentials(uri), "udp_multicast") == ("h264", (640, 360))
+
+
+@needs_netns
+def test_rtsp_multicast_sessions_use_the_configured_group(box: MediaBox, tr2) -> None:
+    config = tr2.GetVideoEncoderConfigurations(ConfigurationToken=f"VEC_{box.index}")[0]
+    config.Multicast.Address.IPv4Address, config.Multicast.Port = "239.255.77.1", 46000
+    tr2.SetVideoEncoderConfiguration(config)
+    uri = tr2.GetStreamUri("RtspMulticast", box.main)
+    viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
+    try:
+        assert viewer.request("DESCRIBE", uri, Accept="application/sdp").status == 200
+        setup = viewer.request("SETUP", f"{uri}/trackID=0", Transport="RTP/AVP;multicast")
+        assert setup.status == 200, setup
+        transport = setup.headers.get("Transport", "")
+        assert "destination=239.255.77.1" in transport and "port=46000-46001" in transport
+    finally:
+        viewer.close()
     assert play(with_credentials(uri), "udp_multicast") == ("h264", (640, 360))
 
 

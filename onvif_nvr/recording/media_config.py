@@ -273,6 +273,14 @@ class Profile:
             raise InvalidMulticastSettings(f"{config.token} has no multicast address")
         return config.multicast
 
+    def multicast_audio_port(self) -> int | None:
+        """The audio port on the profile's group: its audio encoder's when that one sends
+        to the same group as the video (None: the server's default, video port + 2)."""
+        source, audio = self.multicast_source(), self.configurations.get(AUDIO_ENCODER)
+        if audio is None or audio is source or audio.multicast is None:
+            return None
+        return audio_port_on(self.multicast(), audio.multicast)
+
 
 @dataclasses.dataclass(frozen=True)
 class MediaState:
@@ -343,6 +351,11 @@ def video_profile_name(video: VideoParameters) -> str:
 
 def _nal_type(codec: str, nal: bytes) -> int:
     return nal[0] & 0x1F if codec == "H264" else (nal[0] >> 1) & 0x3F
+
+
+def audio_port_on(group: Multicast, audio: Multicast | None) -> int | None:
+    """The audio encoder's port when it sends to ``group`` (one group carries a stream)."""
+    return audio.port if audio is not None and audio.address == group.address else None
 
 
 def default_multicast(index: int, slot: int) -> Multicast:

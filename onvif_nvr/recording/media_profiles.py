@@ -43,9 +43,11 @@ from onvif_nvr.recording.media_config import (
     Proposal,
     Source,
     StreamFacts,
+    audio_port_on,
     build_state,
     check_profile,
     check_proposal,
+    default_multicast,
     fixed_profiles,
 )
 from onvif_nvr.recording.supervisor import CameraRecorder
@@ -259,7 +261,7 @@ class MediaProfiles:
 
         await self._change(change)
 
-    async def autostarted(self) -> dict[str, Multicast]:
+    async def autostarted(self) -> dict[str, tuple[Multicast, int | None]]:
         """Stream path -> group of every profile whose multicast runs without RTSP, from
         what is stored (at start-up the streams are not measured yet, so this does not
         wait for their configurations)."""
@@ -271,7 +273,7 @@ class MediaProfiles:
 
         rows, settings = await self._db.run(read)
         receivers = {s.index: s.receiver.token for s in sources}
-        out: dict[str, Multicast] = {}
+        out: dict[str, tuple[Multicast, int | None]] = {}
         for _, _, _, refs in rows:
             ref = refs.get(VIDEO_ENCODER) or refs.get(AUDIO_ENCODER)
             stored = settings.get(ref or "", {}).get("multicast")
@@ -280,7 +282,17 @@ class MediaProfiles:
             receiver = receivers.get(_index_of(ref))
             if receiver is not None:
                 path = f"/live/{receiver}" + ("/jpeg" if ref.endswith("_JPEG") else "")
-                out[path] = Multicast.from_json(stored)
+                group = Multicast.from_json(stored)
+                audio_ref = refs.get(AUDIO_ENCODER) if ref == refs.get(VIDEO_ENCODER) else None
+                audio_stored = settings.get(audio_ref or "", {}).get("multicast")
+                audio = None
+                if audio_ref:
+                    audio = (
+                        Multicast.from_json(audio_stored)
+                        if audio_stored
+                        else default_multicast(_index_of(audio_ref), 1)
+                    )
+                out[path] = (group, audio_port_on(group, audio))
         return out
 
     async def stream_multicast(self, path: str) -> tuple[Multicast, int | None] | None:
@@ -300,10 +312,9 @@ class MediaProfiles:
         if video is None or video.multicast is None:
             return None
         audio = None if jpeg else state.configurations.get(f"AEC_{source.index}")
-        audio_group = audio.multicast if audio is not None else None
-        if audio_group is not None and audio_group.address == video.multicast.address:
-            return video.multicast, audio_group.port
-        return video.multicast, None
+        return video.multicast, audio_port_on(
+            video.multicast, audio.multicast if audio is not None else None
+        )
 
     def _profile_changed(self, token: str) -> None:
         if self._bus is not None:

@@ -57,7 +57,9 @@ class LiveStreams(Protocol):
     @property
     def bound_port(self) -> int: ...
 
-    def start_multicast(self, path: str, group: str, port: int, ttl: int) -> None: ...
+    def start_multicast(
+        self, path: str, group: str, port: int, ttl: int, *, audio_port: int | None = None
+    ) -> None: ...
 
     def stop_multicast(self, path: str) -> None: ...
 
@@ -65,9 +67,11 @@ class LiveStreams(Protocol):
 
 
 # -- multicast without RTSP (StartMulticastStreaming, AutoStart) ----------------------------------
-def start_group(live: LiveStreams, path: str, group: Multicast) -> None:
+def start_group(
+    live: LiveStreams, path: str, group: Multicast, audio_port: int | None = None
+) -> None:
     try:
-        live.start_multicast(path, group.address, group.port, group.ttl)
+        live.start_multicast(path, group.address, group.port, group.ttl, audio_port=audio_port)
     except LookupError as exc:
         raise ActionFailed(f"cannot stream {path} now: {exc}") from None
     except ValueError as exc:
@@ -77,7 +81,8 @@ def start_group(live: LiveStreams, path: str, group: Multicast) -> None:
 async def start_multicast_streaming(profiles: MediaProfiles, live: LiveStreams, token: str) -> None:
     """Stream the profile to its group until stopped, also after a restart (AutoStart)."""
     profile = (await profiles.state()).profile(token)
-    start_group(live, profile.stream_path(), profile.multicast())
+    path, group = profile.stream_path(), profile.multicast()
+    start_group(live, path, group, profile.multicast_audio_port())
     await profiles.set_autostart(profile.multicast_source().token, True)
 
 
@@ -104,7 +109,7 @@ async def follow_multicast(profiles: MediaProfiles, live: LiveStreams, token: st
             continue
         if source.multicast.auto_start:
             try:
-                start_group(live, path, profile.multicast())
+                start_group(live, path, profile.multicast(), profile.multicast_audio_port())
             except NvrError as exc:  # the setting is kept; the stream follows when it can
                 log.info("multicast of %s not started: %s", path, exc.message)
         else:
@@ -114,9 +119,9 @@ async def follow_multicast(profiles: MediaProfiles, live: LiveStreams, token: st
 async def resume_multicast(profiles: MediaProfiles, live: LiveStreams) -> None:
     """At start-up: every stream that multicast without RTSP before goes on doing so."""
     await profiles.state()  # also fills the profile -> stream map of /snapshot/<profile>
-    for path, group in (await profiles.autostarted()).items():
+    for path, (group, audio_port) in (await profiles.autostarted()).items():
         try:
-            start_group(live, path, group)
+            start_group(live, path, group, audio_port)
         except NvrError as exc:
             log.warning("multicast of %s not resumed: %s", path, exc.message)
 
