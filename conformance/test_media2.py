@@ -28,8 +28,7 @@ ALL = ["All"]
 NOT_APPLICABLE = {
     "MEDIA2-1-1-8": "metadata streaming: the box streams no metadata track",
     "MEDIA2-1-1-9": "Profile M: not claimed",
-    "MEDIA2-2-4-1": "video source modes: VideoSourceMode capability false (no sensor modes)",
-    "MEDIA2-2-4-2": "video source modes: VideoSourceMode capability false (no sensor modes)",
+    "MEDIA2-2-4-2": "SetVideoSourceMode: one mode per source, the camera's (capability false)",
     "MEDIA2-3-2-1": "G.711 encoder: the box describes the camera's audio; the test camera sends AAC",
     **{f"MEDIA2-3-3-{n}": "audio outputs: an NVR has none" for n in range(1, 7)},
     **{f"MEDIA2-3-4-{n}": "audio decoders (backchannel): not offered" for n in range(1, 6)},
@@ -274,6 +273,14 @@ def test_MEDIA2_2_3_5_video_encoder_configuration_options(tr2):
     assert {o.Encoding for o in options} == {"H264", "JPEG"}
     for o in options:
         assert o.ResolutionsAvailable and o.BitrateRange.Min <= o.BitrateRange.Max
+
+
+def test_MEDIA2_2_4_1_get_video_source_modes(tr2):
+    for source in {c.SourceToken for c in tr2.GetVideoSourceConfigurations()}:
+        modes = tr2.GetVideoSourceModes(source)
+        assert len(modes) == 1 and modes[0].token and modes[0].Encodings
+        assert modes[0].MaxResolution.Width > 0 and modes[0].MaxFramerate > 0
+    invalid(lambda: tr2.GetVideoSourceModes("INVALID"), "NoVideoSource")
 
 
 # -- audio ------------------------------------------------------------------------------------------

@@ -233,6 +233,16 @@ def test_configurations_and_options(box: MediaBox, tr2) -> None:
     assert instances.Total == 2
     assert sorted((c.Encoding, c.Number) for c in instances.Codec) == [("H264", 1), ("JPEG", 1)]
     assert tr2.GetOSDs() == []
+    [mode] = tr2.GetVideoSourceModes(f"VS_{i}")
+    assert (mode.MaxResolution.Width, mode.MaxResolution.Height, mode.MaxFramerate) == (
+        640,
+        360,
+        25.0,
+    )
+    assert mode.Encodings == ["H264", "JPEG"] and mode.Reboot is False
+    with pytest.raises(zeep.exceptions.Fault) as info:
+        tr2.GetVideoSourceModes("nope")
+    assert fault_codes(info) == ["InvalidArgVal", "NoVideoSource"]
     # Set: the same values are accepted; another resolution needs transcoding.
     tr2.SetVideoEncoderConfiguration(config)
     config.Resolution.Width = 1280
@@ -301,6 +311,7 @@ def test_answers_validate_against_the_schema(box: MediaBox, schema: etree.XMLSch
         ),
         ("GetSnapshotUri", f"<tr2:ProfileToken>{p}</tr2:ProfileToken>"),
         ("GetOSDs", ""),
+        ("GetVideoSourceModes", f"<tr2:VideoSourceToken>VS_{i}</tr2:VideoSourceToken>"),
     ]
     url = box.nvr.base + MEDIA2.path
     for operation, body in requests_:

@@ -323,6 +323,7 @@ def test_answers_validate_against_the_schema(box: MediaBox, schema: etree.XMLSch
         ("GetStreamUri", setup_xml + f"<trt:ProfileToken>{p}</trt:ProfileToken>"),
         ("GetSnapshotUri", f"<trt:ProfileToken>{p}</trt:ProfileToken>"),
         ("GetOSDs", ""),
+        ("GetVideoSourceModes", f"<trt:VideoSourceToken>VS_{i}</trt:VideoSourceToken>"),
     ]
     url = box.nvr.base + MEDIA.path
     for operation, body in requests_:

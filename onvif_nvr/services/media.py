@@ -31,6 +31,7 @@ from onvif_nvr.recording.media_config import (
     InvalidStreamSetup,
     MediaState,
     Multicast,
+    NoSource,
     Profile,
     Proposal,
     Source,
@@ -216,6 +217,36 @@ def video_source_value(source: Source) -> dict[str, Any]:
 def audio_source_value(source: Source) -> dict[str, Any]:
     audio = source.facts.audio
     return {"token": f"AS_{source.index}", "Channels": audio.channels if audio else 1}
+
+
+def video_source_modes(state: MediaState, token: str, ver10: bool) -> list[dict[str, Any]]:
+    """The one mode of a video source: the stream as the camera sends it."""
+    try:
+        source = state.source(token)
+    except NoSource:
+        raise InvalidArgument(f"no video source {token!r}", "NoVideoSource") from None
+    if token != f"VS_{source.index}":
+        raise InvalidArgument(f"no video source {token!r}", "NoVideoSource")
+    video = source.facts.video
+    encoders = [
+        c
+        for c in state.of_kind(VIDEO_ENCODER)
+        if c.receiver == source.receiver.token and (visible(c) or not ver10)
+    ]
+    return [
+        {
+            "token": f"VSM_{source.index}",
+            "Enabled": True,
+            "MaxFramerate": float(source.facts.frame_rate or 0.0),
+            "MaxResolution": {
+                "Width": video.width if video else 0,
+                "Height": video.height if video else 0,
+            },
+            "Encodings": [c.encoding for c in encoders],
+            "Reboot": False,
+            "Description": "the stream as the camera sends it",
+        }
+    ]
 
 
 def video_source_options(state: MediaState, sources: list[Source]) -> dict[str, Any]:
@@ -644,6 +675,10 @@ class MediaService:
     async def get_osds(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         return {"OSDs": []}
 
+    async def get_video_source_modes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        return {"VideoSourceModes": video_source_modes(state, req.VideoSourceToken, ver10=True)}
+
     def handlers(self) -> dict[str, Handler]:
         handlers: dict[str, Handler] = {
             "GetServiceCapabilities": self.get_service_capabilities,
@@ -665,6 +700,7 @@ class MediaService:
             "StopMulticastStreaming": self.stop_multicast,
             "SetSynchronizationPoint": self.set_synchronization_point,
             "GetOSDs": self.get_osds,
+            "GetVideoSourceModes": self.get_video_source_modes,
         }
         for kind in (VIDEO_SOURCE, AUDIO_SOURCE, VIDEO_ENCODER, AUDIO_ENCODER, METADATA):
             name = f"{kind}Configuration"

@@ -44,6 +44,7 @@ from onvif_nvr.services.media import (
     stop_multicast_streaming,
     tunnel_uri,
     video_source_configuration_value,
+    video_source_modes,
     video_source_options,
 )
 from onvif_nvr.soap.dispatch import CallContext, Handler
@@ -371,6 +372,10 @@ class Media2Service:
             raise InvalidArgument(f"no OSD {req.OSDToken!r}", "NoConfig")
         return {"OSDs": []}
 
+    async def get_video_source_modes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        return {"VideoSourceModes": video_source_modes(state, req.VideoSourceToken, ver10=False)}
+
     def handlers(self) -> dict[str, Handler]:
         handlers: dict[str, Handler] = {
             "GetServiceCapabilities": self.get_service_capabilities,
@@ -391,6 +396,7 @@ class Media2Service:
             "StopMulticastStreaming": self.stop_multicast,
             "SetSynchronizationPoint": self.set_synchronization_point,
             "GetOSDs": self.get_osds,
+            "GetVideoSourceModes": self.get_video_source_modes,
         }
         for kind in KINDS:
             handlers[f"Get{kind}Configurations"] = self._list(kind)
