@@ -11,6 +11,7 @@ import pytest
 
 from onvif_nvr.clock import SystemClock
 from onvif_nvr.db.engine import Database
+from onvif_nvr.errors import InvalidArgument
 from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.topics import onvif_catalog
 from onvif_nvr.media.units import AccessUnit, TimedUnit, VideoParameters
@@ -80,6 +81,8 @@ async def test_created_profiles_and_settings_survive_a_restart(
         await profiles.set_configuration(
             VIDEO_SOURCE, f"VSC_{i}", Proposal(bounds=(0, 0, 320, 240))
         )
+    with pytest.raises(InvalidArgument):  # tt:Name is at most 64 characters
+        await profiles.create_profile("x" * 65)
     again = MediaProfiles(db, recording, dict)
     state = await again.state()
     kept = state.profile(made.token)

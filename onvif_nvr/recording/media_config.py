@@ -512,9 +512,20 @@ def check_profile(state: MediaState, refs: Mapping[str, str]) -> None:
             raise ConfigurationConflict(f"a {kind} configuration needs a {needed} configuration")
 
 
+#: tt:Name and tt:ReferenceToken are at most 64 characters (the schema's restriction,
+#: which the request parser does not enforce).
+MAX_NAME = 64
+
+
+def check_name(value: str | None, what: str = "Name") -> None:
+    if value is not None and len(value) > MAX_NAME:
+        raise InvalidArgument(f"{what} is longer than {MAX_NAME} characters")
+
+
 def check_proposal(current: Configuration, proposal: Proposal) -> None:
     """ConfigModify naming the first thing the box cannot do without transcoding."""
     c, p = current, proposal
+    check_name(p.name)
     what = f"{c.token} describes the stream as it comes from the camera"
     if p.source_token is not None and p.source_token != c.source_token:
         raise ConfigModify(f"{c.token} belongs to source {c.source_token}")

@@ -45,6 +45,7 @@ from onvif_nvr.recording.media_config import (
     StreamFacts,
     audio_port_on,
     build_state,
+    check_name,
     check_profile,
     check_proposal,
     default_multicast,
@@ -146,6 +147,8 @@ class MediaProfiles:
         self, name: str, token: str | None = None, refs: Mapping[str, str] | None = None
     ) -> Profile:
         refs = dict(refs or {})
+        check_name(name)
+        check_name(token, "Token")
 
         def change(session: Session, state: MediaState) -> str:
             if len(state.profiles) >= MAX_PROFILES:
@@ -184,6 +187,7 @@ class MediaProfiles:
     ) -> Profile:
         """Put each ``kind -> configuration token`` into the profile (replacing one of the
         same kind) and rename it when ``name`` is given."""
+        check_name(name)
 
         def change(session: Session, state: MediaState) -> None:
             state.profile(token)
