@@ -163,7 +163,7 @@ class StreamFacts:
         audio_meter = recorder.hub.meters.get(1)
         rate = info.video.frame_rate if info.video is not None else None
         if not rate and video_meter is not None and video_meter.rate:
-            rate = round(video_meter.rate, 2)
+            rate = _steady(video_meter.rate)
         return cls(
             video=info.video,
             audio=info.audio,
@@ -172,6 +172,14 @@ class StreamFacts:
             gov_length=video_meter.gov_length if video_meter else None,
             audio_bitrate_kbps=_kbps(audio_meter.bitrate_bps if audio_meter else None),
         )
+
+
+def _steady(rate: float) -> float:
+    """A measured frame rate as the configurations report it: the nearest whole rate when
+    it is that within measuring noise (29.97 -> 30), else to a tenth, so that reads a few
+    seconds apart agree."""
+    whole = round(rate)
+    return float(whole) if abs(rate - whole) < 0.15 else round(rate, 1)
 
 
 def _kbps(bps: int | None) -> int | None:
