@@ -1,12 +1,15 @@
 """The replay reader on real footage: the project's segment writer fed with an H.264 clip and
 AAC encoded by PyAV (tests/mediagen.py), recorded into one recording as two sections with a
-gap (five segment files), read back through the index."""
+gap (five segment files), read back through the index; and what a running box recorded from
+a GStreamer camera (tests/gstcam.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from onvif_nvr.recording.index import SegmentIndex
 from onvif_nvr.recording.retention import delete_segments
 from onvif_nvr.recording.writer import SegmentWriter
 from onvif_nvr.replay.reader import (
+    MAX_CONTIGUOUS_NS,
     EndReason,
     Gap,
     PlayRequest,
@@ -32,7 +36,13 @@ from onvif_nvr.replay.reader import (
 )
 from onvif_nvr.rtsp.bits import split_annexb
 from onvif_nvr.system.secrets import Sealer
+from tests import gstcam
+from tests.conftest import ADMIN_PASSWORD
 from tests.mediagen import aac_frames, access_units, h264_annexb, h265_annexb
+from tests.nvrproc import NvrProcess
+from tests.test_receiver_service import config as receiver_config
+from tests.test_receiver_service import receiver_client, wait_for
+from tests.test_recording_control_service import job_config, recording_client, recording_config
 
 T0 = 1_800_000_000 * 10**9
 S = 10**9
@@ -556,3 +566,82 @@ async def test_every_statement_reads_by_an_index(footage):
             ]
             for step in plan:
                 assert not step.startswith(("SCAN segments", "SCAN fragments")), (statement, plan)
+
+
+# -- footage a running box recorded from a GStreamer camera ---------------------------------------
+def fragments_of(data: Path, token: str) -> list[tuple[int, int, bool, int]]:
+    """(segment id, start_wall_ns, first_is_sync, sample_count) of the recording's rows."""
+    with sqlite3.connect(data / "nvr.sqlite3") as conn:
+        return conn.execute(
+            "SELECT f.segment_id, f.start_wall_ns, f.first_is_sync, f.sample_count "
+            "FROM fragments f JOIN segments s ON s.id = f.segment_id JOIN recordings r "
+            "ON r.id = s.recording_id WHERE r.token = ? ORDER BY s.start_wall_ns, f.seq",
+            (token,),
+        ).fetchall()
+
+
+@pytest.fixture(scope="module")
+def camera_footage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A box that recorded a GStreamer camera (H.264 + AAC, RTCP-mapped wall times) into one
+    recording, with a gap (the job Idle for a while); stopped before it is read."""
+    gstcam.require()
+    data = tmp_path_factory.mktemp("replay-camera") / "data"
+    camera = ("--codec", "h264", "--size", "320x240", "--fps", "25", "--gop", "25", "--audio")
+    with gstcam.camera(*camera) as url:
+        box = NvrProcess(data, ADMIN_PASSWORD, extra_env={"ONVIF_NVR_STORAGE_SEGMENT_S": "2"})
+        box.start()
+        try:
+            receiver = receiver_client(box).CreateReceiver(receiver_config(url)).Token
+            trc = recording_client(box)
+            token = trc.CreateRecording(recording_config("replayed"))
+            job = trc.CreateRecordingJob(job_config(token, receiver)).JobToken
+            wait_for(lambda: len(fragments_of(data, token)) >= 4)
+            trc.SetRecordingJobMode(job, "Idle")
+            time.sleep(1.5)  # the gap: wall time has to pass for it
+            trc.SetRecordingJobMode(job, "Active")
+            count = len(fragments_of(data, token))
+            wait_for(lambda: len(fragments_of(data, token)) >= count + 4)
+        finally:
+            box.stop()
+        assert not box.blocking_calls(), box.blocking_calls()
+    yield data, token
+
+
+async def test_camera_footage_reads_back_as_indexed(camera_footage):
+    data, token = camera_footage
+    rows = fragments_of(data, token)
+    db = Database(f"sqlite:///{data / 'nvr.sqlite3'}")
+    try:
+        r = ReplayReader(db, SystemClock())
+        media = await r.recording(token)
+        assert media.video is not None and (media.video.width, media.video.height) == (320, 240)
+        assert media.audio is not None and media.audio.codec == "AAC"
+        playback = r.play(media, PlayRequest(rows[0][1] - S, end_ns=rows[-1][1] + 10 * S))
+        items = [item async for item in playback]
+        assert playback.end_reason is EndReason.FOOTAGE_END
+        video = units(items, 0)
+        # Every fragment's first picture at its row's time; all pictures of the index read.
+        row_times = {(sid, start) for sid, start, _, _ in rows}
+        assert {(u.segment_id, u.timed.wall_ns) for u in video} >= row_times
+        assert len(video) == sum(count for *_, count in rows)
+        assert video[0].clean_point and video[0].timed.wall_ns == rows[0][1]
+        gaps = [i for i in items if isinstance(i, Gap)]
+        assert len(gaps) >= 1 and all(g.resume_ns - g.end_ns > MAX_CONTIGUOUS_NS for g in gaps)
+        video_walls = [u.timed.wall_ns for u in video]
+        assert video_walls == sorted(video_walls)  # pictures go forward
+        audio = units(items, 1)
+        assert len(audio) > 50
+        for a, b in zip(audio, audio[1:], strict=False):
+            # Audio goes forward within a segment; the writer relates the audio clock to the
+            # video's anew for each segment (through one unit's arrival-based wall time), so
+            # at a segment boundary it may step back by up to about a frame.
+            limit = 0 if a.segment_id == b.segment_id else -25 * MS
+            assert b.timed.wall_ns - a.timed.wall_ns >= limit, (a, b)
+        assert sorted(u.timed.track for u in units(items) if u.terminal) == [0, 1]
+        # Backward: GOPs in reverse order, down to the first keyframe recorded.
+        back = [u async for u in r.play(media, PlayRequest(rows[-1][1] + 10 * S, reverse=True))
+                if isinstance(u, ReplayUnit) and u.discontinuity]  # fmt: skip
+        keyframes = sorted(u.timed.wall_ns for u in video if u.clean_point)
+        assert [u.timed.wall_ns for u in back] == keyframes[::-1]
+    finally:
+        db.close()
