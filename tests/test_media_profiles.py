@@ -107,6 +107,10 @@ def test_rate_meter_measures_frames_bits_and_keyframe_interval() -> None:
     assert meter.rate == pytest.approx(25, abs=0.5)
     assert meter.bitrate_bps == pytest.approx(25 * 5000 * 8, rel=0.05)
     assert meter.gov_length == 10
+    for n in range(125, 125 + 25 * 4):  # 4 s of frames twice as big: the peak follows
+        meter.add(_unit(n * 3600, 10000, n % 10 == 0))
+    assert meter.peak_bitrate_bps == pytest.approx(25 * 10000 * 8, rel=0.05)
+    assert meter.bitrate_bps == meter.peak_bitrate_bps
 
 
 def test_codec_profile_from_the_sps() -> None:

@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 GOP_CACHE_UNITS = 600
 #: Length of one rate measurement window, in media time.
 RATE_WINDOW_90K = 2 * 90_000
+#: The peak bit rate is taken over this many windows.
+PEAK_WINDOWS = 5
 
 
 class RateMeter:
@@ -29,7 +31,17 @@ class RateMeter:
     over windows of media time (what the Media service reports as the stream's encoder
     settings: the box does not encode, so it measures)."""
 
-    __slots__ = ("_bytes", "_since_key", "_start", "_units", "bitrate_bps", "gov_length", "rate")
+    __slots__ = (
+        "_bytes",
+        "_recent",
+        "_since_key",
+        "_start",
+        "_units",
+        "bitrate_bps",
+        "gov_length",
+        "peak_bitrate_bps",
+        "rate",
+    )
 
     def __init__(self) -> None:
         self._start: int | None = None
@@ -39,6 +51,9 @@ class RateMeter:
         #: Units per second and bits per second of the last complete window (None before).
         self.rate: float | None = None
         self.bitrate_bps: int | None = None
+        #: The highest window bit rate of the last few (what a bit-rate limit must allow).
+        self.peak_bitrate_bps: int | None = None
+        self._recent: collections.deque[int] = collections.deque(maxlen=PEAK_WINDOWS)
         #: Units from one keyframe to the next, as last seen.
         self.gov_length: int | None = None
 
@@ -51,6 +66,8 @@ class RateMeter:
             seconds = (dts - start) / 90_000
             self.rate = self._units / seconds
             self.bitrate_bps = int(self._bytes * 8 / seconds)
+            self._recent.append(self.bitrate_bps)
+            self.peak_bitrate_bps = max(self._recent)
             self._start, self._units, self._bytes = dts, 0, 0
         self._units += 1
         self._bytes += unit.unit.size

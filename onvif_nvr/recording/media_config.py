@@ -168,9 +168,9 @@ class StreamFacts:
             video=info.video,
             audio=info.audio,
             frame_rate=rate or None,
-            bitrate_kbps=_kbps(video_meter.bitrate_bps if video_meter else None),
+            bitrate_kbps=_kbps(video_meter.peak_bitrate_bps if video_meter else None),
             gov_length=video_meter.gov_length if video_meter else None,
-            audio_bitrate_kbps=_kbps(audio_meter.bitrate_bps if audio_meter else None),
+            audio_bitrate_kbps=_kbps(audio_meter.peak_bitrate_bps if audio_meter else None),
         )
 
 
