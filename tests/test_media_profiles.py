@@ -46,9 +46,19 @@ def control(db: Database, tmp_path: Path) -> RecordingControl:
     return RecordingControl(db, Sealer(load_or_create_key(tmp_path / "secret.key")), SystemClock())
 
 
+def media_bus() -> EventBus:
+    bus = EventBus(onvif_catalog(), SystemClock())
+    for description in MEDIA_TOPICS:
+        bus.catalog.add(description)
+    return bus
+
+
 async def test_fixed_profiles_follow_the_receivers(db: Database, tmp_path: Path) -> None:
     recording = control(db, tmp_path)
-    profiles = MediaProfiles(db, recording, dict)
+    bus = media_bus()
+    announced: list[str] = []
+    bus.listen(lambda message: announced.append(message.source[0].value))
+    profiles = MediaProfiles(db, recording, dict, bus)
     assert (await profiles.state()).profiles == ()
     receiver = await recording.create_receiver(CONFIG)
     state = await profiles.state()
@@ -58,16 +68,15 @@ async def test_fixed_profiles_follow_the_receivers(db: Database, tmp_path: Path)
     assert list(state.profile(f"PROFILE_{i}").configurations) == [VIDEO_SOURCE]
     await recording.delete_receiver(receiver.token)
     assert (await profiles.state()).profiles == ()
+    # ProfileChanged when they came and when they went.
+    assert announced == [f"PROFILE_{i}", f"PROFILE_{i}_JPEG"] * 2
 
 
 async def test_created_profiles_and_settings_survive_a_restart(
     db: Database, tmp_path: Path
 ) -> None:
     recording = control(db, tmp_path)
-    bus = EventBus(onvif_catalog(), SystemClock())
-    for description in MEDIA_TOPICS:
-        bus.catalog.add(description)
-    profiles = MediaProfiles(db, recording, dict, bus)
+    profiles = MediaProfiles(db, recording, dict, media_bus())
     receiver = await recording.create_receiver(CONFIG)
     i = receiver.id
     made = await profiles.create_profile("mine", refs={VIDEO_SOURCE: f"VSC_{i}"})

@@ -108,8 +108,19 @@ class MediaProfiles:
 
     async def state(self) -> MediaState:
         sources = await self.sources()
-        self._last = await self._db.run(self._read, sources)
-        return self._last
+        return self._remember(await self._db.run(self._read, sources))
+
+    def _remember(self, state: MediaState) -> MediaState:
+        """Keep ``state`` as the last one read; a receiver's fixed profiles that came or
+        went since the one before are announced (ProfileChanged; created and deleted
+        profiles are announced by their operations)."""
+        if self._last is not None:
+            before = {p.token for p in self._last.profiles if p.fixed}
+            after = {p.token for p in state.profiles if p.fixed}
+            for token in sorted(before ^ after):
+                self._profile_changed(token)
+        self._last = state
+        return state
 
     def receiver_of(self, profile_token: str) -> str | None:
         """The receiver token of a profile's stream (as last read), for the live and
@@ -139,7 +150,7 @@ class MediaProfiles:
             return build_state(sources, rows, settings), result
 
         state, result = await self._db.run(job)
-        self._last = state
+        self._remember(state)
         return state, result
 
     # -- profiles --------------------------------------------------------------------------
