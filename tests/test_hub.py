@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from onvif_nvr.media.units import AccessUnit, TimedUnit
-from onvif_nvr.recording.hub import Hub
+from onvif_nvr.recording.hub import GOP_CACHE_UNITS, Hub
 
 
 def unit(i: int, key: bool = False, track: int = 0) -> TimedUnit:
@@ -53,6 +53,26 @@ async def test_late_joiner_starts_at_the_last_keyframe():
     fresh = hub.subscribe("fresh", from_keyframe=False)
     hub.publish(unit(21))
     assert (await fresh.get()).dts_90k == 21 * 3000
+
+
+async def test_a_gop_longer_than_the_cache_is_not_cached_so_joiners_wait_for_a_keyframe():
+    hub = Hub("cam")
+    hub.publish(unit(0, key=True))
+    for i in range(1, GOP_CACHE_UNITS + 5):
+        hub.publish(unit(i))
+    # Starting at unit 5 of the GOP would hand the joiner pictures it cannot decode.
+    late = hub.subscribe("late", lossy=True, maxsize=10_000)
+    next_key = GOP_CACHE_UNITS + 5
+    hub.publish(unit(next_key, key=True))
+    first = await late.get()
+    assert first.unit.keyframe and first.dts_90k == next_key * 3000
+    # The next GOP (short) is cached again.
+    hub.publish(unit(next_key + 1))
+    again = hub.subscribe("again")
+    assert [(await again.get()).dts_90k for _ in range(2)] == [
+        next_key * 3000,
+        (next_key + 1) * 3000,
+    ]
 
 
 async def test_waiting_consumer_wakes_up():

@@ -18,7 +18,9 @@ from onvif_nvr.media.units import TimedUnit
 
 log = logging.getLogger(__name__)
 
-#: Cap of the late-joiner cache (units of the current GOP).
+#: Cap of the late-joiner cache (units of the current GOP). A GOP longer than this is not
+#: cached at all (late joiners wait for the next keyframe): a cache that dropped its oldest
+#: units would start them without the keyframe, on pictures they cannot decode.
 GOP_CACHE_UNITS = 600
 #: Length of one rate measurement window, in media time.
 RATE_WINDOW_90K = 2 * 90_000
@@ -177,7 +179,7 @@ class Hub:
     def __init__(self, name: str) -> None:
         self.name = name
         self._subscriptions: list[Subscription] = []
-        self._gop: collections.deque[TimedUnit] = collections.deque(maxlen=GOP_CACHE_UNITS)
+        self._gop: list[TimedUnit] = []
         self.published = 0
         self.ended = False
         #: Measured rates by track (0 = video, 1 = audio).
@@ -193,10 +195,15 @@ class Hub:
         if meter is None:
             meter = self.meters[unit.track] = RateMeter()
         meter.add(unit)
+        gop = self._gop
         if unit.track == 0 and unit.unit.keyframe:
-            self._gop.clear()
-        if self._gop or (unit.track == 0 and unit.unit.keyframe):
-            self._gop.append(unit)
+            gop.clear()
+            gop.append(unit)
+        elif gop:
+            if len(gop) < GOP_CACHE_UNITS:
+                gop.append(unit)
+            else:
+                gop.clear()
         for subscription in list(self._subscriptions):
             subscription._push(unit)
 
