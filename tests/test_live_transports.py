@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onvif_nvr.clock import SystemClock
 from onvif_nvr.config import ConfigError, load_settings
@@ -516,6 +518,9 @@ def test_tunnel_base64_stream() -> None:
     text = b"".join(parts)  # two encodings, padding in the middle, line breaks
     decoded = b"".join(stream.feed(text[i : i + 3]) for i in range(0, len(text), 3))
     assert decoded == b"OPTIONS* RTSP/1.0\r\n\r\n"
+    # Cut between the two padding characters, after whole groups.
+    cut = Base64Stream()
+    assert cut.feed(b"QUJDQQ=") + cut.feed(b"=") == b"ABCA"
     with pytest.raises(ValueError, match="tunnel POST body is not base64"):
         Base64Stream().feed(b"QUJD*")
     with pytest.raises(ValueError, match="tunnel POST body is not base64"):
@@ -537,3 +542,25 @@ def test_rtsp_settings() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             load_settings(environ={f"ONVIF_NVR_RTSP_{key}": value})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.binary(min_size=1, max_size=60), min_size=1, max_size=6),
+    st.lists(st.integers(min_value=1, max_value=9), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_tunnel_base64_stream_any_cut(
+    messages: list[bytes], cuts: list[int], line_breaks: bool
+) -> None:
+    """Messages encoded one by one (with or without line breaks), cut anywhere, decode to
+    the same bytes."""
+    encode = base64.encodebytes if line_breaks else base64.b64encode
+    text = b"".join(encode(m) for m in messages)
+    stream, out, at = Base64Stream(), b"", 0
+    for size in cuts * (len(text) // sum(cuts) + 1):
+        out += stream.feed(text[at : at + size])
+        at += size
+        if at >= len(text):
+            break
+    assert out == b"".join(messages)

@@ -65,9 +65,14 @@ class Base64Stream:
         out = []
         while len(text) >= 4:
             pad = text.find(b"=")
-            end = len(text) - len(text) % 4 if pad < 0 else (pad // 4 + 1) * 4
-            if end > len(text):
-                break  # a padded group not complete yet
+            if pad < 0:
+                end = len(text) - len(text) % 4
+            else:
+                end = (pad // 4 + 1) * 4
+                if end > len(text):  # the padded group is not complete yet
+                    end = pad // 4 * 4
+                    if not end:
+                        break
             try:
                 out.append(base64.b64decode(text[:end], validate=True))
             except binascii.Error:
