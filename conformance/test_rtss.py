@@ -20,12 +20,12 @@ Cases not here, and why:
   5-1-1-6, 5-2-1/2): the box re-serves the camera's audio as it is and the test camera sends
   AAC; G.711 packetization is unit-tested (tests/test_rtp.py), G.726 is not served.
 * Media service configuration cases (RTSS-1-1-24/26/46/48 resolutions, 1-1-27-30/49-52,
-  1-2-12/23 guaranteed encoder instances, 1-2-19/20 and 2-2-9/10 multicast port/address of an
-  encoder configuration, 3-2-22/23 different audio/video groups, 5-1-* Start/Stop
-  MulticastStreaming of JPEG and audio-only profiles): they drive Media operations; the RTSP
-  side they rely on (StartMulticastStreaming without a session, groups per track) is in
-  tests/test_live_transports.py. A configured group reaches multicast SETUP through
-  ``RtspServer.multicast_lookup``, which the Media service wires.
+  1-2-12/23 guaranteed encoder instances, 5-1-* Start/Stop MulticastStreaming of JPEG and
+  audio-only profiles): they drive Media operations (conformance/test_media*.py); the RTSP
+  side they rely on (StartMulticastStreaming without a session) is in
+  tests/test_live_transports.py.
+* RTSS-2-2-10 and 3-2-23 (audio in another group than the video): a stream has one group,
+  with a port per track; 3-2-22 (different ports) is what 2-2-9 checks.
 * RTSS-1-1-53 (JPEG RTP header extension): only needed above 2040 pixels; not sent.
 * H.265 (MEDIA2_RTSS-1-1-8-11): needs an H.265 camera box; the same code serves it
   (tests/test_h265.py covers the packetizer).
@@ -467,3 +467,71 @@ def test_RTSS_1_2_21_multicast_address_and_port_in_setup(box):
         viewer.close()
         rtp.close()
         rtcp.close()
+
+
+# -- multicast settings of the encoder configurations (Media service + RTSP) ---------------------
+
+
+def _set_multicast(trt, kind: str, token: str, address: str, port: int) -> None:
+    get, set_ = f"Get{kind}EncoderConfiguration", f"Set{kind}EncoderConfiguration"
+    config = getattr(trt, get)(token)
+    config.Multicast.Address.Type = "IPv4"
+    config.Multicast.Address.IPv4Address = address
+    config.Multicast.Port = port
+    config.Multicast.TTL = 1
+    getattr(trt, set_)(Configuration=config, ForcePersistence=True)
+
+
+def _multicast_setup(box: Box, track: int) -> tuple[str | None, tuple[int, ...] | None]:
+    """SETUP of ``track`` with a plain multicast Transport and PLAY: where the box says it
+    goes, once its RTP packets arrived there."""
+    url = box.url(user="")
+    viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
+    try:
+        reply = viewer.request("SETUP", f"{url}/trackID={track}", Transport="RTP/AVP;multicast")
+        assert reply.status == 200
+        (transport,) = parse_transport(reply.headers.get("Transport", ""))
+        assert transport.destination is not None and transport.port is not None
+        listener = _listener(transport.destination, transport.port[0])
+        try:
+            session = reply.headers.get("Session", "").split(";")[0]
+            assert viewer.request("PLAY", url, Session=session).status == 200
+            listener.setblocking(True)
+            listener.settimeout(5)
+            packets = [listener.recv(65536) for _ in range(5)]
+            assert {struct.unpack_from("!I", p, 8)[0] for p in packets} == {transport.ssrc}
+        finally:
+            listener.close()
+        return transport.destination, transport.port
+    finally:
+        viewer.close()
+
+
+@needs_netns
+@pytest.mark.parametrize(
+    "case,kind,address,port",
+    [
+        ("RTSS-1-2-19", "Video", "239.192.50.1", 52000),
+        ("RTSS-1-2-20", "Video", "239.192.51.7", 52000),
+        ("RTSS-2-2-9", "Audio", "239.192.51.7", 52010),
+    ],
+)
+def test_RTSS_1_2_19_20_and_2_2_9_encoder_multicast_settings(box, case, kind, address, port):
+    """The group and port set in an encoder configuration are where a multicast SETUP of
+    that stream's track goes (the video's group carries the audio when they share it)."""
+    trt = media_client(box.nvr)
+    profile = next(
+        p
+        for p in trt.GetProfiles()
+        if p.VideoEncoderConfiguration is not None
+        and p.VideoEncoderConfiguration.Encoding == "H264"
+        and p.AudioEncoderConfiguration is not None
+    )
+    video, audio = profile.VideoEncoderConfiguration, profile.AudioEncoderConfiguration
+    if kind == "Video":
+        _set_multicast(trt, "Video", video.token, address, port)
+        assert _multicast_setup(box, 0) == (address, (port, port + 1))
+    else:
+        _set_multicast(trt, "Video", video.token, address, 52000)
+        _set_multicast(trt, "Audio", audio.token, address, port)
+        assert _multicast_setup(box, 1) == (address, (port, port + 1))
