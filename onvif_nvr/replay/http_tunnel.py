@@ -24,12 +24,14 @@ import binascii
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "application/x-rtsp-tunnelled"
 READ_CHUNK = 64 * 1024
+#: Largest HTTP request head of a tunnel on the RTSP port.
+MAX_HTTP_HEAD = 16 * 1024
 #: Tunnels open at once (each holds two sockets and an RTSP connection), and from one
 #: address (a GET needs no credentials: the RTSP Digest comes inside the tunnel).
 MAX_TUNNELS = 256
@@ -265,6 +267,55 @@ class Tunnels:
                 del self._open[cookie]
             tunnel.close()
             transport.close()
+
+    async def serve_http(
+        self,
+        first: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        timeout_s: float,
+    ) -> None:
+        """A tunnel's GET or POST on a socket read with a stream reader (the RTSP port's):
+        ``first`` is what was read, the rest of the head must come within ``timeout_s``."""
+        data, answer = first, b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) <= MAX_HTTP_HEAD:
+                more = await asyncio.wait_for(reader.read(READ_CHUNK), timeout_s)
+                if not more:
+                    return
+                data += more
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if not sep or len(head) > MAX_HTTP_HEAD:
+                answer = http_error(431, "request head too large")
+                return
+            try:
+                method, fields = parse_http_head(head)
+            except ValueError as exc:
+                answer = http_error(400, str(exc))
+                return
+            cookie = fields.get("x-sessioncookie")
+            peer = writer.get_extra_info("peername")
+            host = str(peer[0]) if peer else ""
+            post = method == "POST"
+            refused = self.refuse_post(cookie) if post else self.refuse_get(cookie, host)
+            if refused is not None:
+                answer = http_error(*refused)
+                return
+            assert cookie is not None
+            transport = cast(asyncio.Transport, writer.transport)
+            if not post:
+                await self.serve_get(cookie, transport)
+            else:
+                try:
+                    await self.serve_post_stream(cookie, reader, transport, body)
+                except ValueError as exc:
+                    answer = http_error(400, str(exc))
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            log.debug("RTSP tunnel on the RTSP port: %s", exc)
+        finally:
+            if answer and not writer.transport.is_closing():
+                writer.write(answer)
+            writer.close()
 
     async def serve_post_stream(
         self, cookie: str, reader: _Reader, transport: asyncio.Transport, body: bytes

@@ -17,19 +17,26 @@ local network control block 224.0.0.0/24); its ``ttl`` is capped at ``max_ttl``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import ipaddress
 import logging
 import socket
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from onvif_nvr.clock import Clock
+from onvif_nvr.rtsp.headers import TransportSpec
+
 if TYPE_CHECKING:
-    from onvif_nvr.replay.live import Fanout
+    from onvif_nvr.replay.live import Fanout, Feed
 
 log = logging.getLogger(__name__)
+
+#: How often an autostarted group looks for its stream again after it ended.
+AUTOSTART_RETRY_S = 1.0
 
 _LOCAL_CONTROL = ipaddress.IPv4Network("224.0.0.0/24")
 _MULTICAST = ipaddress.IPv4Network("224.0.0.0/4")
@@ -213,3 +220,213 @@ def _open_socket(bind: str, interface: str, ttl: int) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+#: The configured group of a stream path (the Media service's encoder configuration),
+#: None: the default of the path.
+MulticastLookup = Callable[[str], Awaitable[MulticastTarget | None]]
+
+
+class Streams(Protocol):
+    """What the groups need of the RTSP server."""
+
+    def feed_for(self, uri: str) -> tuple[str, Feed, str] | None: ...
+
+    def fanout(self, feed: Feed) -> Fanout: ...
+
+
+class MulticastGroups:
+    """The multicast groups of one server, by (stream path, group address).
+
+    RTSP sessions hold the group they were set up on and play it; StartMulticastStreaming
+    autostarts one group per stream. A group sends while a holder plays or it is
+    autostarted, and is dropped (its socket closed) when the last holder goes without
+    autostart.
+    """
+
+    def __init__(self, policy: MulticastPolicy, bind: str, clock: Clock, streams: Streams) -> None:
+        self.policy = policy
+        self._bind = bind
+        self._clock = clock
+        self._streams = streams
+        self._groups: dict[tuple[str, str], MulticastGroup] = {}
+        self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
+        #: Set by the composition root (see :meth:`target`).
+        self.lookup: MulticastLookup | None = None
+
+    @property
+    def listing(self) -> list[tuple[str, str, bool]]:
+        """(stream path, group, sending) of every group."""
+        return [(g.path, g.address, g.sending) for g in self._groups.values()]
+
+    async def target(self, path: str) -> MulticastTarget:
+        """Where multicast viewers of ``path`` that ask for no destination go: the running
+        group of the stream (the autostarted one first), else the configured one
+        (:attr:`lookup`), else the default group of the path."""
+        running = [g for (p, _), g in self._groups.items() if p == path]
+        if running:
+            group = next((g for g in running if g.autostart), running[0])
+            return MulticastTarget(group.address, dict(group.ports), group.ttl)
+        if self.lookup is not None:
+            configured = await self.lookup(path)
+            if configured is not None and is_group(configured.address):
+                ttl = self.policy.cap_ttl(configured.ttl)
+                return MulticastTarget(configured.address, dict(configured.ports), ttl)
+        taken = {address for (p, address) in self._groups if p != path}
+        return self.policy.default_target(path, taken.__contains__)
+
+    def start(
+        self, path: str, group: str, port: int, ttl: int, *, audio_port: int | None = None
+    ) -> None:
+        """Autostart ``group`` for the stream at ``path`` (see RtspServer.start_multicast)."""
+        found = self._streams.feed_for(path)
+        if found is None or found[2]:
+            raise LookupError(f"no live stream at {path!r}")
+        stream_path = found[0]
+        if not is_group(group):
+            raise ValueError(f"{group!r} is not an IPv4 multicast group")
+        audio_port = port + 2 if audio_port is None else audio_port
+        if not (0 < port < 65535 and 0 < audio_port < 65535):
+            raise ValueError(f"multicast port {port}/{audio_port} out of range")
+        current = self._groups.get((stream_path, group))
+        if current is not None and current.autostart:
+            return
+        for other in [g for (p, _), g in self._groups.items() if p == stream_path]:
+            if other.autostart:  # one autostarted group per stream: the new one replaces it
+                self._stop_autostart(other)
+        ttl = self.policy.cap_ttl(ttl)
+        if current is None:
+            current = self._new(stream_path, group, {0: port, 1: audio_port}, ttl)
+        current.autostart = True
+        self._autostart[current] = asyncio.create_task(self._run_autostart(current))
+
+    def stop(self, path: str) -> None:
+        """Stop what :meth:`start` started (RTSP sessions on the group go on)."""
+        found = self._streams.feed_for(path)
+        stream_path = found[0] if found is not None else "/" + path.strip("/")
+        for (p, _), group in list(self._groups.items()):
+            if p == stream_path and group.autostart:
+                self._stop_autostart(group)
+
+    def group_for(
+        self, path: str, track: int, spec: TransportSpec, target: MulticastTarget
+    ) -> MulticastGroup | None:
+        """The group a multicast SETUP of ``track`` joins (made if needed), None: refused.
+        ``target``: where the stream goes when the client names no destination."""
+        policy = self.policy
+        wanted_port = spec.port[0] if spec.port and policy.client_destination else None
+        if spec.destination:
+            if not policy.client_address_allowed(spec.destination):
+                return None
+            address, ttl = spec.destination, policy.cap_ttl(spec.ttl)
+        else:
+            address, ttl = target.address, target.ttl
+        if wanted_port is not None and wanted_port >= 65535:
+            wanted_port = None
+        group = self._groups.get((path, address))
+        if group is None:
+            if wanted_port is not None:
+                ports = {track: wanted_port}
+            elif spec.destination:
+                ports = {track: policy.port + 2 * track}
+            else:
+                ports = dict(target.ports)
+            try:
+                group = self._new(path, address, ports, ttl)
+            except OSError as exc:
+                log.warning("multicast %s -> %s: %s", path, address, exc)
+                return None
+        default = target.ports.get(track, policy.port + 2 * track)
+        group.add_track(track, wanted_port or default)
+        return group
+
+    def hold(self, group: MulticastGroup, member: Member) -> None:
+        """A session set up on ``group`` (the group lives while someone holds it)."""
+        group.members.add(member)
+
+    def play(self, group: MulticastGroup, member: Member, fanout: Fanout) -> None:
+        group.members.add(member)
+        group.listeners.add(member)
+        if not group.sending:
+            self._join(group, fanout)
+
+    def pause(self, group: MulticastGroup, member: Member) -> None:
+        """A session stops playing: the group stops sending when nobody else listens."""
+        group.listeners.discard(member)
+        fanout = group.fanout
+        if not group.listeners and not group.autostart and group.sending and fanout is not None:
+            group.sending, group.fanout = False, None
+            fanout.leave(group)
+
+    def release(self, group: MulticastGroup, member: Member) -> None:
+        """A session is done with ``group`` (TEARDOWN, closed, refused SETUP)."""
+        self.pause(group, member)
+        group.members.discard(member)
+        if not group.members and not group.autostart:
+            self._drop(group)
+
+    def close(self) -> None:
+        for task in self._autostart.values():
+            task.cancel()
+        self._autostart.clear()
+        for group in list(self._groups.values()):
+            group.close()
+        self._groups.clear()
+
+    def _new(self, path: str, address: str, ports: dict[int, int], ttl: int) -> MulticastGroup:
+        group = MulticastGroup(
+            path,
+            address,
+            ports,
+            ttl,
+            bind=self._bind,
+            interface=self.policy.interface,
+            on_ended=self._ended,
+        )
+        self._groups[(path, address)] = group
+        log.info("multicast %s -> %s:%s ttl %s", path, address, min(ports.values()), ttl)
+        return group
+
+    def _join(self, group: MulticastGroup, fanout: Fanout) -> None:
+        group.sending = True
+        group.fanout = fanout
+        fanout.join(group)
+
+    def _drop(self, group: MulticastGroup) -> None:
+        if self._groups.get((group.path, group.address)) is group:
+            del self._groups[(group.path, group.address)]
+        fanout, group.fanout = group.fanout, None
+        if group.sending and fanout is not None:
+            group.sending = False
+            fanout.leave(group)
+        group.close()
+
+    def _stop_autostart(self, group: MulticastGroup) -> None:
+        group.autostart = False
+        task = self._autostart.pop(group, None)
+        if task is not None:
+            task.cancel()
+        if not group.members:
+            self._drop(group)
+        elif not group.listeners and group.sending and group.fanout is not None:
+            fanout, group.fanout, group.sending = group.fanout, None, False
+            fanout.leave(group)
+
+    def _ended(self, group: MulticastGroup, reason: str) -> None:
+        group.fanout = None
+        if not group.autostart:
+            self._drop(group)
+        else:
+            log.info(
+                "multicast %s -> %s: %s; waiting for the stream", group.path, group.address, reason
+            )
+
+    async def _run_autostart(self, group: MulticastGroup) -> None:
+        """Keep an autostarted group joined to its stream's fan-out (the stream may end and
+        come back: a camera reconnects, a recorder restarts)."""
+        while group.autostart:
+            if not group.sending:
+                found = self._streams.feed_for(group.path)
+                if found is not None and found[1].parameters() != (None, None):
+                    self._join(group, self._streams.fanout(found[1]))
+            await self._clock.sleep(AUTOSTART_RETRY_S)

@@ -33,13 +33,19 @@ import logging
 import secrets
 import socket
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
-from onvif_nvr.replay.http_tunnel import Tunnels, http_error, parse_http_head
+from onvif_nvr.replay.http_tunnel import Tunnels
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
-from onvif_nvr.replay.multicast import MulticastGroup, MulticastPolicy, MulticastTarget, is_group
+from onvif_nvr.replay.multicast import (
+    MulticastGroup,
+    MulticastGroups,
+    MulticastLookup,
+    MulticastPolicy,
+    MulticastTarget,
+)
 from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.headers import (
     NptRange,
@@ -90,10 +96,6 @@ _SESSIONLESS = ("OPTIONS", "DESCRIBE", "SETUP", "GET_PARAMETER", "SET_PARAMETER"
 #: Path prefix of RTSP-over-HTTP tunnel URLs on the HTTP port (``/rtsp-tunnel/live/<token>``);
 #: requests inside a tunnel name the same path with the rtsp scheme, so it is stripped.
 TUNNEL_PREFIX = "/rtsp-tunnel"
-#: Largest HTTP request head of a tunnel on the RTSP port.
-MAX_HTTP_HEAD = 16 * 1024
-#: How often an autostarted multicast group looks for its stream again after it ended.
-AUTOSTART_RETRY_S = 1.0
 
 
 class _Reader(Protocol):
@@ -140,9 +142,6 @@ class Gate(Protocol):
 
 
 Resolver = Callable[[str], Feed | None]
-#: The configured multicast group of a stream path (the Media service's encoder
-#: configuration), None: the server's default for the path.
-MulticastLookup = Callable[[str], Awaitable[MulticastTarget | None]]
 
 
 class RtspServer:
@@ -185,12 +184,7 @@ class RtspServer:
         self._accepted: set[asyncio.Task[None]] = set()
         self._udp: _UdpPorts | None = None
         self.multicast = multicast or MulticastPolicy()
-        #: (stream path, group address) -> the group sending that stream there.
-        self._groups: dict[tuple[str, str], MulticastGroup] = {}
-        self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
-        #: Set by the composition root: the group a multicast SETUP without a destination
-        #: joins (ONVIF: the profile's encoder configuration), before the server's default.
-        self.multicast_lookup: MulticastLookup | None = None
+        self._multicast = MulticastGroups(self.multicast, bind, clock, self)
         #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
         self.tunnels = Tunnels(self._serve)
 
@@ -230,11 +224,6 @@ class RtspServer:
         """Viewers playing, over all streams."""
         return sum(len(f.viewers) for f in self._fanouts.values())
 
-    @property
-    def multicast_groups(self) -> list[tuple[str, str, bool]]:
-        """(stream path, group, sending) of every multicast group held now."""
-        return [(g.path, g.address, g.sending) for g in self._groups.values()]
-
     async def start(self) -> None:
         self._udp = await _UdpPorts.open(self._bind, self._rtcp_received)
         self._server = await asyncio.start_server(
@@ -252,12 +241,7 @@ class RtspServer:
         for task in self._accepted:  # still reading their first bytes, or a tunnel's POST
             task.cancel()
         await asyncio.gather(*self._accepted, return_exceptions=True)
-        for task in self._autostart.values():
-            task.cancel()
-        self._autostart.clear()
-        for group in list(self._groups.values()):
-            group.close()
-        self._groups.clear()
+        self._multicast.close()
         for fanout in list(self._fanouts.values()):
             fanout.close()
         if self._udp is not None:
@@ -300,23 +284,26 @@ class RtspServer:
         if self._fanouts.get(id(fanout.feed)) is fanout and not fanout.viewers:
             del self._fanouts[id(fanout.feed)]
 
-    # -- multicast ---------------------------------------------------------------------------
+    # -- multicast (replay/multicast.py) -------------------------------------------------------
+
+    @property
+    def multicast_lookup(self) -> MulticastLookup | None:
+        """Set by the composition root: the group a multicast SETUP without a destination
+        joins (ONVIF: the profile's encoder configuration), before the server's default."""
+        return self._multicast.lookup
+
+    @multicast_lookup.setter
+    def multicast_lookup(self, lookup: MulticastLookup | None) -> None:
+        self._multicast.lookup = lookup
+
+    @property
+    def multicast_groups(self) -> list[tuple[str, str, bool]]:
+        """(stream path, group, sending) of every multicast group held now."""
+        return self._multicast.listing
 
     async def multicast_target(self, path: str) -> MulticastTarget:
-        """Where multicast viewers of ``path`` that ask for no destination go: the running
-        group of the stream (the autostarted one first), else the configured one
-        (:attr:`multicast_lookup`), else the default group of the path."""
-        running = [g for (p, _), g in self._groups.items() if p == path]
-        if running:
-            group = next((g for g in running if g.autostart), running[0])
-            return MulticastTarget(group.address, dict(group.ports), group.ttl)
-        if self.multicast_lookup is not None:
-            configured = await self.multicast_lookup(path)
-            if configured is not None and is_group(configured.address):
-                ttl = self.multicast.cap_ttl(configured.ttl)
-                return MulticastTarget(configured.address, dict(configured.ports), ttl)
-        taken = {address for (p, address) in self._groups if p != path}
-        return self.multicast.default_target(path, taken.__contains__)
+        """Where multicast viewers of ``path`` that ask for no destination go."""
+        return await self._multicast.target(path)
 
     def start_multicast(
         self, path: str, group: str, port: int, ttl: int, *, audio_port: int | None = None
@@ -325,34 +312,11 @@ class RtspServer:
         any RTSP session (StartMulticastStreaming, AutoStart): video to ``port``, audio to
         ``audio_port`` (default port + 2), RTCP on the odd port above each. Raises
         LookupError for an unknown stream, ValueError for an unusable group or port."""
-        found = self.feed_for(path)
-        if found is None or found[2]:
-            raise LookupError(f"no live stream at {path!r}")
-        stream_path = found[0]
-        if not is_group(group):
-            raise ValueError(f"{group!r} is not an IPv4 multicast group")
-        audio_port = port + 2 if audio_port is None else audio_port
-        if not (0 < port < 65535 and 0 < audio_port < 65535):
-            raise ValueError(f"multicast port {port}/{audio_port} out of range")
-        current = self._groups.get((stream_path, group))
-        if current is not None and current.autostart:
-            return
-        for other in [g for (p, _), g in self._groups.items() if p == stream_path]:
-            if other.autostart:  # one autostarted group per stream: the new one replaces it
-                self._stop_autostart(other)
-        ttl = self.multicast.cap_ttl(ttl)
-        if current is None:
-            current = self._new_group(stream_path, group, {0: port, 1: audio_port}, ttl)
-        current.autostart = True
-        self._autostart[current] = asyncio.create_task(self._run_autostart(current))
+        self._multicast.start(path, group, port, ttl, audio_port=audio_port)
 
     def stop_multicast(self, path: str) -> None:
         """Stop what :meth:`start_multicast` started (RTSP multicast sessions go on)."""
-        found = self.feed_for(path)
-        stream_path = found[0] if found is not None else "/" + path.strip("/")
-        for (p, _), group in list(self._groups.items()):
-            if p == stream_path and group.autostart:
-                self._stop_autostart(group)
+        self._multicast.stop(path)
 
     def synchronization_point(self, path: str) -> int:
         """SetSynchronizationPoint for the stream at ``path``; the number of its viewers
@@ -366,123 +330,6 @@ class RtspServer:
         if fanout is None or fanout.feed is not found[1]:
             return 0
         return fanout.synchronize()
-
-    def _new_group(
-        self, path: str, address: str, ports: dict[int, int], ttl: int
-    ) -> MulticastGroup:
-        group = MulticastGroup(
-            path,
-            address,
-            ports,
-            ttl,
-            bind=self._bind,
-            interface=self.multicast.interface,
-            on_ended=self._group_ended,
-        )
-        self._groups[(path, address)] = group
-        log.info("multicast %s -> %s:%s ttl %s", path, address, min(ports.values()), ttl)
-        return group
-
-    def _group_for(
-        self, path: str, track: Track, spec: TransportSpec, target: MulticastTarget
-    ) -> MulticastGroup | None:
-        """The group a multicast SETUP of ``track`` joins (made if needed), None: refused.
-        ``target``: where the stream goes when the client names no destination."""
-        policy = self.multicast
-        wanted_port = spec.port[0] if spec.port and policy.client_destination else None
-        if spec.destination:
-            if not policy.client_address_allowed(spec.destination):
-                return None
-            address, ttl = spec.destination, policy.cap_ttl(spec.ttl)
-        else:
-            address, ttl = target.address, target.ttl
-        if wanted_port is not None and wanted_port >= 65535:
-            wanted_port = None
-        group = self._groups.get((path, address))
-        if group is None:
-            if wanted_port is not None:
-                ports = {track.number: wanted_port}
-            elif spec.destination:
-                ports = {track.number: policy.port + 2 * track.number}
-            else:
-                ports = dict(target.ports)
-            try:
-                group = self._new_group(path, address, ports, ttl)
-            except OSError as exc:
-                log.warning("multicast %s -> %s: %s", path, address, exc)
-                return None
-        default = target.ports.get(track.number, policy.port + 2 * track.number)
-        group.add_track(track.number, wanted_port or default)
-        return group
-
-    def _hold_group(self, group: MulticastGroup, member: _Connection) -> None:
-        """A session set up on ``group`` (the group lives while someone holds it)."""
-        group.members.add(member)
-
-    def _play_group(self, group: MulticastGroup, member: _Connection, fanout: Fanout) -> None:
-        group.members.add(member)
-        group.listeners.add(member)
-        if not group.sending:
-            self._join_group_fanout(group, fanout)
-
-    def _pause_group(self, group: MulticastGroup, member: _Connection) -> None:
-        """A session stops playing: the group stops sending when nobody else listens."""
-        group.listeners.discard(member)
-        fanout = group.fanout
-        if not group.listeners and not group.autostart and group.sending and fanout is not None:
-            group.sending, group.fanout = False, None
-            fanout.leave(group)
-
-    def _release_group(self, group: MulticastGroup, member: _Connection) -> None:
-        """A session is done with ``group`` (TEARDOWN, closed, refused SETUP)."""
-        self._pause_group(group, member)
-        group.members.discard(member)
-        if not group.members and not group.autostart:
-            self._drop_group(group)
-
-    def _drop_group(self, group: MulticastGroup) -> None:
-        if self._groups.get((group.path, group.address)) is group:
-            del self._groups[(group.path, group.address)]
-        fanout, group.fanout = group.fanout, None
-        if group.sending and fanout is not None:
-            group.sending = False
-            fanout.leave(group)
-        group.close()
-
-    def _stop_autostart(self, group: MulticastGroup) -> None:
-        group.autostart = False
-        task = self._autostart.pop(group, None)
-        if task is not None:
-            task.cancel()
-        if not group.members:
-            self._drop_group(group)
-        elif not group.listeners and group.sending and group.fanout is not None:
-            fanout, group.fanout, group.sending = group.fanout, None, False
-            fanout.leave(group)
-
-    def _group_ended(self, group: MulticastGroup, reason: str) -> None:
-        group.fanout = None
-        if not group.autostart:
-            self._drop_group(group)
-        else:
-            log.info(
-                "multicast %s -> %s: %s; waiting for the stream", group.path, group.address, reason
-            )
-
-    async def _run_autostart(self, group: MulticastGroup) -> None:
-        """Keep an autostarted group joined to its stream's fan-out (the stream may end and
-        come back: a camera reconnects, a recorder restarts)."""
-        while group.autostart:
-            if not group.sending:
-                found = self.feed_for(group.path)
-                if found is not None and found[1].parameters() != (None, None):
-                    self._join_group_fanout(group, self.fanout(found[1]))
-            await self.clock.sleep(AUTOSTART_RETRY_S)
-
-    def _join_group_fanout(self, group: MulticastGroup, fanout: Fanout) -> None:
-        group.sending = True
-        group.fanout = fanout
-        fanout.join(group)
 
     def _rtcp_received(self, addr: tuple[str, int]) -> None:
         for connection in self._connections:
@@ -510,7 +357,9 @@ class RtspServer:
                 writer.transport.abort()
                 return
             if first.startswith((b"GET ", b"POST ")):
-                await self._http_tunnel(first, reader, writer)
+                # RTSP over HTTP on the RTSP port (an rtsph:// URL, FFmpeg's
+                # rtsp_transport=http): the same tunnels as on the HTTP port.
+                await self.tunnels.serve_http(first, reader, writer, self.request_timeout_s)
             elif first:
                 await self._serve(_Prefixed(first, reader), writer)
             else:
@@ -518,53 +367,6 @@ class RtspServer:
         finally:
             if task is not None:
                 self._accepted.discard(task)
-
-    async def _http_tunnel(
-        self, first: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        """RTSP over HTTP on the RTSP port (clients given an ``rtsph://`` URL, or FFmpeg's
-        ``rtsp_transport=http``, of this port): the same tunnels as on the HTTP port."""
-        data, answer = first, b""
-        try:
-            while b"\r\n\r\n" not in data and len(data) <= MAX_HTTP_HEAD:
-                more = await asyncio.wait_for(reader.read(READ_CHUNK), self.request_timeout_s)
-                if not more:
-                    return
-                data += more
-            head, sep, body = data.partition(b"\r\n\r\n")
-            if not sep or len(head) > MAX_HTTP_HEAD:
-                answer = http_error(431, "request head too large")
-                return
-            try:
-                method, fields = parse_http_head(head)
-            except ValueError as exc:
-                answer = http_error(400, str(exc))
-                return
-            cookie = fields.get("x-sessioncookie")
-            tunnels = self.tunnels
-            peer = writer.get_extra_info("peername")
-            host = str(peer[0]) if peer else ""
-            refused = (
-                tunnels.refuse_get(cookie, host) if method == "GET" else tunnels.refuse_post(cookie)
-            )
-            if refused is not None:
-                answer = http_error(*refused)
-                return
-            assert cookie is not None
-            transport = cast(asyncio.Transport, writer.transport)
-            if method == "GET":
-                await tunnels.serve_get(cookie, transport)
-            else:
-                try:
-                    await tunnels.serve_post_stream(cookie, reader, transport, body)
-                except ValueError as exc:
-                    answer = http_error(400, str(exc))
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            log.debug("RTSP tunnel on the RTSP port: %s", exc)
-        finally:
-            if answer and not writer.transport.is_closing():
-                writer.write(answer)
-            writer.close()
 
     async def _serve(self, reader: _Reader, writer: _Writer) -> None:
         """One RTSP connection: a TCP client, or a tunnel's POST and GET."""
@@ -763,7 +565,7 @@ class _Connection:
         finally:
             self._stop_playing()
             if self.group is not None:
-                self.server._release_group(self.group, self)
+                self.server._multicast.release(self.group, self)
                 self.group = None
             if self._aborted:
                 self.transport.abort()
@@ -944,14 +746,14 @@ class _Connection:
                     # The session's other tracks went to a group: this one goes there too.
                     ports = {**target.ports, **self.group.ports}
                     target = MulticastTarget(self.group.address, ports, self.group.ttl)
-                group = self.server._group_for(path, track, spec, target)
+                group = self.server._multicast.group_for(path, track.number, spec, target)
                 if group is None:
                     continue
                 if self.group is not None and group is not self.group:
-                    self.server._release_group(group, self)  # one group a session
+                    self.server._multicast.release(group, self)  # one group a session
                     continue
                 self.group = group
-                self.server._hold_group(group, self)
+                self.server._multicast.hold(group, self)
                 port = group.ports[track.number]
                 return TransportSpec(
                     "RTP/AVP",
@@ -1023,7 +825,7 @@ class _Connection:
     def _start_playing(self, fanout: Fanout) -> None:
         if self.group is not None:
             self.playing = True
-            self.server._play_group(self.group, self, fanout)
+            self.server._multicast.play(self.group, self, fanout)
             return
         if self.channels:
             size = max(t.number for t in fanout.tracks) + 1
@@ -1040,7 +842,7 @@ class _Connection:
     def _stop_playing(self) -> None:
         if self.playing and self.group is not None:
             self.playing = False
-            self.server._pause_group(self.group, self)
+            self.server._multicast.pause(self.group, self)
         elif self.playing and self.fanout is not None:
             self.playing = False
             self.fanout.leave(self)
@@ -1058,7 +860,7 @@ class _Connection:
         self.channels.clear()
         self.udp_ports.clear()
         if self.group is not None:
-            self.server._release_group(self.group, self)
+            self.server._multicast.release(self.group, self)
             self.group = None
         return Response(200, "", headers)
 
