@@ -117,7 +117,11 @@ def test_rtsp_multicast_sessions_use_the_configured_group(box: MediaBox, tr2) ->
     uri = tr2.GetStreamUri("RtspMulticast", box.main)
     viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
     try:
-        assert viewer.request("DESCRIBE", uri, Accept="application/sdp").status == 200
+        described = viewer.request("DESCRIBE", uri, Accept="application/sdp")
+        assert described.status == 200
+        # A multicast URI's SDP names the group and the track's port (Streaming spec).
+        sdp_text = described.body.decode()
+        assert "c=IN IP4 239.255.77.1" in sdp_text and "m=video 46000 " in sdp_text
         setup = viewer.request("SETUP", f"{uri}/trackID=0", Transport="RTP/AVP;multicast")
         assert setup.status == 200, setup
         transport = setup.headers.get("Transport", "")

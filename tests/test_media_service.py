@@ -105,7 +105,7 @@ def test_http_uri_plays_and_multicast_uri(box: MediaBox, trt) -> None:
     tunnel = with_credentials(http.replace("http://", "rtsp://", 1))
     assert play(tunnel, "http") == ("h264", (640, 360))
     multicast = trt.GetStreamUri(setup("RTP-Multicast", "UDP"), box.main).Uri
-    assert multicast.startswith("rtsp://")
+    assert multicast == f"rtsp://127.0.0.1:{box.nvr.rtsp_port}/live/{box.receiver}?multicast"
     with pytest.raises(zeep.exceptions.Fault) as info:
         trt.GetStreamUri(setup("RTP-Multicast", "HTTP"), box.main)
     assert fault_codes(info) == ["InvalidArgVal", "InvalidStreamSetup"]

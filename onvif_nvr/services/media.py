@@ -138,6 +138,12 @@ def rtsp_uri(ctx: CallContext, live: LiveStreams, path: str) -> str:
     return f"rtsp://{_host(ctx)}:{live.bound_port}{path}"
 
 
+def multicast_uri(ctx: CallContext, live: LiveStreams, path: str) -> str:
+    """The stream at ``path`` set up for multicast: its DESCRIBE names the group in ``c=``
+    and each track's port (Streaming: a multicast URI's SDP gives the group)."""
+    return rtsp_uri(ctx, live, path) + "?multicast"
+
+
 def tunnel_uri(ctx: CallContext, path: str) -> str:
     """RTSP over HTTP on the SOAP port (Streaming: the tunnel shares the web service's port)."""
     return f"{ctx.base_url}/rtsp-tunnel{path}"
@@ -653,7 +659,7 @@ class MediaService:
             uri = tunnel_uri(ctx, path)
         elif stream == "RTP-Multicast" and protocol in ("UDP", "RTSP"):
             profile.multicast()  # InvalidMulticastSettings when it has none
-            uri = rtsp_uri(ctx, self.live, path)
+            uri = multicast_uri(ctx, self.live, path)
         else:
             raise InvalidStreamSetup(f"{stream} over {protocol} is not offered")
         return {"MediaUri": media_uri(uri)}

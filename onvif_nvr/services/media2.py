@@ -35,6 +35,7 @@ from onvif_nvr.services.media import (
     encoders_for,
     follow_multicast,
     metadata_configuration_value,
+    multicast_uri,
     multicast_value,
     proposal_from,
     rtsp_uri,
@@ -346,7 +347,7 @@ class Media2Service:
             uri = rtsp_uri(ctx, self.live, path)
         elif protocol == "RtspMulticast":
             profile.multicast()
-            uri = rtsp_uri(ctx, self.live, path)
+            uri = multicast_uri(ctx, self.live, path)
         elif protocol == "RtspOverHttp":
             uri = tunnel_uri(ctx, path)
         else:
