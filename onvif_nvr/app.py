@@ -42,6 +42,8 @@ from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed, HubFeed
 from onvif_nvr.replay.mjpeg import MjpegFeed
 from onvif_nvr.replay.multicast import MulticastPolicy, MulticastTarget
+from onvif_nvr.replay.playback import Replays
+from onvif_nvr.replay.reader import ReplayReader
 from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.replay.snapshot import NoPicture, Snapshots
@@ -342,6 +344,11 @@ class NvrApp:
             lambda: self.rtsp.bound_port if self.rtsp is not None else None,
         )
         services.append(SoapService(replay_binding, replay.handlers()))
+        if self.rtsp is not None:
+            # rtsp://box:rtsp_port/replay/<recording token> (replay/playback.py).
+            self.rtsp.replays = Replays(
+                ReplayReader(db, self.clock), self.clock, lambda: replay.session_timeout_s
+            )
         advertised.append(
             AdvertisedService.of(
                 replay_binding,

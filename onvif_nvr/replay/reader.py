@@ -883,6 +883,21 @@ class ReplayReader:
         """The recording ``token`` (:class:`~onvif_nvr.errors.NoRecording` if unknown)."""
         return await recording_media(self._db, token)
 
+    async def data_range(self, recording: RecordingMedia) -> tuple[int, int] | None:
+        """(first start, last end) of the recording's readable data (wall-clock ns), None
+        when it holds none: DESCRIBE's ``a=range:clock=`` and where ``npt`` counts from."""
+        index = _Index(self._db, recording.id)
+
+        def work() -> tuple[int, int] | None:
+            base = index._segments().where(_S.fragment_count > 0)
+            first = index._one(base.order_by(_S.start_wall_ns, _S.id))
+            last = index._one(base.order_by(_S.end_wall_ns.desc(), _S.id.desc()))
+            if first is None or last is None:
+                return None
+            return first.start_wall_ns, last.end_wall_ns
+
+        return await self._db.run(work)
+
     def play(self, recording: RecordingMedia, request: PlayRequest) -> Playback:
         return Playback(
             self._db,

@@ -46,6 +46,8 @@ from onvif_nvr.replay.multicast import (
     MulticastPolicy,
     MulticastTarget,
 )
+from onvif_nvr.replay.playback import METHODS as REPLAY_METHODS
+from onvif_nvr.replay.playback import Replays, ReplaySession
 from onvif_nvr.rtsp import sdp
 from onvif_nvr.rtsp.headers import (
     NptRange,
@@ -187,6 +189,9 @@ class RtspServer:
         self._multicast = MulticastGroups(self.multicast, bind, clock, self)
         #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
         self.tunnels = Tunnels(self._serve)
+        #: Replay sessions (``/replay/<recording token>``, replay/playback.py), set by the
+        #: composition root; None: replay URLs are 404.
+        self.replays: Replays | None = None
 
     def add_mount(self, path: str, source: Feed | UnitSource, *, public: bool = False) -> None:
         """Serve ``source`` at ``path`` (``"/sim"`` or ``"sim"``: ``rtsp://host:port/sim``);
@@ -460,6 +465,9 @@ class _Connection:
         self._closing = False
         self._aborted = False
         self._last_activity_ns = server.clock.monotonic_ns()
+        #: A replay session's timeout is the Replay service's (set at its SETUP).
+        self.session_timeout_s = server.session_timeout_s
+        self.replay: ReplaySession | None = None
 
     # -- live.Viewer ------------------------------------------------------------------------
 
@@ -508,13 +516,42 @@ class _Connection:
         self._stop_playing()
         self.transport.abort()
 
+    # -- replay.playback.Connection ----------------------------------------------------------
+
+    def replay_transport(self, specs: list[TransportSpec], track: Track) -> TransportSpec | None:
+        return self._choose_transport(specs, track, "", None)
+
+    def replay_output(self) -> Callable[[list[tuple[int, bool, bytes]]], None]:
+        if self.channels:
+            channels = self.channels
+            write = self.transport.write
+
+            def interleaved(packets: list[tuple[int, bool, bytes]]) -> None:
+                out = bytearray()
+                for number, rtcp, packet in packets:
+                    channel = channels.get(number)
+                    if channel is not None:
+                        out += b"$" + bytes((channel + rtcp,)) + len(packet).to_bytes(2, "big")
+                        out += packet
+                write(bytes(out))
+
+            return interleaved
+        self._udp_dest = {}
+        for number, (rtp_port, rtcp_port) in self.udp_ports.items():
+            self._udp_dest[(number, False)] = (self.remote, rtp_port)
+            self._udp_dest[(number, True)] = (self.remote, rtcp_port)
+        return self.send_udp
+
+    def send(self, response: Response) -> None:
+        self._send(response)
+
     # -- reading ----------------------------------------------------------------------------
 
     def _read_timeout_s(self) -> float:
         """Until the session expires, or the pending request's deadline (slow-loris)."""
         clock = self.server.clock
         now_ns = clock.monotonic_ns()
-        idle_s = self.server.session_timeout_s - (now_ns - self._last_activity_ns) / 1e9
+        idle_s = self.session_timeout_s - (now_ns - self._last_activity_ns) / 1e9
         if self.parser.pending_bytes:
             return min(idle_s, self.server.request_timeout_s - (now_ns - self._partial_ns) / 1e9)
         return idle_s
@@ -628,8 +665,17 @@ class _Connection:
             status = self._check_session(request)
             if status:
                 return Response(status, "", headers)
-        handler = getattr(self, "_do_" + method)
-        response: Response | None = await handler(request, headers)
+        replays = self.server.replays
+        if (
+            replays is not None
+            and method in REPLAY_METHODS
+            and self.fanout is None
+            and replays.owns(self, request.uri)
+        ):
+            response: Response | None = await replays.handle(self, method, request, headers)
+        else:
+            handler = getattr(self, "_do_" + method)
+            response = await handler(request, headers)
         if (
             response is not None
             and self.session_id is not None
@@ -651,7 +697,7 @@ class _Connection:
 
     def _session_value(self) -> str:
         assert self.session_id is not None
-        return format_session(SessionHeader(self.session_id, self.server.session_timeout_s))
+        return format_session(SessionHeader(self.session_id, self.session_timeout_s))
 
     async def _do_OPTIONS(self, request: Request, headers: Headers) -> Response:  # noqa: N802
         headers.add("Public", ", ".join(PUBLIC_METHODS))
@@ -840,6 +886,9 @@ class _Connection:
         fanout.join(self)
 
     def _stop_playing(self) -> None:
+        if self.replay is not None:
+            self.replay.stop()
+            self.replay = None
         if self.playing and self.group is not None:
             self.playing = False
             self.server._multicast.pause(self.group, self)
