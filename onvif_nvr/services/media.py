@@ -473,13 +473,101 @@ def encoding_from(name: str, current: Configuration, ver10: bool) -> str:
     return name
 
 
-class MediaService:
-    """Handlers of the MediaBinding."""
+class MediaOperations:
+    """What the Media (ver10) and Media2 (ver20) bindings do alike: both read the same
+    profiles and configurations (recording/media_config.py) and reach the same streams;
+    they differ in how values are written and in a few operations of their own."""
+
+    #: Media (ver10) rather than Media2 forms of the values and requests.
+    ver10: bool
 
     def __init__(self, profiles: MediaProfiles, live: LiveStreams, binding: Binding) -> None:
         self.profiles = profiles
         self.live = live
         self.binding = binding
+
+    def capabilities(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def capabilities_element(self, ctx: CallContext) -> etree._Element:
+        return render_service_capabilities(self.binding, self.capabilities())
+
+    async def get_service_capabilities(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        return {"Capabilities": self.capabilities()}
+
+    def _set(self, kind: str) -> Handler:
+        async def set_configuration(ctx: CallContext, req: Any) -> None:
+            token = optional(req.Configuration, "token")
+            state = await self.profiles.state()
+            current = state.configuration(kind, str(token or ""))
+            proposal = proposal_from(kind, req.Configuration, current, ver10=self.ver10)
+            await self.profiles.set_configuration(kind, current.token, proposal)
+            if proposal.multicast is not None:
+                await follow_multicast(self.profiles, self.live, current.token)
+
+        return set_configuration
+
+    async def _encoders(self, kind: str, req: Any) -> tuple[MediaState, list[Configuration]]:
+        """The encoder configurations an Options request names (by configuration or by
+        profile; all when neither)."""
+        state = await self.profiles.state()
+        configs = encoders_for(
+            state, kind, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
+        )
+        return state, configs
+
+    async def video_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        sources = sources_for(
+            state, VIDEO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
+        )
+        return {"Options": video_source_options(state, sources)}
+
+    async def audio_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        sources = sources_for(
+            state, AUDIO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
+        )
+        return {
+            "Options": {"InputTokensAvailable": [f"AS_{s.index}" for s in sources if s.facts.audio]}
+        }
+
+    async def metadata_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        if optional(req, "ConfigurationToken"):
+            state.configuration(METADATA, req.ConfigurationToken)
+        if optional(req, "ProfileToken"):
+            state.profile(req.ProfileToken)
+        return {
+            "Options": {
+                "PTZStatusFilterOptions": {
+                    "PanTiltStatusSupported": False,
+                    "ZoomStatusSupported": False,
+                }
+            }
+        }
+
+    async def start_multicast(self, ctx: CallContext, req: Any) -> None:
+        await start_multicast_streaming(self.profiles, self.live, req.ProfileToken)
+
+    async def stop_multicast(self, ctx: CallContext, req: Any) -> None:
+        await stop_multicast_streaming(self.profiles, self.live, req.ProfileToken)
+
+    async def set_synchronization_point(self, ctx: CallContext, req: Any) -> None:
+        state = await self.profiles.state()
+        self.live.synchronization_point(state.profile(req.ProfileToken).stream_path())
+
+    async def get_video_source_modes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
+        state = await self.profiles.state()
+        return {
+            "VideoSourceModes": video_source_modes(state, req.VideoSourceToken, ver10=self.ver10)
+        }
+
+
+class MediaService(MediaOperations):
+    """Handlers of the MediaBinding."""
+
+    ver10 = True
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -497,18 +585,12 @@ class MediaService:
             "OSD": False,
         }
 
-    def capabilities_element(self, ctx: CallContext) -> etree._Element:
-        return render_service_capabilities(self.binding, self.capabilities())
-
     def legacy_capabilities(self, ctx: CallContext) -> dict[str, Any]:
         """GetCapabilities' ``Media`` (tt:MediaCapabilities) besides XAddr."""
         return {
             "StreamingCapabilities": {"RTPMulticast": True, "RTP_TCP": True, "RTP_RTSP_TCP": True},
             "Extension": {"ProfileCapabilities": {"MaximumNumberOfProfiles": MAX_PROFILES}},
         }
-
-    async def get_service_capabilities(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        return {"Capabilities": self.capabilities()}
 
     # -- sources ---------------------------------------------------------------------------
     async def get_video_sources(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -579,62 +661,13 @@ class MediaService:
 
         return compatible
 
-    def _set(self, kind: str) -> Handler:
-        async def set_one(ctx: CallContext, req: Any) -> None:
-            token = optional(req.Configuration, "token")
-            state = await self.profiles.state()
-            current = state.configuration(kind, str(token or ""))
-            proposal = proposal_from(kind, req.Configuration, current, ver10=True)
-            await self.profiles.set_configuration(kind, current.token, proposal)
-            if proposal.multicast is not None:
-                await follow_multicast(self.profiles, self.live, current.token)
-
-        return set_one
-
-    async def video_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        sources = sources_for(
-            state, VIDEO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
-        return {"Options": video_source_options(state, sources)}
-
     async def video_encoder_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        configs = encoders_for(
-            state, VIDEO_ENCODER, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
+        _, configs = await self._encoders(VIDEO_ENCODER, req)
         return {"Options": video_encoder_options(configs)}
 
-    async def audio_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        sources = sources_for(
-            state, AUDIO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
-        return {
-            "Options": {"InputTokensAvailable": [f"AS_{s.index}" for s in sources if s.facts.audio]}
-        }
-
     async def audio_encoder_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        configs = encoders_for(
-            state, AUDIO_ENCODER, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
+        _, configs = await self._encoders(AUDIO_ENCODER, req)
         return {"Options": audio_encoder_options(configs)}
-
-    async def metadata_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        if optional(req, "ConfigurationToken"):
-            state.configuration(METADATA, req.ConfigurationToken)
-        if optional(req, "ProfileToken"):
-            state.profile(req.ProfileToken)
-        return {
-            "Options": {
-                "PTZStatusFilterOptions": {
-                    "PanTiltStatusSupported": False,
-                    "ZoomStatusSupported": False,
-                }
-            }
-        }
 
     async def guaranteed_encoders(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         state = await self.profiles.state()
@@ -668,22 +701,8 @@ class MediaService:
         state = await self.profiles.state()
         return {"MediaUri": media_uri(snapshot_uri(ctx, state.profile(req.ProfileToken)))}
 
-    async def start_multicast(self, ctx: CallContext, req: Any) -> None:
-        await start_multicast_streaming(self.profiles, self.live, req.ProfileToken)
-
-    async def stop_multicast(self, ctx: CallContext, req: Any) -> None:
-        await stop_multicast_streaming(self.profiles, self.live, req.ProfileToken)
-
-    async def set_synchronization_point(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        self.live.synchronization_point(state.profile(req.ProfileToken).stream_path())
-
     async def get_osds(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         return {"OSDs": []}
-
-    async def get_video_source_modes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        return {"VideoSourceModes": video_source_modes(state, req.VideoSourceToken, ver10=True)}
 
     def handlers(self) -> dict[str, Handler]:
         handlers: dict[str, Handler] = {

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from lxml import etree
-
 from onvif_nvr.errors import InvalidArgument
 from onvif_nvr.recording.media_config import (
     AUDIO_ENCODER,
@@ -25,31 +23,21 @@ from onvif_nvr.recording.media_config import (
     NoConfig,
     Profile,
 )
-from onvif_nvr.recording.media_profiles import MediaProfiles
-from onvif_nvr.services.common import optional, render_service_capabilities
+from onvif_nvr.services.common import optional
 from onvif_nvr.services.media import (
     AUDIO_MIME,
-    LiveStreams,
+    MediaOperations,
     audio_source_configuration_value,
     bitrate_range,
-    encoders_for,
-    follow_multicast,
     metadata_configuration_value,
     multicast_uri,
     multicast_value,
-    proposal_from,
     rtsp_uri,
     snapshot_uri,
-    sources_for,
-    start_multicast_streaming,
-    stop_multicast_streaming,
     tunnel_uri,
     video_source_configuration_value,
-    video_source_modes,
-    video_source_options,
 )
 from onvif_nvr.soap.dispatch import CallContext, Handler
-from onvif_nvr.wsdl.catalog import Binding
 
 #: GetStreamUri protocols offered (Media2 §5.6.1); the secure ones are not (no RTSPS).
 UNICAST = ("RtspUnicast", "RTSP")
@@ -167,13 +155,10 @@ def refs_from(state: MediaState, profile: Profile | None, items: Any) -> dict[st
     return refs
 
 
-class Media2Service:
+class Media2Service(MediaOperations):
     """Handlers of the Media2Binding."""
 
-    def __init__(self, profiles: MediaProfiles, live: LiveStreams, binding: Binding) -> None:
-        self.profiles = profiles
-        self.live = live
-        self.binding = binding
+    ver10 = False
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -197,12 +182,6 @@ class Media2Service:
             "Mask": False,
             "SourceMask": False,
         }
-
-    def capabilities_element(self, ctx: CallContext) -> etree._Element:
-        return render_service_capabilities(self.binding, self.capabilities())
-
-    async def get_service_capabilities(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        return {"Capabilities": self.capabilities()}
 
     # -- profiles --------------------------------------------------------------------------
     async def get_profiles(self, ctx: CallContext, req: Any) -> dict[str, Any]:
@@ -266,62 +245,13 @@ class Media2Service:
 
         return get_configurations
 
-    def _set(self, kind: str) -> Handler:
-        async def set_configuration(ctx: CallContext, req: Any) -> None:
-            state = await self.profiles.state()
-            token = optional(req.Configuration, "token")
-            current = state.configuration(kind, str(token or ""))
-            proposal = proposal_from(kind, req.Configuration, current, ver10=False)
-            await self.profiles.set_configuration(kind, current.token, proposal)
-            if proposal.multicast is not None:
-                await follow_multicast(self.profiles, self.live, current.token)
-
-        return set_configuration
-
-    async def video_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        sources = sources_for(
-            state, VIDEO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
-        return {"Options": video_source_options(state, sources)}
-
     async def video_encoder_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        configs = encoders_for(
-            state, VIDEO_ENCODER, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
+        _, configs = await self._encoders(VIDEO_ENCODER, req)
         return {"Options": [video_encoder2_options(c) for c in configs]}
 
-    async def audio_source_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        sources = sources_for(
-            state, AUDIO_SOURCE, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
-        return {
-            "Options": {"InputTokensAvailable": [f"AS_{s.index}" for s in sources if s.facts.audio]}
-        }
-
     async def audio_encoder_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        configs = encoders_for(
-            state, AUDIO_ENCODER, optional(req, "ConfigurationToken"), optional(req, "ProfileToken")
-        )
+        _, configs = await self._encoders(AUDIO_ENCODER, req)
         return {"Options": [audio_encoder2_options(c) for c in configs]}
-
-    async def metadata_options(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        if optional(req, "ConfigurationToken"):
-            state.configuration(METADATA, req.ConfigurationToken)
-        if optional(req, "ProfileToken"):
-            state.profile(req.ProfileToken)
-        return {
-            "Options": {
-                "PTZStatusFilterOptions": {
-                    "PanTiltStatusSupported": False,
-                    "ZoomStatusSupported": False,
-                }
-            }
-        }
 
     async def video_encoder_instances(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         state = await self.profiles.state()
@@ -358,24 +288,10 @@ class Media2Service:
         state = await self.profiles.state()
         return {"Uri": snapshot_uri(ctx, state.profile(req.ProfileToken))}
 
-    async def start_multicast(self, ctx: CallContext, req: Any) -> None:
-        await start_multicast_streaming(self.profiles, self.live, req.ProfileToken)
-
-    async def stop_multicast(self, ctx: CallContext, req: Any) -> None:
-        await stop_multicast_streaming(self.profiles, self.live, req.ProfileToken)
-
-    async def set_synchronization_point(self, ctx: CallContext, req: Any) -> None:
-        state = await self.profiles.state()
-        self.live.synchronization_point(state.profile(req.ProfileToken).stream_path())
-
     async def get_osds(self, ctx: CallContext, req: Any) -> dict[str, Any]:
         if optional(req, "OSDToken"):
             raise InvalidArgument(f"no OSD {req.OSDToken!r}", "NoConfig")
         return {"OSDs": []}
-
-    async def get_video_source_modes(self, ctx: CallContext, req: Any) -> dict[str, Any]:
-        state = await self.profiles.state()
-        return {"VideoSourceModes": video_source_modes(state, req.VideoSourceToken, ver10=False)}
 
     def handlers(self) -> dict[str, Handler]:
         handlers: dict[str, Handler] = {
