@@ -5,6 +5,7 @@ as an ordinary RTSP stream, and by GStreamer's ``rtspsrc onvif-mode=true``."""
 
 from __future__ import annotations
 
+import re
 import socket
 import sqlite3
 import struct
@@ -68,9 +69,9 @@ class Box:
         return [(a, b) for a, b in out]
 
 
-@pytest.fixture(scope="module")
-def box(camera_footage) -> Iterator[Box]:  # noqa: F811
-    data, token = camera_footage
+def serve_footage(recorded: tuple[Path, str]) -> Iterator[Box]:
+    """The box that recorded ``recorded`` (data dir, token), started again to replay it."""
+    data, token = recorded
     nvr = NvrProcess(data, ADMIN_PASSWORD, extra_env={"ONVIF_NVR_STORAGE_SEGMENT_S": "2"})
     nvr.start()
     try:
@@ -78,6 +79,11 @@ def box(camera_footage) -> Iterator[Box]:  # noqa: F811
     finally:
         nvr.stop()
     assert not nvr.blocking_calls(), nvr.blocking_calls()
+
+
+@pytest.fixture(scope="module")
+def box(camera_footage) -> Iterator[Box]:  # noqa: F811
+    yield from serve_footage(camera_footage)
 
 
 def clock(wall_ns: int) -> str:
@@ -500,19 +506,36 @@ def test_pyav_plays_from_the_start(box: Box):
     assert (frames[0].width, frames[0].height) == (320, 240)
 
 
-@pytest.mark.parametrize("rate_control", ["true", "false"])
-def test_gstreamer_onvif_mode(box: Box, rate_control: str):
+def gst_onvif(location: str, rate_control: str = "false", protocols: str = "tcp") -> str:
+    """``rtspsrc onvif-mode=true`` + ``rtponvifparse`` playing ``location`` from the start
+    (as a subprocess: GStreamer is Debian's); its output, after 20 pictures."""
     gstcam.require()
-    url = box.url().replace("rtsp://", f"rtsp://admin:{ADMIN_PASSWORD}@")
     pipeline = (
-        f"rtspsrc location={url} onvif-mode=true onvif-rate-control={rate_control} "
-        "protocols=tcp ! rtponvifparse ! rtph264depay ! h264parse ! "
-        "identity eos-after=20 silent=false ! fakesink"
+        f"rtspsrc location={location} user-id=admin user-pw={ADMIN_PASSWORD} onvif-mode=true "
+        f"onvif-rate-control={rate_control} protocols={protocols} ! rtponvifparse ! "
+        "rtph264depay ! h264parse ! identity eos-after=20 silent=false ! fakesink"
     )
     done = subprocess.run(["gst-launch-1.0", "-v", "-e", *pipeline.split()], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert done.stdout.count("chain") >= 15, done.stdout[-2000:]
+    return done.stdout
+
+
+@pytest.mark.parametrize("rate_control", ["true", "false"])
+def test_gstreamer_onvif_mode(box: Box, rate_control: str):
+    out = gst_onvif(box.url(), rate_control)
+    # onvif-mode: buffer times are the extension's absolute capture times.
+    assert re.search(r"pts: \d{6,}:", out), out[-1000:]
+
+
+@pytest.mark.parametrize("protocols", ["udp", "http"])
+def test_gstreamer_over_udp_and_the_http_tunnel(box: Box, protocols: str):
+    if protocols == "http":
+        location = f"rtsph://127.0.0.1:{box.nvr.port}/rtsp-tunnel/replay/{box.token}"
+        gst_onvif(location, protocols="tcp")
+    else:
+        gst_onvif(box.url(), protocols="udp")
 
 
 # -- load, deletion -------------------------------------------------------------------------------
