@@ -5,6 +5,7 @@ as an ordinary RTSP stream, and by GStreamer's ``rtspsrc onvif-mode=true``."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import sqlite3
@@ -14,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
@@ -26,8 +27,12 @@ from onvif_nvr.rtsp.message import Headers, Interleaved, MessageParser, Request,
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
-from tests.test_recording_control_service import recording_client
+from tests.test_live import RawViewer, _check_continuity
+from tests.test_receiver_service import config as receiver_config
+from tests.test_receiver_service import receiver_client, wait_for
+from tests.test_recording_control_service import job_config, recording_client, recording_config
 from tests.test_replay_reader import camera_footage, fragments_of  # noqa: F401 (fixture)
+from tests.test_replay_service import replay_client
 
 S = 1_000_000_000
 MS = 1_000_000
@@ -291,6 +296,24 @@ def test_session_timeout_is_the_replay_services(box: Box, client: Client):
     reply = client.request("GET_PARAMETER", box.url())
     assert reply.status == 200
     assert reply.headers.get("Session", "").endswith(";timeout=60")
+
+
+def test_session_timeout_set_through_the_replay_service(box: Box):
+    trp = replay_client(box.nvr)
+    trp.SetReplayConfiguration({"SessionTimeout": timedelta(seconds=5)})
+    try:
+        c = Client(box)
+        c.setup((0,))
+        assert (
+            c.request("GET_PARAMETER", box.url()).headers.get("Session", "").endswith(";timeout=5")
+        )
+        began = time.monotonic()
+        while c.sock.recv(65536):  # idle: the server closes the session's connection
+            pass
+        assert 4 <= time.monotonic() - began < 15
+        c.close()
+    finally:
+        trp.SetReplayConfiguration({"SessionTimeout": timedelta(seconds=60)})
 
 
 # -- forward --------------------------------------------------------------------------------------
@@ -575,3 +598,74 @@ def test_zz_recording_deleted_while_replayed(box: Box, client: Client):
     assert client.request("GET_PARAMETER", box.url()).status == 200
     assert client.request("TEARDOWN", box.url()).status == 200
     assert "Traceback" not in "\n".join(box.nvr.output)
+
+
+# -- a recording being written --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def live_box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Box, str]]:
+    """A box recording a GStreamer camera now: (box, receiver token)."""
+    gstcam.require()
+    data = tmp_path_factory.mktemp("replay-live") / "data"
+    camera = ("--codec", "h264", "--size", "320x240", "--fps", "25", "--gop", "25", "--audio")
+    with gstcam.camera(*camera) as url:
+        nvr = NvrProcess(data, ADMIN_PASSWORD, extra_env={"ONVIF_NVR_STORAGE_SEGMENT_S": "2"})
+        nvr.start()
+        try:
+            receiver = receiver_client(nvr).CreateReceiver(receiver_config(url)).Token
+            trc = recording_client(nvr)
+            token = trc.CreateRecording(recording_config("near-live"))
+            trc.CreateRecordingJob(job_config(token, receiver))
+            wait_for(lambda: len(fragments_of(data, token)) >= 3)
+            yield Box(nvr, data, token, []), receiver
+        finally:
+            nvr.stop()
+        assert not nvr.blocking_calls(), nvr.blocking_calls()
+
+
+def test_near_live_follows_the_recording(live_box):
+    box, _ = live_box
+    client = Client(box)
+    try:
+        client.setup((0,))
+        played_ns = time.time_ns()
+        client.play(Range=f"clock={clock(played_ns - 2 * S)}-")  # open: follows
+        # Pictures recorded after the PLAY come, across the 2 s segments, in order, no E/T.
+        client.read_until(lambda: bool(client.video()) and
+                          client.video()[-1].wall_ns > played_ns + 4 * S)  # fmt: skip
+        times = [u.wall_ns for u in client.video()]
+        assert times == sorted(times)
+        assert all(b - a < 200 * MS for a, b in zip(times, times[1:], strict=False))
+        assert not any(u.t or u.e for u in client.video())
+    finally:
+        client.close()
+
+
+def test_thirty_two_replays_beside_a_live_viewer_and_the_recorder(live_box):
+    box, receiver = live_box
+    rows_before = len(fragments_of(box.data, box.token))
+    replays = [Client(box) for _ in range(32)]
+    viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
+    try:
+        for c in replays:
+            c.setup()
+            c.play(Range=f"clock={clock(time.time_ns() - 60 * S)}-", Rate_Control="no")
+        live_url = f"rtsp://127.0.0.1:{box.nvr.rtsp_port}/live/{receiver}"
+        seqs = viewer.play(live_url, tracks=1)
+        end = time.monotonic() + 4
+        for c in replays:
+            c.sock.settimeout(0.01)
+        while time.monotonic() < end:
+            viewer.sock.settimeout(0.01)
+            with contextlib.suppress(TimeoutError):
+                viewer.read(0.01)
+            for c in replays:
+                with contextlib.suppress(TimeoutError):
+                    c._feed(c.sock.recv(262144))
+    finally:
+        viewer.close()
+        for c in replays:
+            c.close()
+    # The live viewer lost nothing; the replays got their pictures; the recorder went on.
+    assert _check_continuity(viewer.frames, 0, seqs[0]) > 50
+    assert all(len(c.video()) >= 25 for c in replays)
+    assert len(fragments_of(box.data, box.token)) > rows_before
