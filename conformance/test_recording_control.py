@@ -1,8 +1,7 @@
 """Recording Control Device Test Specification cases (RECORDING-*) for the Recording
-service (trc), with a receiver (trv) on a GStreamer camera where a case records.
-
-The event cases (RECORDING-5-*) are in test_recording_events.py; the media-profile cases (2-1-28..31, 3-1-11) do not apply: the box has no media
-profiles of its own (GetCapabilities says MediaProfileSource=false)."""
+service (trc), with a receiver (trv) on a GStreamer camera where a case records; the
+media-profile cases (2-1-28…31, 3-1-11) record a profile the Media service lists for that
+receiver. The event cases (RECORDING-5-*) are in test_recording_events.py."""
 
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ from lxml import etree
 from tests import gstcam
 from tests.clients import device_client
 from tests.conftest import ADMIN_PASSWORD
+from tests.mediautil import media_client
 from tests.nvrproc import NvrProcess
 from tests.test_receiver_service import config as receiver_config
 from tests.test_receiver_service import receiver_client, wait_for
@@ -32,6 +32,7 @@ from tests.test_recording_control_service import (
 
 TRC = "http://www.onvif.org/ver10/recording/wsdl"
 TT = "http://www.onvif.org/ver10/schema"
+PROFILE_TYPE = f"{TT}/Profile"
 
 
 def subcodes(info: pytest.ExceptionInfo) -> list[str]:
@@ -91,7 +92,7 @@ def test_RECORDING_1_1_1_recording_control_service_capabilities(nvr, trc):
     assert caps.SupportedExportFileFormats is None  # ExportRecordedData not offered
     legacy = legacy_recording_capabilities(nvr)
     assert legacy["XAddr"] == nvr.base + "/onvif/recording_service"
-    assert (legacy["ReceiverSource"], legacy["MediaProfileSource"]) == ("true", "false")
+    assert (legacy["ReceiverSource"], legacy["MediaProfileSource"]) == ("true", "true")
     assert (legacy["DynamicRecordings"], legacy["DynamicTracks"]) == ("true", "true")
     assert int(legacy["MaxStringLength"]) >= 64
 
@@ -159,6 +160,77 @@ def test_RECORDING_2_1_25_stop_on_receiver_delete_job(recorded):
     assert segments_of(box.data_dir, recording)  # the recorded data stays
 
 
+# -- recording on a media profile --------------------------------------------------------------
+def video_profile(box: NvrProcess) -> str:
+    """The first media profile (Media service) with a video source: what a job records."""
+    profiles = media_client(box).GetProfiles()
+    return next(p.token for p in profiles if p.VideoSourceConfiguration is not None)
+
+
+def profile_job_config(recording: str, profile: str, mode: str = "Active", priority: int = 0):
+    return {
+        "RecordingToken": recording,
+        "Mode": mode,
+        "Priority": priority,
+        "Source": [
+            {
+                "SourceToken": {"Token": profile, "Type": PROFILE_TYPE},
+                "Tracks": [{"SourceTag": "video", "Destination": "VIDEO001"}],
+            }
+        ],
+    }
+
+
+def test_RECORDING_2_1_28_and_2_1_29_start_on_media_profile_then_job_idle(recorded):
+    box, _, trc, _ = recorded
+    profile = video_profile(box)
+    recording = trc.CreateRecording(recording_config())
+    created = trc.CreateRecordingJob(profile_job_config(recording, profile))
+    job = created.JobToken
+    (source,) = created.JobConfiguration.Source
+    assert (source.SourceToken.Token, source.SourceToken.Type) == (profile, PROFILE_TYPE)
+    wait_for(lambda: state_of(trc, job) == "Active")
+    wait_for(lambda: len(segments_of(box.data_dir, recording)) >= 1)
+    trc.SetRecordingJobMode(job, "Idle")
+    assert state_of(trc, job) == "Idle"
+    assert stalls(box, recording)
+
+
+def test_RECORDING_2_1_30_stop_on_media_profile_delete_job(recorded):
+    box, _, trc, _ = recorded
+    recording = trc.CreateRecording(recording_config())
+    job = trc.CreateRecordingJob(profile_job_config(recording, video_profile(box))).JobToken
+    wait_for(lambda: state_of(trc, job) == "Active")
+    trc.DeleteRecordingJob(job)
+    assert trc.GetRecordingJobs() == []
+    assert stalls(box, recording)
+    assert segments_of(box.data_dir, recording)
+
+
+def test_RECORDING_2_1_31_modify_media_attribute_while_recording_media_profile(recorded):
+    """The box re-streams the camera without an encoder: what it can change of the profile's
+    video encoder configuration (its name) changes while the job goes on recording; a new
+    resolution is refused (ter:ConfigModify) and the recording is not disturbed either."""
+    box, _, trc, _ = recorded
+    profile = video_profile(box)
+    recording = trc.CreateRecording(recording_config())
+    job = trc.CreateRecordingJob(profile_job_config(recording, profile)).JobToken
+    wait_for(lambda: state_of(trc, job) == "Active")
+    trt = media_client(box)
+    wait_for(lambda: trt.GetProfile(profile).VideoEncoderConfiguration is not None)
+    encoder = trt.GetProfile(profile).VideoEncoderConfiguration
+    encoder.Name = "renamed while recording"
+    trt.SetVideoEncoderConfiguration(encoder, True)
+    assert trt.GetProfile(profile).VideoEncoderConfiguration.Name == "renamed while recording"
+    encoder.Resolution.Width //= 2
+    with pytest.raises(zeep.exceptions.Fault) as info:
+        trt.SetVideoEncoderConfiguration(encoder, True)
+    assert subcodes(info) == ["InvalidArgVal", "ConfigModify"]
+    assert state_of(trc, job) == "Active"
+    size = recorded_bytes(box.data_dir, recording)
+    wait_for(lambda: recorded_bytes(box.data_dir, recording) > size)
+
+
 # -- configuration -----------------------------------------------------------------------------
 def test_RECORDING_3_1_7_dynamic_tracks_configuration(trc):
     recording = trc.CreateRecording(recording_config())
@@ -203,6 +275,20 @@ def test_RECORDING_3_1_12_job_priorities_on_receiver(recorded):
     wait_for(lambda: state_of(trc, high) == "Active")
     assert state_of(trc, low) == "Idle"
     trc.SetRecordingJobConfiguration(low, job_config(recording, receiver, priority=3, tracks=video))
+    wait_for(lambda: state_of(trc, low) == "Active")
+    assert state_of(trc, high) == "Idle"
+
+
+def test_RECORDING_3_1_11_job_priorities_on_media_profile(recorded):
+    box, _, trc, _ = recorded
+    profile = video_profile(box)
+    recording = trc.CreateRecording(recording_config())
+    assert trc.GetRecordingOptions(recording).Job.Spare >= 2
+    low = trc.CreateRecordingJob(profile_job_config(recording, profile, priority=1)).JobToken
+    high = trc.CreateRecordingJob(profile_job_config(recording, profile, priority=2)).JobToken
+    wait_for(lambda: state_of(trc, high) == "Active")
+    assert state_of(trc, low) == "Idle"
+    trc.SetRecordingJobConfiguration(low, profile_job_config(recording, profile, priority=3))
     wait_for(lambda: state_of(trc, low) == "Active")
     assert state_of(trc, high) == "Idle"
 

@@ -16,6 +16,8 @@ from onvif_nvr.errors import (
     NoRecording,
     NoRecordingJob,
 )
+from onvif_nvr.recording.media_config import IncompleteConfiguration, NoProfile
+from onvif_nvr.recording.media_profiles import profile_receiver
 from onvif_nvr.recording.profile_g import (
     JOB_MODES,
     PROFILE_TYPE,
@@ -85,15 +87,17 @@ class JobOps(ReceiverOps):
         sources: list[JobSource] = []
         creating = 0
         for source in config.sources:
+            receiver: str | None = None
             if source.type == PROFILE_TYPE:
-                raise BadConfiguration(
-                    "the box has no media profiles of its own: record from a receiver"
-                )
-            if source.type != RECEIVER_TYPE:
+                if not source.token:
+                    raise BadConfiguration("a source of type Profile needs a SourceToken")
+                receiver = self._profile_receiver(session, source.token)
+            elif source.type != RECEIVER_TYPE:
                 raise BadConfiguration(f"unknown source type {source.type!r}")
-            if source.token:
+            elif source.token:
                 if receiver_row(session, source.token) is None:
                     raise BadConfiguration(f"no receiver {source.token!r}")
+                receiver = source.token
             elif source.auto_create_receiver:
                 creating += 1
             else:
@@ -109,12 +113,26 @@ class JobOps(ReceiverOps):
             sources.append(
                 JobSource(
                     source.token or None,
-                    RECEIVER_TYPE,
-                    bool(source.auto_create_receiver and not source.token),
+                    source.type,
+                    bool(source.auto_create_receiver and receiver is None),
                     mapped,
+                    receiver,
                 )
             )
         return recording, sources, creating
+
+    @staticmethod
+    def _profile_receiver(session: Session, token: str) -> str:
+        """The receiver a media profile source records (its video source's); the Media
+        services' faults become the Recording service's BadConfiguration."""
+        try:
+            return profile_receiver(session, token)
+        except NoProfile:
+            raise BadConfiguration(f"no media profile {token!r}") from None
+        except IncompleteConfiguration:
+            raise BadConfiguration(
+                f"media profile {token!r} has no video source configuration to record"
+            ) from None
 
     def _auto_receivers(self, session: Session, sources: list[JobSource]) -> list[JobSource]:
         out = []
@@ -130,7 +148,9 @@ class JobOps(ReceiverOps):
                     password=None,
                     auto_created=True,
                 )
-                source = dataclasses.replace(source, token=row.token, auto_create_receiver=True)
+                source = dataclasses.replace(
+                    source, token=row.token, auto_create_receiver=True, receiver=row.token
+                )
             out.append(source)
         return out
 
@@ -192,7 +212,7 @@ class JobOps(ReceiverOps):
                     row.priority = config.priority
                     row.sources = sources_json(sources)
                     session.flush()
-                    self._drop_unused_auto_receivers(session, auto - {s.token for s in sources})
+                    self._drop_unused_auto_receivers(session, auto - {s.feed for s in sources})
                     return job_from_row(row, current.token)
 
             job = await self._db.run(write)
@@ -292,7 +312,7 @@ class JobOps(ReceiverOps):
         job, recording_token, winners, receivers = await self._db.run(read)
         sources = []
         for source in job.sources:
-            receiver = receivers.get(source.token or "")
+            receiver = receivers.get(source.feed)
             states = []
             for track in source.tracks:
                 state, error = self._track_state(job, track, receiver, winners)

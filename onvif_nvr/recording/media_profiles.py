@@ -17,7 +17,7 @@ profile. Profiles live in the database (migration 0010); see docs/design/media.m
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,13 +26,14 @@ from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
 from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.topics import ItemDescription, Topic, TopicDescription
-from onvif_nvr.recording.control import RecordingControl
 from onvif_nvr.recording.media_config import (
     AUDIO_ENCODER,
     MAX_PROFILES,
     VIDEO_ENCODER,
+    VIDEO_SOURCE,
     Configuration,
     DeletionOfFixedProfile,
+    IncompleteConfiguration,
     MaxProfiles,
     MediaState,
     Multicast,
@@ -51,7 +52,13 @@ from onvif_nvr.recording.media_config import (
     default_multicast,
     fixed_profiles,
 )
+from onvif_nvr.recording.profile_g import receiver_from_row
 from onvif_nvr.recording.supervisor import CameraRecorder
+
+if TYPE_CHECKING:
+    # Only a type here: the control plane (its recording jobs) resolves profiles with
+    # profile_receiver below, so importing it at run time would be circular.
+    from onvif_nvr.recording.control import RecordingControl
 
 PROFILE_CHANGED = Topic.onvif("Media/ProfileChanged")
 CONFIGURATION_CHANGED = Topic.onvif("Media/ConfigurationChanged")
@@ -334,6 +341,24 @@ class MediaProfiles:
     def _profile_changed(self, token: str) -> None:
         if self._bus is not None:
             self._bus.publish_simple(PROFILE_CHANGED, {"Token": token})
+
+
+def profile_receiver(session: Session, token: str) -> str:
+    """(Database thread.) The token of the receiver whose stream the media profile ``token``
+    plays — its video source's — for a recording job on that profile; a JPEG profile names
+    the same receiver as the main one (jobs record the camera's stream, never the JPEG
+    re-encoding). NoProfile for an unknown token, IncompleteConfiguration for a profile
+    without a video source. The profiles are those GetProfiles would answer (a new
+    receiver's fixed profiles are made here if no media call has made them yet)."""
+    query = select(models.Camera).where(models.Camera.token.is_not(None)).order_by(models.Camera.id)
+    # The video source configuration and its receiver do not depend on the stream's facts.
+    sources = [Source(receiver_from_row(row), StreamFacts()) for row in session.scalars(query)]
+    rows, _ = _sync(session, sources)
+    profile = build_state(sources, rows, {}).profile(token)
+    video = profile.configurations.get(VIDEO_SOURCE)
+    if video is None or not video.receiver:
+        raise IncompleteConfiguration(f"profile {token} has no video source configuration")
+    return video.receiver
 
 
 def _index_of(token: str) -> int:

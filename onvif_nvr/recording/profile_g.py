@@ -126,6 +126,16 @@ class JobSource:
     type: str = RECEIVER_TYPE
     auto_create_receiver: bool = False
     tracks: tuple[JobTrack, ...] = ()
+    #: The receiver whose stream is recorded: the token itself for a receiver source, the
+    #: profile's receiver (resolved when the job is configured) for a profile source.
+    receiver: str | None = None
+
+    @property
+    def feed(self) -> str:
+        """The token of the receiver recorded ("" when none is known)."""
+        if self.receiver is not None:
+            return self.receiver
+        return (self.token or "") if self.type == RECEIVER_TYPE else ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +285,7 @@ def plan(
     used: set[int] = set()
     for job in jobs:
         for source in job.sources:
-            receiver = by_token.get(source.token or "")
+            receiver = by_token.get(source.feed)
             if receiver is None or receiver.mode == "NeverConnect" or not receiver.url:
                 continue
             wins = any(
@@ -304,7 +314,7 @@ def _destinations(
     for job in jobs:
         kinds = tracks_of.get(job.recording_id, {})
         for source in job.sources:
-            receiver = ids.get(source.token or "")
+            receiver = ids.get(source.feed)
             if receiver is None:
                 continue
             won = [
@@ -432,6 +442,8 @@ def sources_json(sources: Iterable[JobSource]) -> list[dict[str, Any]]:
         {
             "type": s.type,
             "token": s.token,
+            # Resolved once (a profile's receiver); rows written before it hold receivers only.
+            "receiver": s.feed or None,
             "auto_created": s.auto_create_receiver,
             "tracks": [
                 {"source_tag": t.source_tag, "destination": t.destination} for t in s.tracks
@@ -448,6 +460,7 @@ def sources_from_json(value: Any) -> tuple[JobSource, ...]:
             type=s.get("type", RECEIVER_TYPE),
             auto_create_receiver=bool(s.get("auto_created", False)),
             tracks=tuple(JobTrack(t["source_tag"], t["destination"]) for t in s.get("tracks", [])),
+            receiver=s.get("receiver"),
         )
         for s in value or []
     )
@@ -576,8 +589,9 @@ def job_by_token(session: Session, token: str) -> models.RecordingJob | None:
 
 
 def jobs_using(session: Session, receiver: str) -> list[str]:
+    """The jobs recording ``receiver``, named or through one of its media profiles."""
     return [
         job.token
         for job in session.scalars(select(models.RecordingJob))
-        if any(s.token == receiver for s in sources_from_json(job.sources))
+        if any(s.feed == receiver for s in sources_from_json(job.sources))
     ]

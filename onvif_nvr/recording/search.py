@@ -340,7 +340,7 @@ class RecordingSearch:
         conn: Connection, sources: Iterable[tuple[str, str]], strict: bool
     ) -> set[int]:
         """Recordings fed by the receivers named (a job's source, or the recording a camera
-        command made for the receiver). The box has no media profiles to record from."""
+        command made for the receiver; a job on one of its media profiles records it too)."""
         wanted = [token for token, kind in sources if kind == RECEIVER_TYPE]
         cameras = dict(
             conn.execute(
@@ -356,7 +356,7 @@ class RecordingSearch:
         for recording_id, job_sources in conn.execute(
             select(models.RecordingJob.recording_id, models.RecordingJob.sources)
         ):
-            if any(s.token in cameras for s in sources_from_json(job_sources)):
+            if any(s.feed in cameras for s in sources_from_json(job_sources)):
                 ids.add(recording_id)
         return ids
 

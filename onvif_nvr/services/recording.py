@@ -253,8 +253,8 @@ class RecordingService:
         """GetCapabilities' ``Extension/Recording`` (tt:RecordingCapabilities) besides XAddr."""
         return {
             "ReceiverSource": True,
-            # The box has no media profiles of its own to record from.
-            "MediaProfileSource": False,
+            # A job may record one of the box's media profiles (its receiver's stream).
+            "MediaProfileSource": True,
             "DynamicRecordings": True,
             "DynamicTracks": True,
             "MaxStringLength": MAX_STRING_LENGTH,
