@@ -265,3 +265,24 @@ def test_a_profile_that_cannot_be_recorded_is_a_bad_configuration(box: Box, reco
             assert fault_codes(info) == ["InvalidArgVal", "BadConfiguration"]
     finally:
         tr2.DeleteProfile(empty)
+
+
+def test_deleting_a_created_profile_a_job_records_leaves_the_job_recording(
+    box: Box, recording: str
+):
+    tr2 = media2_client(box.nvr)
+    profile = tr2.CreateProfile("to record", [{"Type": "VideoSource", "Token": f"VSC_{box.index}"}])
+    job = box.trc.CreateRecordingJob(profile_job(recording, profile)).JobToken
+    wait_for(lambda: state_of(box.trc, job) == "Active")
+    tr2.DeleteProfile(profile)  # the Media services have no fault for a profile in use
+    assert profile not in {p.token for p in tr2.GetProfiles()}
+    size = recorded_bytes(box.nvr.data_dir, recording)
+    wait_for(lambda: recorded_bytes(box.nvr.data_dir, recording) > size)
+    assert state_of(box.trc, job) == "Active"
+    (source,) = box.trc.GetRecordingJobConfiguration(job).Source
+    assert source.SourceToken.Token == profile
+    # Configured again, the job must name a profile that exists.
+    with pytest.raises(zeep.exceptions.Fault) as info:
+        box.trc.SetRecordingJobConfiguration(job, profile_job(recording, profile, priority=1))
+    assert fault_codes(info) == ["InvalidArgVal", "BadConfiguration"]
+    box.trc.DeleteRecordingJob(job)
