@@ -46,6 +46,7 @@ from tests.test_recording_control_service import (
     segments_of,
     state_of,
 )
+from tests.test_search_service import all_recordings
 
 VIDEO = (("video", "VIDEO001"),)
 
@@ -217,8 +218,14 @@ def test_a_job_on_a_media_profile_records_then_idles_then_goes(box: Box, recordi
         "Active",
     )
     wait_for(lambda: len(segments_of(box.nvr.data_dir, recording)) >= 1)
-    summary = search_client(box.nvr).GetRecordingSummary()
+    tse = search_client(box.nvr)
+    summary = tse.GetRecordingSummary()
     assert summary.NumberRecordings >= 1 and summary.DataFrom is not None
+    # Searching by the profile, or by the receiver it records, finds the recording.
+    for token, kind in ((box.main, PROFILE_TYPE), (box.receiver, RECEIVER_TYPE)):
+        found = all_recordings(tse, {"IncludedSources": [{"Token": token, "Type": kind}]})
+        assert recording in {i.RecordingToken for i in found}, kind
+    assert all_recordings(tse, {"IncludedSources": [{"Token": "P404", "Type": PROFILE_TYPE}]}) == []
 
     # The receiver is in use through its profile.
     with pytest.raises(zeep.exceptions.Fault) as info:

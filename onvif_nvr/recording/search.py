@@ -30,7 +30,12 @@ from onvif_nvr.recording.history import (
     RECORDING_STATE,
     VIDEO_ENCODING,
 )
-from onvif_nvr.recording.profile_g import RECEIVER_TYPE, RecordingSource, sources_from_json
+from onvif_nvr.recording.profile_g import (
+    PROFILE_TYPE,
+    RECEIVER_TYPE,
+    RecordingSource,
+    sources_from_json,
+)
 
 #: Request times are compared at the millisecond every answer is written with.
 MS = 10**6
@@ -340,23 +345,31 @@ class RecordingSearch:
         conn: Connection, sources: Iterable[tuple[str, str]], strict: bool
     ) -> set[int]:
         """Recordings fed by the receivers named (a job's source, or the recording a camera
-        command made for the receiver; a job on one of its media profiles records it too)."""
+        command made for the receiver; a job on one of its media profiles records it too)
+        and those of the jobs naming the media profiles named. A profile is never an
+        unknown source: whether it exists is the Media services' to say, so one no job names
+        matches nothing."""
+        sources = list(sources)
         wanted = [token for token, kind in sources if kind == RECEIVER_TYPE]
+        profiles = {token for token, kind in sources if kind == PROFILE_TYPE}
         cameras = dict(
             conn.execute(
                 select(models.Camera.token, models.Camera.id).where(models.Camera.token.in_(wanted))
             ).all()
         )
         for token, kind in sources:
-            if strict and (kind != RECEIVER_TYPE or token not in cameras):
+            if strict and kind != PROFILE_TYPE and (kind != RECEIVER_TYPE or token not in cameras):
                 raise InvalidArgument(f"no source {token!r} of type {kind}", "InvalidSource")
-        if not cameras:
+        if not cameras and not profiles:
             return set()
         ids = set(conn.scalars(select(R.id).where(R.camera_id.in_(list(cameras.values())))))
         for recording_id, job_sources in conn.execute(
             select(models.RecordingJob.recording_id, models.RecordingJob.sources)
         ):
-            if any(s.feed in cameras for s in sources_from_json(job_sources)):
+            if any(
+                s.feed in cameras or (s.type == PROFILE_TYPE and s.token in profiles)
+                for s in sources_from_json(job_sources)
+            ):
                 ids.add(recording_id)
         return ids
 
