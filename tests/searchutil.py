@@ -51,6 +51,29 @@ class Recorded:
     attic: str
 
 
+def recorded_until(box: NvrProcess, token: str, seconds: float, after=None) -> None:
+    """Wait (at most 60 s) until ``token`` holds ``seconds`` of data (after ``after``, the
+    latest instant recorded before, when given): fixed sleeps leave a loaded machine with
+    stretches too short for the tests' assumptions."""
+    tse = search_client(box)
+    deadline = time.monotonic() + 60
+    while True:
+        info = tse.GetRecordingInformation(token)
+        start = after if after is not None else info.EarliestRecording
+        latest = info.LatestRecording
+        if start is not None and latest is not None and (latest - start).total_seconds() >= seconds:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{token}: not {seconds} s recorded after {start} (latest {latest})"
+            )
+        time.sleep(0.25)
+
+
+def latest_recorded(box: NvrProcess, token: str):
+    return search_client(box).GetRecordingInformation(token).LatestRecording
+
+
 @contextmanager
 def recorded_box(tmp: Path) -> Iterator[Recorded]:
     gstcam.require()
@@ -63,20 +86,23 @@ def recorded_box(tmp: Path) -> Iterator[Recorded]:
             receiver = trv.CreateReceiver(receiver_config(url)).Token
             yard = trc.CreateRecording(recording_config("yard", Location="Basement"))
             job = trc.CreateRecordingJob(job_config(yard, receiver)).JobToken
-            time.sleep(5)
+            recorded_until(box, yard, 4.5)
             trc.SetRecordingJobMode(job, "Idle")
-            time.sleep(2.5)
+            time.sleep(2.5)  # the gap
+            before_gap = latest_recorded(box, yard)
             trc.SetRecordingJobMode(job, "Active")
             deleted = trc.CreateRecording(recording_config("doomed", Location="Basement"))
             trc.CreateRecordingJob(job_config(deleted, receiver))
-            time.sleep(4)
+            recorded_until(box, deleted, 3)
+            recorded_until(box, yard, 3, after=before_gap)
             trc.DeleteRecording(deleted)
             attic = trc.CreateRecording(recording_config("attic", Location="Attic"))
             box.stop()
             time.sleep(1.5)
             box.start()
             trc = recording_client(box)
-            time.sleep(5)
+            before_restart = latest_recorded(box, yard)
+            recorded_until(box, yard, 4, after=before_restart)
             trc.SetRecordingJobMode(job, "Idle")
             time.sleep(1.5)
             yield Recorded(box, data, receiver, yard, deleted, attic)
