@@ -27,8 +27,8 @@ Cases not here, and why:
 * RTSS-2-2-10 and 3-2-23 (audio in another group than the video): a stream has one group,
   with a port per track; 3-2-22 (different ports) is what 2-2-9 checks.
 * RTSS-1-1-53 (JPEG RTP header extension): only needed above 2040 pixels; not sent.
-* H.265 (MEDIA2_RTSS-1-1-8-11): needs an H.265 camera box; the same code serves it
-  (tests/test_h265.py covers the packetizer).
+* H.265 (MEDIA2_RTSS-1-1-8-11): in conformance/test_rtss_h265.py, against a box recording an
+  H.265 camera.
 * Metadata (RTSS-4-1-3, MEDIA2_RTSS-4-*), backchannel (RTSS-6-*, MEDIA2_RTSS-3-*, 6-*),
   HTTPS and WebSocket tunnels (MEDIA2_RTSS-1-1-15-22, 2-1-13-20): not offered.
 """
