@@ -254,10 +254,6 @@ class Replays:
         headers.add("Transport", format_transport([reply]))
         return Response(200, "", headers)
 
-    async def close(self) -> None:
-        for session in list(self.sessions):
-            await session.close()
-
 
 @dataclasses.dataclass
 class _Running:
