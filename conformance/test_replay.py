@@ -219,7 +219,7 @@ def test_REPLAY_3_1_15_and_3_1_16_pause(footage, client, with_range):
     cseq = client.cseq & 0xFF
     client.read_until(lambda: len(client.video(cseq)) >= 2)
     first = client.video(cseq)[0]
-    assert first.c
+    assert first.c and first.d == with_range  # a jump, or a resume
     if with_range:
         assert abs(first.wall_ns - target) <= MS
     else:

@@ -343,14 +343,15 @@ class ReplaySession:
             return None
         await self._cancel()
         self._queued.clear()
-        self._start(options)
+        # A PLAY without Range after PAUSE resumes (no D); with a Range it jumps.
+        self._start(options, resume=self._paused and "Range" not in request.headers)
         return None
 
-    def _start(self, options: PlayOptions) -> None:
+    def _start(self, options: PlayOptions, *, resume: bool = False) -> None:
         assert self.sender is not None
         if self._output is None:
             self._output = self.connection.replay_output()
-        jumped = None if not self._paused else False
+        jumped = False if resume else None
         self._paused = False
         self.sender.play(options, self.replays.clock.monotonic_ns(), jumped=jumped)
         playback = self.replays.reader.play(self.media, options.request)
