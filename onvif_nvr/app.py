@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from onvif_nvr import __version__
+from onvif_nvr.api import endpoints as api
+from onvif_nvr.api.server import Gate as ApiGate
 from onvif_nvr.auth.digest import DigestAuthority
 from onvif_nvr.auth.throttle import LoginThrottle
 from onvif_nvr.clock import Clock, SystemClock
@@ -117,6 +119,8 @@ class NvrApp:
         self.event_service: EventService | None = None
         self.control_events: ControlEvents | None = None
         self.search_sessions: SearchSessions | None = None
+        #: What the REST API at /api/v1 works on (set when the services are up).
+        self._api: api.ApiDeps | None = None
 
     # -- lifecycle (the device service's view) ---------------------------------------------
     def request_reboot(self) -> None:
@@ -410,6 +414,19 @@ class NvrApp:
         if self.rtsp is not None:  # live streams need the ONVIF users' credentials
             self.rtsp.gate = DigestGate(authenticator.digest, self.users, throttle)
         self._snapshot_gate = DigestGate(authenticator.digest, self.users, throttle, rtsp=False)
+        self._api = api.ApiDeps(
+            settings=settings,
+            clock=self.clock,
+            db=db,
+            users=self.users,
+            control=self.control,
+            recording=self.recording,
+            gate=ApiGate(self.users, authenticator.digest, throttle, self.clock),
+            version=__version__,
+            live_streams=self.recording.live_streams,
+            rtsp_port=lambda: self.rtsp.bound_port if self.rtsp is not None else None,
+            extra_metrics=self._metrics_lines,
+        )
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
         self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -629,7 +646,25 @@ class NvrApp:
         app.router.add_get("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
         app.router.add_post("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
         app.router.add_get("/", self._index)
+        if self._api is not None:  # REST at /api/v1, its document, /metrics (docs/design/api.md)
+            api.mount(app.router, self._api)
         return app
+
+    def _metrics_lines(self) -> list[str]:
+        """Prometheus lines of the RTSP server and the event bus (the API adds the cameras')."""
+        lines = []
+        if self.rtsp is not None:
+            lines += [
+                "# TYPE nvr_rtsp_connections gauge",
+                f"nvr_rtsp_connections {self.rtsp.connections}",
+                "# TYPE nvr_rtsp_viewers gauge",
+                f"nvr_rtsp_viewers {self.rtsp.viewers}",
+            ]
+        for key, value in self.events.stats().items():
+            kind = "counter" if key == "published" else "gauge"
+            name = f"nvr_events_{key}" + ("_total" if kind == "counter" else "")
+            lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        return lines
 
     async def _soap(self, request: web.Request) -> web.StreamResponse:
         limit = self.settings.security.max_body_bytes
