@@ -116,6 +116,8 @@ class StorageSettings:
     #: loses up to the interval); "none": leave it to the OS (a power cut may lose more).
     fsync: str = "fragment"
     fsync_interval_s: int = 5
+    #: How often volumes are checked (mounted, marker, free space) and retention runs.
+    check_interval_s: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +359,8 @@ def load_settings(
         raise ConfigError('storage.fsync must be "fragment", "interval" or "none"')
     if not 0 < settings.storage.fsync_interval_s <= 3600:
         raise ConfigError("storage.fsync_interval_s must be between 0 and 3600 seconds")
+    if not 1 <= settings.storage.check_interval_s <= 3600:
+        raise ConfigError("storage.check_interval_s must be between 1 and 3600 seconds")
     limits = settings.recording
     if min(limits.max_receivers, limits.max_recordings, limits.max_recording_jobs) < 1:
         raise ConfigError(

@@ -58,6 +58,7 @@ def test_precedence_file_env_overrides(tmp_path: Path):
         ("device = 3\n", {}, "device: expected a table"),
         ('[storage]\nfsync = "sometimes"\n', {}, 'storage.fsync must be "fragment"'),
         ("[storage]\nfsync_interval_s = 0\n", {}, "storage.fsync_interval_s must be"),
+        ("[storage]\ncheck_interval_s = 0\n", {}, "storage.check_interval_s must be"),
         ("[x\n", {}, "is not valid TOML"),
     ],
 )

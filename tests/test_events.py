@@ -370,7 +370,7 @@ def test_a_subscriber_that_never_pulls_keeps_only_the_newest(tmp_path):
 
 # -- the storage failure event, end to end -------------------------------------------------
 def test_a_volume_that_goes_away_and_comes_back(tmp_path):
-    box = start_box(tmp_path)
+    box = start_box(tmp_path, ONVIF_NVR_STORAGE_CHECK_INTERVAL_S="1")
     try:
         events = EventsClient(box.base, "admin", ADMIN_PASSWORD)
         address = events.create(topic_filter(STORAGE_FAILURE, CONCRETE), termination="PT120S")
@@ -379,7 +379,7 @@ def test_a_volume_that_goes_away_and_comes_back(tmp_path):
         disk = volume.with_name("vol-a.disk")
         volume.rename(disk)  # unmounted: the mount point is there, the marker is not
         volume.mkdir()
-        changed = events.pull(address, "PT30S")  # the volume check runs every 10 s
+        changed = events.pull(address, "PT30S")  # the volume check runs every second here
         assert [(n.operation, n.source["Token"], n.data["Failed"]) for n in changed] == [
             ("Changed", "volume1", "true")
         ]

@@ -27,8 +27,6 @@ from onvif_nvr.recording.volumes import VolumeSet, statvfs_free_bytes
 
 log = logging.getLogger(__name__)
 
-RETENTION_INTERVAL_S = 10.0
-
 
 class RecorderListener(Protocol):
     """Hears what the runtime does (the Profile G events hang here)."""
@@ -269,4 +267,4 @@ class RecordingManager:
                 await self.enforce_retention()
             except Exception:  # retention must keep trying; the recorders do not depend on it
                 log.exception("retention pass failed")
-            await self.clock.sleep(RETENTION_INTERVAL_S)
+            await self.clock.sleep(self.settings.storage.check_interval_s)
