@@ -40,7 +40,7 @@ import dataclasses
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import av
@@ -346,19 +346,32 @@ def test_RTSS_1_1_44_set_synchronization_point_h264(box, case):
         if p.VideoEncoderConfiguration is not None
         and p.VideoEncoderConfiguration.Encoding == "H264"
     )
+    keyframe_after, report_after = synchronization_point_effect(
+        box, lambda: trt.SetSynchronizationPoint(profile.token), _has_idr
+    )
+    assert keyframe_after is not None and keyframe_after < 2.5
+    assert report_after is not None and report_after < 1
+
+
+def synchronization_point_effect(
+    box: Box, ask: Callable[[], object], is_keyframe: Callable[[bytes], bool]
+) -> tuple[float | None, float | None]:
+    """Seconds from asking for a synchronization point (``ask``) to the first keyframe
+    packet (``is_keyframe`` of its RTP payload) and to the first video sender report, as a
+    TCP viewer of the stream sees them (None: not within 3 s)."""
     viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
     try:
         viewer.play(box.url(user=""), tracks=1)
         viewer.read(0.3)
         viewer.frames.clear()
-        trt.SetSynchronizationPoint(profile.token)
+        ask()
         asked = time.monotonic()
-        idr_after = report_after = None
-        while time.monotonic() - asked < 3 and (idr_after is None or report_after is None):
+        keyframe_after = report_after = None
+        while time.monotonic() - asked < 3 and (keyframe_after is None or report_after is None):
             viewer.read(0.05)
             for channel, packet in viewer.frames:
-                if channel == 0 and idr_after is None and _has_idr(packet[12:]):
-                    idr_after = time.monotonic() - asked
+                if channel == 0 and keyframe_after is None and is_keyframe(packet[12:]):
+                    keyframe_after = time.monotonic() - asked
                 if (
                     channel == 1
                     and report_after is None
@@ -368,8 +381,7 @@ def test_RTSS_1_1_44_set_synchronization_point_h264(box, case):
             viewer.frames.clear()
     finally:
         viewer.close()
-    assert idr_after is not None and idr_after < 2.5
-    assert report_after is not None and report_after < 1
+    return keyframe_after, report_after
 
 
 # -- RTP-Unicast/RTSP/HTTP/TCP with line breaks in the base64 ------------------------------------

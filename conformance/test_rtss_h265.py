@@ -11,17 +11,16 @@ import re
 import shutil
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 
 import av
 import pytest
 
-from onvif_nvr.rtsp.rtp import SenderReport, parse_rtcp
+from conformance.test_rtss import synchronization_point_effect
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.mediautil import media2_client
-from tests.test_live import Box, RawViewer
+from tests.test_live import Box
 from tests.test_live_transports import _wait_playable, start_box
 
 CAMERA = ("--codec", "h265", "--size", "640x360", "--fps", "25", "--gop", "25")
@@ -131,27 +130,8 @@ def test_MEDIA2_RTSS_1_1_11_set_synchronization_point_h265(box, profile):
     """SetSynchronizationPoint on the H.265 profile: a sender report at once and an IRAP
     picture within the camera's GOP (1 s; the box relays, it cannot make one: ADR 0006)."""
     tr2 = media2_client(box.nvr)
-    viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
-    try:
-        viewer.play(box.url(user=""), tracks=1)
-        viewer.read(0.3)
-        viewer.frames.clear()
-        tr2.SetSynchronizationPoint(profile.token)
-        asked = time.monotonic()
-        irap_after = report_after = None
-        while time.monotonic() - asked < 3 and (irap_after is None or report_after is None):
-            viewer.read(0.05)
-            for channel, packet in viewer.frames:
-                if channel == 0 and irap_after is None and _has_irap(packet[12:]):
-                    irap_after = time.monotonic() - asked
-                if (
-                    channel == 1
-                    and report_after is None
-                    and any(isinstance(r, SenderReport) for r in parse_rtcp(packet))
-                ):
-                    report_after = time.monotonic() - asked
-            viewer.frames.clear()
-    finally:
-        viewer.close()
+    irap_after, report_after = synchronization_point_effect(
+        box, lambda: tr2.SetSynchronizationPoint(profile.token), _has_irap
+    )
     assert irap_after is not None and irap_after < 2.5
     assert report_after is not None and report_after < 1
