@@ -6,6 +6,7 @@ as an ordinary RTSP stream, and by GStreamer's ``rtspsrc onvif-mode=true``."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import sqlite3
@@ -26,7 +27,7 @@ from onvif_nvr.rtsp.headers import parse_rtp_info
 from onvif_nvr.rtsp.message import Headers, Interleaved, MessageParser, Request, Response
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
-from tests.nvrproc import NvrProcess
+from tests.nvrproc import ROOT, NvrProcess
 from tests.test_live import RawViewer, _check_continuity
 from tests.test_receiver_service import config as receiver_config
 from tests.test_receiver_service import receiver_client, wait_for
@@ -559,6 +560,48 @@ def test_gstreamer_over_udp_and_the_http_tunnel(box: Box, protocols: str):
         gst_onvif(location, protocols="tcp")
     else:
         gst_onvif(box.url(), protocols="udp")
+
+
+def picture_times(box: Box, start: int, end: int) -> list[int]:
+    """The index's capture times of the pictures in [start, end] (the camera's 25 fps: a
+    fragment's pictures 40 ms apart from its row's time)."""
+    times = (row + i * 40 * MS for _, row, _, count in box.rows for i in range(count))
+    return [t for t in times if start <= t <= end]
+
+
+@pytest.mark.parametrize("rate_control", ["true", "false"])
+def test_gstreamer_seeks_to_a_clock_range(box: Box, rate_control: str):
+    """GStreamer's own seek in ONVIF mode (tests/peers/gst_onvif_seek.py): rtspsrc plays,
+    then a flushing seek to absolute times sends PAUSE and PLAY with ``Range: clock=``. The
+    pictures of the range arrive with the index's capture times and the stream ends at the
+    range's end: the last unit of each track carries T, which rtponvifparse turns into EOS."""
+    gstcam.require()
+    start, end = box.keyframes[5] + 300 * MS, box.keyframes[7] + 500 * MS  # mid-GOP both
+    peer = ROOT / "tests/peers/gst_onvif_seek.py"
+    done = subprocess.run(
+        [gstcam.SYSTEM_PYTHON, str(peer), box.url(), "admin", ADMIN_PASSWORD, str(start),
+         str(end), rate_control, "tcp", "30"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert lines and "pictures" in lines[-1], done.stdout[-2000:] + done.stderr[-2000:]
+    summary = lines[-1]
+    assert summary["eos"], summary
+    units = [u for u in lines if "wall_ns" in u]
+    # The seek's PLAY: the CSeq byte of the unit with T (packets of the first PLAY may still
+    # have been on their way).
+    terminal = [u for u in units if u["t"]]
+    assert len(terminal) == 1, terminal
+    played = [u for u in units if u["cseq"] == terminal[0]["cseq"]]
+    # It started at the clean point at or before the start (GStreamer's jitter buffer drops
+    # that first access unit: its packets arrive before it has a time base), ...
+    assert start - 1100 * MS <= played[0]["wall_ns"] <= start
+    # ... every picture of the range, at the index's times, and nothing after its end.
+    got = [u["wall_ns"] for u in played if start <= u["wall_ns"]]
+    expected = picture_times(box, start, end)
+    assert len(got) == len(expected), (got, expected)
+    assert all(abs(a - b) <= MS for a, b in zip(got, expected, strict=True))
+    assert terminal[0]["wall_ns"] == got[-1]
 
 
 # -- load, deletion -------------------------------------------------------------------------------

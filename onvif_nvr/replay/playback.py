@@ -18,7 +18,9 @@ into RTP packets with the 0xABAC extension.
   the units go out at once and the socket drops what it cannot hold (clients should use
   TCP, §6.1).
 * At the end of the footage (or of the range) the task stops sending; the session does not
-  become PAUSED, a PLAY starts anew. PAUSE cancels the playback and keeps the time of the
+  become PAUSED, a PLAY starts anew. With a closed range each track's latest unit is held
+  until the next one of that track is read, so the last one sent before the range's end
+  carries T (GStreamer's ``rtponvifparse`` ends the stream on T). PAUSE cancels the playback and keeps the time of the
   last unit sent as the resume point (a PLAY without Range starts at the clean point at or
   before it: a GOP may be sent twice).
 * RTCP: sender reports every ``SR_INTERVAL_S`` — with rate control the current wall time
@@ -42,6 +44,7 @@ from onvif_nvr.errors import NoRecording
 from onvif_nvr.replay.live import Track
 from onvif_nvr.replay.reader import (
     VIDEO,
+    EndReason,
     Gap,
     Playback,
     RecordingMedia,
@@ -395,23 +398,38 @@ class ReplaySession:
         tcp = bool(self.connection.channels)
         high = self.replays.high_water_bytes
         next_sr_ns = clock.monotonic_ns()
+        # A closed range: each track's latest unit is held until the next one of that track
+        # is read, so the one the range ends with goes out with T (below).
+        closed = options.request.end_ns is not None
+        held: dict[int, ReplayUnit] = {}
+
+        def send(unit: ReplayUnit) -> bool:
+            packets = sender.packets(unit)
+            if packets:
+                if transport.is_closing():
+                    return False
+                output(packets)
+                self._resume_ns = unit.timed.wall_ns
+            return True
+
         try:
             async for item in playback:
                 if isinstance(item, Gap):
                     sender.gap(item)
                     continue
                 assert isinstance(item, ReplayUnit)
+                previous = held.pop(item.timed.track, None)
+                if previous is not None and not send(previous):
+                    break
                 due = sender.due_ns(item)
                 if due is not None:
                     wait_ns = due - clock.monotonic_ns()
                     if wait_ns > SEND_AHEAD_NS:
                         await clock.sleep(wait_ns / 1e9)
-                packets = sender.packets(item)
-                if packets:
-                    if transport.is_closing():
-                        break
-                    output(packets)
-                    self._resume_ns = item.timed.wall_ns
+                if closed and not item.terminal:
+                    held[item.timed.track] = item
+                elif not send(item):
+                    break
                 now_ns = clock.monotonic_ns()
                 if now_ns >= next_sr_ns:
                     next_sr_ns = now_ns + int(SR_INTERVAL_S * 1e9)
@@ -426,6 +444,16 @@ class ReplaySession:
                     await self._drain(high)
                 elif due is None:
                     await asyncio.sleep(0)  # let the rest of the box run between units
+            else:
+                # The playback ran to its end (not cancelled, not closed): the held units
+                # are the last of their tracks — T ("no more data is available for a
+                # track", §6.3), which is where GStreamer's rtponvifparse ends the stream.
+                for unit in sorted(held.values(), key=lambda u: u.timed.wall_ns):
+                    if playback.end_reason is EndReason.RANGE_END:
+                        unit = dataclasses.replace(unit, terminal=True)
+                    if not send(unit):
+                        break
+                held.clear()
         except (ConnectionError, OSError) as exc:
             log.debug("replay %s: %s", self.connection.peer, exc)
         finally:
