@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, cast
 
 from onvif_nvr.clock import Clock
+from onvif_nvr.replay.datagrams import DatagramWriter
 from onvif_nvr.replay.http_tunnel import Tunnels
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
 from onvif_nvr.replay.multicast import (
@@ -400,6 +401,8 @@ class _UdpPorts:
 
     def __init__(self, rtp: socket.socket, transports: list[asyncio.BaseTransport]) -> None:
         self.rtp = rtp
+        #: Every UDP session's RTP/RTCP goes out through this (GSO runs where possible).
+        self.writer = DatagramWriter(rtp)
         self._transports = transports
         self.ports = (rtp.getsockname()[1], rtp.getsockname()[1] + 1)
 
@@ -486,18 +489,13 @@ class _Connection:
 
     def send_udp(self, packets: Sequence[tuple[int, bool, bytes]]) -> None:
         assert self.server._udp is not None
-        sendto = self.server._udp.rtp.sendto
         dest = self._udp_dest
-        for number, rtcp, packet in packets:
-            address = dest.get((number, rtcp))
-            if address is None:
-                continue
-            try:
-                sendto(packet, address)
-            except (BlockingIOError, InterruptedError):
-                pass  # the socket buffer is full: this viewer loses the packet, UDP is lossy
-            except OSError as exc:
-                log.debug("RTSP client %s: UDP send failed: %s", self.peer, exc)
+        # A full socket buffer loses datagrams for this viewer only: UDP is lossy.
+        self.server._udp.writer.send(
+            (packet, address)
+            for number, rtcp, packet in packets
+            if (address := dest.get((number, rtcp))) is not None
+        )
 
     def ended(self, reason: str) -> None:
         log.info("RTSP client %s: %s", self.peer, reason)
