@@ -330,6 +330,28 @@ def test_tunnel_hostile_input(box: Box) -> None:
     assert size == (640, 360)
 
 
+@pytest.mark.parametrize("port", ["http", "rtsp"])
+def test_tunnel_post_head_before_its_body(box: Box, port: str) -> None:
+    """A client may send the POST's head and its first request in two writes (FFmpeg does
+    on a loaded machine): the tunnel waits for the body instead of closing the POST."""
+    if port == "http":
+        path, number = f"/rtsp-tunnel/live/{box.receiver}", box.nvr.port
+    else:
+        path, number = f"/live/{box.receiver}", box.nvr.rtsp_port
+    cookie = f"split-{port}"
+    with socket.create_connection(("127.0.0.1", number), timeout=5) as get:
+        get.sendall(_get(path, cookie))
+        assert get.recv(4096).startswith(b"HTTP/1.0 200")
+        with socket.create_connection(("127.0.0.1", number), timeout=5) as post:
+            post.sendall(_post(path, cookie, b""))
+            time.sleep(0.3)  # the head is read and handed over alone
+            request = b"OPTIONS * RTSP/1.0\r\nCSeq: 3\r\n\r\n"
+            post.sendall(base64.b64encode(request))
+            (answer,) = MessageParser("client").feed(get.recv(4096))
+            assert isinstance(answer, Response) and answer.status == 200
+            assert answer.headers.get("CSeq") == "3"
+
+
 # -- in process: StartMulticastStreaming, shared group, synchronization point -----------------
 
 

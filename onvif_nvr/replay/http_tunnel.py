@@ -326,12 +326,14 @@ class Tunnels:
         if tunnel is None:
             raise ValueError("no tunnel for this x-sessioncookie")
         tunnel.new_post(transport)
-        data = body
-        while data:
+        data = body  # empty when the head came alone: the body follows
+        while True:
             tunnel.feed(data)
             if tunnel.post is not transport:
                 return  # the tunnel ended or a newer POST took over
             data = await reader.read(READ_CHUNK)
+            if not data:
+                return  # the client closed the POST
 
     async def serve_post(self, cookie: str, transport: asyncio.Transport, body: bytes) -> None:
         """Feed the POST's body (``body``: what was read with its headers) to the tunnel
