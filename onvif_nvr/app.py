@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from onvif_nvr import __version__
+from onvif_nvr import web as webui
 from onvif_nvr.api import endpoints as api
 from onvif_nvr.api.server import Gate as ApiGate
 from onvif_nvr.auth.digest import DigestAuthority
@@ -645,7 +646,8 @@ class NvrApp:
         # RTSP over HTTP (ONVIF Streaming RTP/RTSP/HTTP/TCP): handed to the RTSP server.
         app.router.add_get("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
         app.router.add_post("/rtsp-tunnel/{path:.*}", self._rtsp_tunnel)
-        app.router.add_get("/", self._index)
+        # The browser UI at / and /ui/ (its system page shows the device service URL).
+        webui.mount(app.router)
         if self._api is not None:  # REST at /api/v1, its document, /metrics (docs/design/api.md)
             api.mount(app.router, self._api)
         return app
@@ -792,15 +794,6 @@ class NvrApp:
         # The socket was the tunnel's; aiohttp must neither answer on it nor keep it.
         request.protocol.force_close()
         return web.Response(status=204)
-
-    async def _index(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(
-            text=(
-                f"onvif-nvr {__version__}\n"
-                f"ONVIF device service: {request.scheme}://{request.host}{catalog.DEVICE.path}\n"
-                "WSDLs: /onvif/wsdl/\n"
-            )
-        )
 
 
 def _recorder_feed(recorder: CameraRecorder) -> Feed:
