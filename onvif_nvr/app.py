@@ -20,6 +20,7 @@ from aiohttp import web
 from onvif_nvr import __version__
 from onvif_nvr import web as webui
 from onvif_nvr.api import endpoints as api
+from onvif_nvr.api.metrics import metric_family
 from onvif_nvr.api.server import Gate as ApiGate
 from onvif_nvr.auth.digest import DigestAuthority
 from onvif_nvr.auth.throttle import LoginThrottle
@@ -661,11 +662,46 @@ class NvrApp:
                 f"nvr_rtsp_connections {self.rtsp.connections}",
                 "# TYPE nvr_rtsp_viewers gauge",
                 f"nvr_rtsp_viewers {self.rtsp.viewers}",
+                "# TYPE nvr_rtsp_slow_viewers_dropped_total counter",
+                f"nvr_rtsp_slow_viewers_dropped_total {self.rtsp.slow_viewers_dropped}",
             ]
+            viewers = self.rtsp.viewer_stats()
+            lines += metric_family(
+                "nvr_rtsp_viewer_bytes_sent_total",
+                "counter",
+                [(v._asdict(), v.bytes_sent) for v in viewers],
+                keys=("session", "client", "stream", "transport"),
+            )
+            lines += metric_family(
+                "nvr_rtsp_viewer_packets_sent_total",
+                "counter",
+                [(v._asdict(), v.packets_sent) for v in viewers if v.transport == "udp"],
+                keys=("session", "client", "stream", "transport"),
+            )
+            groups = self.rtsp.multicast_stats()
+            for name, index in (("packets", 2), ("bytes", 3)):
+                lines += metric_family(
+                    f"nvr_rtsp_multicast_{name}_sent_total",
+                    "counter",
+                    [({"stream": g[0], "group": g[1]}, int(g[index])) for g in groups],
+                    keys=("stream", "group"),
+                )
         for key, value in self.events.stats().items():
             kind = "counter" if key == "published" else "gauge"
             name = f"nvr_events_{key}" + ("_total" if kind == "counter" else "")
             lines += [f"# TYPE {name} {kind}", f"{name} {value}"]
+        subscriptions = self.events.per_subscription()
+        for name, kind, index in (
+            ("nvr_event_subscription_queued", "gauge", 1),
+            ("nvr_event_subscription_delivered_total", "counter", 2),
+            ("nvr_event_subscription_dropped_total", "counter", 3),
+        ):
+            lines += metric_family(
+                name,
+                kind,
+                [({"subscription": s[0]}, int(s[index])) for s in subscriptions],
+                ("subscription",),
+            )
         return lines
 
     async def _soap(self, request: web.Request) -> web.StreamResponse:

@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -253,6 +254,55 @@ def _play_session(viewer: RawViewer, url: str) -> tuple[list[int], str]:
     return seqs, session
 
 
+# -- /metrics: per viewer, per camera -------------------------------------------------------
+
+
+def _metric(text: str, name: str, **labels: str) -> list[float]:
+    """Values of the samples of ``name`` whose labels include ``labels``."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            out.append(float(value))
+    return out
+
+
+def test_metrics_per_viewer_and_camera(box: Box) -> None:
+    url = box.url(user="")
+    auth = httpx.DigestAuth("admin", ADMIN_PASSWORD)
+    viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
+    try:
+        _, session = _play_session(viewer, url)
+        viewer.read(1.0)
+        received = sum(len(p) + 4 for _, p in viewer.frames)
+        text = httpx.get(f"{box.nvr.base}/metrics", auth=auth, timeout=10).text
+    finally:
+        viewer.close()
+    stream = f"/live/{box.receiver}"
+    (sent,) = _metric(
+        text, "nvr_rtsp_viewer_bytes_sent_total", session=session, stream=stream, transport="tcp"
+    )
+    assert sent >= received > 0
+    assert "# TYPE nvr_rtsp_viewer_packets_sent_total counter" in text
+    assert "# TYPE nvr_rtsp_multicast_bytes_sent_total counter" in text
+    assert "nvr_rtsp_slow_viewers_dropped_total " in text
+    camera_bytes = _metric(text, "nvr_camera_bytes_total")  # other modules' cameras too
+    assert camera_bytes and max(camera_bytes) > 0
+    lost = _metric(text, "nvr_camera_packets_lost_total")
+    assert lost and set(lost) == {0.0}  # loopback loses nothing
+    assert len(_metric(text, "nvr_camera_packets_dropped_total")) == len(camera_bytes)
+    assert "# TYPE nvr_event_subscription_queued gauge" in text
+    # The session is gone from the figures once it ends.
+    for _ in range(50):
+        text = httpx.get(f"{box.nvr.base}/metrics", auth=auth, timeout=10).text
+        if not _metric(text, "nvr_rtsp_viewer_bytes_sent_total", session=session):
+            break
+        time.sleep(0.1)
+    assert not _metric(text, "nvr_rtsp_viewer_bytes_sent_total", session=session)
+
+
 # -- tunnel: hostile input -------------------------------------------------------------------
 
 
@@ -409,6 +459,9 @@ async def test_start_multicast_without_rtsp(sim: RtspServer) -> None:
         assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
         reports = [r for p in await _receive(rtcp, 0.2) for r in parse_rtcp(p)]
         assert any(isinstance(r, SenderReport) for r in reports)
+        ((path, address, datagrams, size),) = sim.multicast_stats()
+        assert (path, address) == ("/live/sim", group)
+        assert datagrams >= len(packets) and size >= sum(len(p) for p in packets)
         assert sim.synchronization_point("/live/sim") == 1
         sim.stop_multicast("/live/sim")
         await asyncio.sleep(0.1)

@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 from sqlalchemy import select
 
+from onvif_nvr.api.metrics import metric_family
 from onvif_nvr.api.queries import events_page, recorded_ranges
 from onvif_nvr.api.routes import FieldError, Route, openapi_document
 from onvif_nvr.api.server import SESSION_COOKIE, ApiError, Call, Dispatcher, Gate
@@ -622,31 +623,24 @@ class Endpoints:
         )
 
     async def metrics(self, call: Call) -> web.StreamResponse:
-        recorders = {r.camera.name: r for r in self.d.live_streams().values()}
-        series: dict[str, list[str]] = {
-            "nvr_camera_units_total": [],
-            "nvr_camera_units_written_total": [],
-            "nvr_camera_units_skipped_total": [],
-            "nvr_camera_reconnects_total": [],
-            "nvr_camera_bitrate_bps": [],
-            "nvr_camera_consumers": [],
-        }
-        for name, r in sorted(recorders.items()):
-            label = f'{{camera="{_label(name)}"}}'
-            meter = r.hub.meters.get(0)
-            series["nvr_camera_units_total"].append(f"{label} {r.hub.published}")
-            series["nvr_camera_units_written_total"].append(f"{label} {r.writer.units_written}")
-            series["nvr_camera_units_skipped_total"].append(f"{label} {r.writer.units_skipped}")
-            series["nvr_camera_reconnects_total"].append(f"{label} {r.reconnects}")
-            series["nvr_camera_bitrate_bps"].append(
-                f"{label} {meter.bitrate_bps if meter and meter.bitrate_bps else 0}"
-            )
-            series["nvr_camera_consumers"].append(f"{label} {r.hub.subscriber_count}")
+        recorders = sorted(
+            ((r.camera.name, r) for r in self.d.live_streams().values()), key=lambda x: x[0]
+        )
+        per_camera: list[tuple[str, str, Callable[[CameraRecorder], int | float]]] = [
+            ("nvr_camera_units_total", "counter", lambda r: r.hub.published),
+            ("nvr_camera_bytes_total", "counter", _payload_bytes),
+            ("nvr_camera_units_written_total", "counter", lambda r: r.writer.units_written),
+            ("nvr_camera_units_skipped_total", "counter", lambda r: r.writer.units_skipped),
+            ("nvr_camera_packets_dropped_total", "counter", lambda r: r.packet_counts()[0]),
+            ("nvr_camera_packets_lost_total", "counter", lambda r: r.packet_counts()[1]),
+            ("nvr_camera_reconnects_total", "counter", lambda r: r.reconnects),
+            ("nvr_camera_bitrate_bps", "gauge", _bitrate),
+            ("nvr_camera_consumers", "gauge", lambda r: r.hub.subscriber_count),
+        ]
         lines = []
-        for metric, values in series.items():
-            kind = "gauge" if metric.endswith(("_bps", "_consumers")) else "counter"
-            lines.append(f"# TYPE {metric} {kind}")
-            lines.extend(metric + v for v in values)
+        for metric, kind, value in per_camera:
+            samples = [({"camera": name}, value(r)) for name, r in recorders]
+            lines += metric_family(metric, kind, samples, ("camera",))
         lines.append("# TYPE nvr_uptime_seconds gauge")
         lines.append(
             f"nvr_uptime_seconds {(self.d.clock.monotonic_ns() - self._started_ns) / 1e9:.3f}"
@@ -660,8 +654,14 @@ class Endpoints:
         )
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _payload_bytes(recorder: CameraRecorder) -> int:
+    """Media payload bytes the camera delivered (every track, since the camera started)."""
+    return sum(meter.total_bytes for meter in recorder.hub.meters.values())
+
+
+def _bitrate(recorder: CameraRecorder) -> int:
+    meter = recorder.hub.meters.get(0)
+    return meter.bitrate_bps if meter is not None and meter.bitrate_bps else 0
 
 
 def _items(value: Any) -> dict[str, str]:

@@ -268,6 +268,10 @@ class EventBus:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
+    def per_subscription(self) -> list[tuple[str, int, int, int]]:
+        """(id, queued, delivered, dropped) of every subscription, for /metrics."""
+        return [(s.id, len(s.queue), s.delivered, s.dropped) for s in self._subscriptions.values()]
+
     def stats(self) -> dict[str, int]:
         subs = self._subscriptions.values()
         return {

@@ -43,6 +43,8 @@ class RateMeter:
         "gov_length",
         "peak_bitrate_bps",
         "rate",
+        "total_bytes",
+        "total_units",
     )
 
     def __init__(self) -> None:
@@ -58,6 +60,9 @@ class RateMeter:
         self._recent: collections.deque[int] = collections.deque(maxlen=PEAK_WINDOWS)
         #: Units from one keyframe to the next, as last seen.
         self.gov_length: int | None = None
+        #: Everything this track delivered since the hub started (for /metrics).
+        self.total_bytes = 0
+        self.total_units = 0
 
     def add(self, unit: TimedUnit) -> None:
         dts = unit.dts_90k
@@ -71,8 +76,11 @@ class RateMeter:
             self._recent.append(self.bitrate_bps)
             self.peak_bitrate_bps = max(self._recent)
             self._start, self._units, self._bytes = dts, 0, 0
+        size = unit.unit.size
         self._units += 1
-        self._bytes += unit.unit.size
+        self._bytes += size
+        self.total_units += 1
+        self.total_bytes += size
         if unit.unit.keyframe and unit.track == 0:
             if self._since_key:
                 self.gov_length = self._since_key

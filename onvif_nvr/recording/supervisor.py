@@ -121,6 +121,19 @@ class CameraRecorder:
         self.last_error = ""
         self.reconnects = 0
         self._in_gap = False
+        #: Packets dropped / lost by the sources before the current one (see packet_counts).
+        self._dropped_before = 0
+        self._lost_before = 0
+
+    def packet_counts(self) -> tuple[int, int]:
+        """(dropped, lost) RTP packets since the camera started, over every connection:
+        dropped = received but unusable, lost = missing from the sequence numbers."""
+        source = self._source
+        dropped, lost = self._dropped_before, self._lost_before
+        if source is not None:
+            dropped += int(getattr(source, "dropped", 0))
+            lost += int(getattr(source, "lost", 0))
+        return dropped, lost
 
     @property
     def state(self) -> str:
@@ -184,6 +197,8 @@ class CameraRecorder:
         delay = BACKOFF_START_S
         while not self._stopping.is_set():
             self.state = "connecting"
+            # The old source's counts carry over (its info stays readable until replaced).
+            self._dropped_before, self._lost_before = self.packet_counts()
             self._source = self._factory(self.camera, backend, self._publish)
             self._subscribers_changed(self.hub.subscriber_count)
             started = self.clock.monotonic_ns()

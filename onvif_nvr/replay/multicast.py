@@ -148,7 +148,9 @@ class MulticastGroup:
         self.sending = False
         #: The fan-out it is joined to while sending.
         self.fanout: Fanout | None = None
+        #: Datagrams and bytes sent to the group (RTP and RTCP), for /metrics.
         self.sent = 0
+        self.bytes_sent = 0
         self._on_ended = on_ended
         self._dest: dict[tuple[int, bool], tuple[str, int]] = {}
         self._rebuild()
@@ -182,6 +184,7 @@ class MulticastGroup:
             try:
                 sendto(packet, address)
                 self.sent += 1
+                self.bytes_sent += len(packet)
             except (BlockingIOError, InterruptedError):
                 pass  # socket buffer full: the group loses this packet, UDP is lossy
             except OSError as exc:
@@ -253,6 +256,10 @@ class MulticastGroups:
         self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
         #: Set by the composition root (see :meth:`target`).
         self.lookup: MulticastLookup | None = None
+
+    @property
+    def groups(self) -> list[MulticastGroup]:
+        return list(self._groups.values())
 
     @property
     def listing(self) -> list[tuple[str, str, bool]]:

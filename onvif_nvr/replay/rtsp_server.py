@@ -34,11 +34,11 @@ import secrets
 import socket
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, NamedTuple, Protocol, cast
 
 from onvif_nvr.clock import Clock
 from onvif_nvr.replay.datagrams import DatagramWriter
-from onvif_nvr.replay.http_tunnel import Tunnels
+from onvif_nvr.replay.http_tunnel import Tunnels, TunnelWriter
 from onvif_nvr.replay.live import Fanout, Feed, Track, UnitSource, UnitSourceFeed
 from onvif_nvr.replay.multicast import (
     MulticastGroup,
@@ -187,6 +187,8 @@ class RtspServer:
         self._accepted: set[asyncio.Task[None]] = set()
         self._udp: _UdpPorts | None = None
         self.multicast = multicast or MulticastPolicy()
+        #: Viewers disconnected because they did not keep up (since start).
+        self.slow_viewers_dropped = 0
         self._multicast = MulticastGroups(self.multicast, bind, clock, self)
         #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
         self.tunnels = Tunnels(self._serve)
@@ -302,6 +304,24 @@ class RtspServer:
     def multicast_lookup(self, lookup: MulticastLookup | None) -> None:
         self._multicast.lookup = lookup
 
+    def viewer_stats(self) -> list[ViewerStats]:
+        """Every unicast live session that is playing, and what it was sent (for /metrics;
+        multicast sessions share their group's figures, :meth:`multicast_stats`)."""
+        out = []
+        for c in self._connections:
+            if c.fanout is None or not c.playing or c.session_id is None or c.group is not None:
+                continue
+            tunnelled = isinstance(c.writer, TunnelWriter)
+            kind = "udp" if c.udp_ports else "http" if tunnelled else "tcp"
+            out.append(
+                ViewerStats(c.session_id, c.peer, c.stream_path, kind, c.bytes_sent, c.packets_sent)
+            )
+        return out
+
+    def multicast_stats(self) -> list[tuple[str, str, int, int]]:
+        """(stream path, group, datagrams sent, bytes sent) of every multicast group."""
+        return [(g.path, g.address, g.sent, g.bytes_sent) for g in self._multicast.groups]
+
     @property
     def multicast_groups(self) -> list[tuple[str, str, bool]]:
         """(stream path, group, sending) of every multicast group held now."""
@@ -387,6 +407,15 @@ class RtspServer:
             self._connections.discard(connection)
 
 
+class ViewerStats(NamedTuple):
+    session: str
+    client: str
+    stream: str
+    transport: str  # tcp, udp, http (tunnel)
+    bytes_sent: int
+    packets_sent: int  # datagrams (UDP); 0 over TCP, where packets share writes
+
+
 class _RtcpProtocol(asyncio.DatagramProtocol):
     def __init__(self, on_packet: Callable[[tuple[str, int]], None]) -> None:
         self._on_packet = on_packet
@@ -468,6 +497,9 @@ class _Connection:
         self._closing = False
         self._aborted = False
         self._last_activity_ns = server.clock.monotonic_ns()
+        #: Live media written to this viewer (bytes; datagrams over UDP), for /metrics.
+        self.bytes_sent = 0
+        self.packets_sent = 0
         #: A replay session's timeout is the Replay service's (set at its SETUP).
         self.session_timeout_s = server.session_timeout_s
         self.replay: ReplaySession | None = None
@@ -483,19 +515,24 @@ class _Connection:
         if transport.is_closing():
             return
         transport.write(buffer)
+        self.bytes_sent += len(buffer)
         if transport.get_write_buffer_size() > self.server.max_write_buffer_bytes:
             log.warning("RTSP client %s does not keep up: disconnecting", self.peer)
+            self.server.slow_viewers_dropped += 1
             self.abort()
 
     def send_udp(self, packets: Sequence[tuple[int, bool, bytes]]) -> None:
         assert self.server._udp is not None
         dest = self._udp_dest
-        # A full socket buffer loses datagrams for this viewer only: UDP is lossy.
-        self.server._udp.writer.send(
+        out = [
             (packet, address)
             for number, rtcp, packet in packets
             if (address := dest.get((number, rtcp))) is not None
-        )
+        ]
+        self.packets_sent += len(out)
+        self.bytes_sent += sum(len(packet) for packet, _ in out)
+        # A full socket buffer loses datagrams for this viewer only: UDP is lossy.
+        self.server._udp.writer.send(out)
 
     def ended(self, reason: str) -> None:
         log.info("RTSP client %s: %s", self.peer, reason)
