@@ -315,6 +315,10 @@ class Dispatcher:
             try:
                 return await self._serve(route, request)
             except ApiError as err:
+                if request.headers.get("Sec-Fetch-Mode", "navigate") != "navigate":
+                    # A page's fetch(): a challenge would make the browser open its own
+                    # login dialog over the web UI's (and block the call until it closes).
+                    err.headers.pop("WWW-Authenticate", None)
                 return error_response(err)
             except NvrError as exc:
                 return error_response(error_from_domain(exc))
