@@ -179,6 +179,24 @@ class RtspSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class WebRtcSettings:
+    """WebRTC live viewing (``POST /api/v1/cameras/<token>/webrtc``; ADR 0008)."""
+
+    #: Sessions open at once, all cameras together; one more is refused (503).
+    max_sessions: int = 16
+    #: Addresses offered as ICE host candidates; empty: every address of the machine but
+    #: loopback (aioice's choice). Set it to the LAN address(es) browsers reach the box on.
+    host_addresses: tuple[str, ...] = ()
+    #: ``host:port`` of a STUN server for a server-reflexive candidate; empty: none (LAN).
+    stun_server: str = ""
+    #: A session not connected this long after its answer ends.
+    connect_timeout_s: int = 20
+    #: Pictures queued per session; a peer that falls further behind skips to the next
+    #: keyframe (it is never buffered for without bound).
+    max_queued_frames: int = 60
+
+
+@dataclasses.dataclass(frozen=True)
 class CameraSettings:
     """A camera declared in the config file (``[[camera]]``); kept in step in the database."""
 
@@ -214,6 +232,7 @@ class Settings:
     recording: RecordingSettings = RecordingSettings()
     search: SearchSettings = SearchSettings()
     rtsp: RtspSettings = RtspSettings()
+    webrtc: WebRtcSettings = WebRtcSettings()
     #: ``[[camera]]`` tables of the config file.
     camera: tuple[CameraSettings, ...] = ()
 
@@ -373,6 +392,7 @@ def load_settings(
     if not 0 <= settings.storage.min_free_percent < 100:
         raise ConfigError("storage.min_free_percent must be between 0 and 99")
     _check_rtsp(settings.rtsp)
+    _check_webrtc(settings.webrtc)
     return settings
 
 
@@ -398,3 +418,21 @@ def _check_rtsp(rtsp: RtspSettings) -> None:
             ipaddress.IPv4Address(rtsp.multicast_interface)
         except ValueError:
             raise ConfigError("rtsp.multicast_interface must be an IPv4 address") from None
+
+
+def _check_webrtc(webrtc: WebRtcSettings) -> None:
+    if not 0 <= webrtc.max_sessions <= 1000:
+        raise ConfigError("webrtc.max_sessions must be 0..1000 (0 turns WebRTC off)")
+    if not 1 <= webrtc.connect_timeout_s <= 300 or not 2 <= webrtc.max_queued_frames <= 1000:
+        raise ConfigError(
+            "webrtc.connect_timeout_s must be 1..300 and webrtc.max_queued_frames 2..1000"
+        )
+    for address in webrtc.host_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"webrtc.host_addresses: {address!r} is not an IP address") from None
+    if webrtc.stun_server:
+        host, _, port = webrtc.stun_server.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError('webrtc.stun_server must be "host:port"')
