@@ -428,6 +428,7 @@ class NvrApp:
             live_streams=self.recording.live_streams,
             rtsp_port=lambda: self.rtsp.bound_port if self.rtsp is not None else None,
             extra_metrics=self._metrics_lines,
+            egress_bytes=self._egress_bytes,
         )
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
         self._runner = web.AppRunner(self._web_app(), access_log=None, handle_signals=False)
@@ -652,6 +653,10 @@ class NvrApp:
         if self._api is not None:  # REST at /api/v1, its document, /metrics (docs/design/api.md)
             api.mount(app.router, self._api)
         return app
+
+    def _egress_bytes(self) -> int:
+        """Media bytes sent to viewers since start (RTSP live, replay and multicast)."""
+        return self.rtsp.bytes_sent if self.rtsp is not None else 0
 
     def _metrics_lines(self) -> list[str]:
         """Prometheus lines of the RTSP server and the event bus (the API adds the cameras')."""

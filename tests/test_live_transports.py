@@ -272,14 +272,21 @@ def _metric(text: str, name: str, **labels: str) -> list[float]:
 def test_metrics_per_viewer_and_camera(box: Box) -> None:
     url = box.url(user="")
     auth = httpx.DigestAuth("admin", ADMIN_PASSWORD)
+    system = f"{box.nvr.base}/api/v1/system"
     viewer = RawViewer("127.0.0.1", box.nvr.rtsp_port)
     try:
         _, session = _play_session(viewer, url)
+        httpx.get(system, auth=auth, timeout=10)  # egress is measured from call to call
         viewer.read(1.0)
         received = sum(len(p) + 4 for _, p in viewer.frames)
         text = httpx.get(f"{box.nvr.base}/metrics", auth=auth, timeout=10).text
+        status = httpx.get(system, auth=auth, timeout=10).json()
     finally:
         viewer.close()
+    assert status["egress_mbit_s"] > 0
+    # This machine's kernel tells either way (containers often run without an NTP daemon).
+    assert isinstance(status["clock_synchronized"], bool)
+    assert status["clock_max_error_ms"] >= 0
     stream = f"/live/{box.receiver}"
     (sent,) = _metric(
         text, "nvr_rtsp_viewer_bytes_sent_total", session=session, stream=stream, transport="tcp"

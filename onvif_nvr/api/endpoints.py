@@ -244,9 +244,15 @@ class SystemOut(BaseModel):
     cpu_percent: float | None
     load_average: list[float]
     ingest_mbit_s: float
+    #: Media sent to viewers (live and replay) since the previous call to this endpoint.
+    egress_mbit_s: float | None
     live_viewers: int
     utc: datetime
     ntp_servers: list[str]
+    #: The kernel says an NTP daemon disciplines the clock (None: cannot tell here).
+    clock_synchronized: bool | None
+    #: The clock's maximum error as the NTP daemon last set it.
+    clock_max_error_ms: float | None
     cameras: int
     recording: int
 
@@ -267,6 +273,8 @@ class ApiDeps:
     rtsp_port: Callable[[], int | None]
     #: Extra Prometheus lines (RTSP viewers, event subscriptions) from the composition root.
     extra_metrics: Callable[[], list[str]] = lambda: []
+    #: Media bytes sent to viewers since start (every live and replay path).
+    egress_bytes: Callable[[], int] = lambda: 0
 
 
 class Endpoints:
@@ -274,6 +282,7 @@ class Endpoints:
         self.d = deps
         self._started_ns = deps.clock.monotonic_ns()
         self._cpu: tuple[float, float] = (time.process_time(), time.monotonic())
+        self._egress: tuple[int, float] = (deps.egress_bytes(), time.monotonic())
         self._document: bytes | None = None
 
     # -- helpers ---------------------------------------------------------------------------
@@ -593,6 +602,14 @@ class Endpoints:
             return None
         return round(100 * (cpu - last_cpu) / (wall - last_wall), 2)
 
+    def _egress_mbit_s(self) -> float | None:
+        sent, wall = self.d.egress_bytes(), time.monotonic()
+        last_sent, last_wall = self._egress
+        self._egress = (sent, wall)
+        if wall - last_wall <= 0:
+            return None
+        return round((sent - last_sent) * 8 / (wall - last_wall) / 1e6, 3)
+
     def _ingest_bps(self) -> int:
         seen: set[int] = set()
         total = 0
@@ -606,18 +623,23 @@ class Endpoints:
 
     async def system(self, call: Call) -> SystemOut:
         recorders = {id(r): r for r in self.d.live_streams().values()}
-        ntp = await asyncio.to_thread(hostinfo.read_ntp_servers)
+        ntp, sync = await asyncio.to_thread(
+            lambda: (hostinfo.read_ntp_servers(), hostinfo.clock_sync())
+        )
         return SystemOut(
             version=self.d.version,
             uptime_s=round((self.d.clock.monotonic_ns() - self._started_ns) / 1e9, 3),
             cpu_percent=self._cpu_percent(),
             load_average=list(os.getloadavg()),
             ingest_mbit_s=round(self._ingest_bps() / 1e6, 3),
+            egress_mbit_s=self._egress_mbit_s(),
             live_viewers=sum(
                 max(0, r.hub.subscriber_count - (1 if r.record else 0)) for r in recorders.values()
             ),
             utc=datetime.fromtimestamp(self.d.clock.wall_ns() / 1e9, UTC),
             ntp_servers=list(ntp),
+            clock_synchronized=sync.synchronized if sync is not None else None,
+            clock_max_error_ms=sync.max_error_us / 1000 if sync is not None else None,
             cameras=len(await self.d.control.receivers()),
             recording=sum(1 for r in recorders.values() if r.record),
         )

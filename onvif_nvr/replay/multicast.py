@@ -256,6 +256,12 @@ class MulticastGroups:
         self._autostart: dict[MulticastGroup, asyncio.Task[None]] = {}
         #: Set by the composition root (see :meth:`target`).
         self.lookup: MulticastLookup | None = None
+        self._closed_bytes = 0
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to every group since start, closed groups included."""
+        return self._closed_bytes + sum(g.bytes_sent for g in self._groups.values())
 
     @property
     def groups(self) -> list[MulticastGroup]:
@@ -402,6 +408,7 @@ class MulticastGroups:
     def _drop(self, group: MulticastGroup) -> None:
         if self._groups.get((group.path, group.address)) is group:
             del self._groups[(group.path, group.address)]
+            self._closed_bytes += group.bytes_sent
         fanout, group.fanout = group.fanout, None
         if group.sending and fanout is not None:
             group.sending = False

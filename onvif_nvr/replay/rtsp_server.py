@@ -189,6 +189,8 @@ class RtspServer:
         self.multicast = multicast or MulticastPolicy()
         #: Viewers disconnected because they did not keep up (since start).
         self.slow_viewers_dropped = 0
+        #: Media bytes written to unicast sessions, live and replay (since start).
+        self.unicast_bytes_sent = 0
         self._multicast = MulticastGroups(self.multicast, bind, clock, self)
         #: RTSP-over-HTTP tunnels, handed over by the HTTP front-end (``/rtsp-tunnel/...``).
         self.tunnels = Tunnels(self._serve)
@@ -317,6 +319,11 @@ class RtspServer:
                 ViewerStats(c.session_id, c.peer, c.stream_path, kind, c.bytes_sent, c.packets_sent)
             )
         return out
+
+    @property
+    def bytes_sent(self) -> int:
+        """Media bytes sent since start: unicast sessions (live, replay) and multicast groups."""
+        return self.unicast_bytes_sent + self._multicast.bytes_sent
 
     def multicast_stats(self) -> list[tuple[str, str, int, int]]:
         """(stream path, group, datagrams sent, bytes sent) of every multicast group."""
@@ -516,6 +523,7 @@ class _Connection:
             return
         transport.write(buffer)
         self.bytes_sent += len(buffer)
+        self.server.unicast_bytes_sent += len(buffer)
         if transport.get_write_buffer_size() > self.server.max_write_buffer_bytes:
             log.warning("RTSP client %s does not keep up: disconnecting", self.peer)
             self.server.slow_viewers_dropped += 1
@@ -529,8 +537,10 @@ class _Connection:
             for number, rtcp, packet in packets
             if (address := dest.get((number, rtcp))) is not None
         ]
+        size = sum(len(packet) for packet, _ in out)
         self.packets_sent += len(out)
-        self.bytes_sent += sum(len(packet) for packet, _ in out)
+        self.bytes_sent += size
+        self.server.unicast_bytes_sent += size
         # A full socket buffer loses datagrams for this viewer only: UDP is lossy.
         self.server._udp.writer.send(out)
 
@@ -560,6 +570,7 @@ class _Connection:
         if self.channels:
             channels = self.channels
             write = self.transport.write
+            server = self.server
 
             def interleaved(packets: list[tuple[int, bool, bytes]]) -> None:
                 out = bytearray()
@@ -569,6 +580,7 @@ class _Connection:
                         out += b"$" + bytes((channel + rtcp,)) + len(packet).to_bytes(2, "big")
                         out += packet
                 write(bytes(out))
+                server.unicast_bytes_sent += len(out)
 
             return interleaved
         self._udp_dest = {}

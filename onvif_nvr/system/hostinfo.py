@@ -20,6 +20,7 @@ with another root they come only from the ``ipv4_source`` callable given to
 from __future__ import annotations
 
 import array
+import ctypes
 import fcntl
 import ipaddress
 import os
@@ -632,3 +633,63 @@ def apply_ipv4_address(ifname: str, address: str, prefix: int, netns: str | None
     add = _ip_command(netns, "-4", "addr", "add", f"{address}/{prefix}", "dev", ifname)
     _run(flush)
     _run(add)
+
+
+@dataclass(frozen=True)
+class ClockSync:
+    """The kernel's view of the system clock's discipline (adjtimex, read-only)."""
+
+    #: An NTP daemon keeps the clock synchronized (the kernel's STA_UNSYNC is clear).
+    synchronized: bool
+    #: Maximum and estimated error of the clock as the daemon last set them, in µs.
+    max_error_us: int
+    est_error_us: int
+
+
+# struct timex (linux/timex.h): the fields read here come first; the tail is padding.
+class _Timex(ctypes.Structure):
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time_sec", ctypes.c_long),
+        ("time_usec", ctypes.c_long),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("_reserved", ctypes.c_int * 11),
+    ]
+
+
+_STA_UNSYNC = 0x0040
+_TIME_ERROR = 5
+
+
+def clock_sync() -> ClockSync | None:
+    """Whether the system clock is NTP-disciplined, from ``adjtimex`` with no change
+    requested (allowed to any user); None where the call is unavailable (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        timex = _Timex()
+        state = libc.adjtimex(ctypes.byref(timex))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    synchronized = state != _TIME_ERROR and not timex.status & _STA_UNSYNC
+    return ClockSync(synchronized, int(timex.maxerror), int(timex.esterror))
