@@ -9,15 +9,13 @@ from typing import Any
 
 import pytest
 
-from tests.webui import (  # noqa: F401 (fixtures)
-    DESKTOP,
-    WebBox,
-    browser,
-    login,
-    page,
-    screenshot,
-    webbox,
-)
+from tests import webui
+from tests.webui import DESKTOP, WebBox, screenshot
+
+# The shared module-scoped fixtures (tests/webui.py).
+webbox = webui.webbox
+browser = webui.browser
+page = webui.page
 
 pytestmark = pytest.mark.timeout(180)
 

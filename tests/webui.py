@@ -2,9 +2,10 @@
 page's tests): a box recording a GStreamer camera, and Debian's Chromium driven by
 Playwright's sync API.
 
-Import the fixtures into a test module with
-``from tests.webui import webbox, browser, page  # noqa: F401`` (they are module-scoped:
-one box and one browser per test module).
+Bind the fixtures in a test module with ``from tests import webui`` and
+``webbox = webui.webbox``, ``browser = webui.browser``, ``page = webui.page`` (an assignment
+rather than an import, which ruff would call unused and redefined). They are module-scoped:
+one box and one browser per test module.
 """
 
 from __future__ import annotations
