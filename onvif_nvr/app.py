@@ -427,6 +427,7 @@ class NvrApp:
             version=__version__,
             live_streams=self.recording.live_streams,
             rtsp_port=lambda: self.rtsp.bound_port if self.rtsp is not None else None,
+            live_feed=lambda token: self._live_feed(f"live/{token}"),
             extra_metrics=self._metrics_lines,
             egress_bytes=self._egress_bytes,
         )

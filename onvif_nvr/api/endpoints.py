@@ -21,6 +21,7 @@ from aiohttp import web
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
 from sqlalchemy import select
 
+from onvif_nvr.api import media as mse
 from onvif_nvr.api.metrics import metric_family
 from onvif_nvr.api.queries import events_page, recorded_ranges
 from onvif_nvr.api.routes import FieldError, Route, openapi_document
@@ -35,6 +36,7 @@ from onvif_nvr.recording.control import RecordingControl
 from onvif_nvr.recording.manager import RecordingManager
 from onvif_nvr.recording.profile_g import Receiver, ReceiverConfiguration
 from onvif_nvr.recording.supervisor import CameraRecorder
+from onvif_nvr.replay.live import Feed
 from onvif_nvr.system import hostinfo
 from onvif_nvr.system.users import UserChange, UserStore
 
@@ -271,6 +273,8 @@ class ApiDeps:
     #: Running recorders by receiver and recording token.
     live_streams: Callable[[], dict[str, CameraRecorder]]
     rtsp_port: Callable[[], int | None]
+    #: The live feed of a camera (receiver or recording token), as RTSP viewers get it.
+    live_feed: Callable[[str], Feed | None] = lambda _token: None
     #: Extra Prometheus lines (RTSP viewers, event subscriptions) from the composition root.
     extra_metrics: Callable[[], list[str]] = lambda: []
     #: Media bytes sent to viewers since start (every live and replay path).
@@ -587,6 +591,17 @@ class Endpoints:
             raise ApiError(404, "UsernameMissing", f"no user {name!r}")
         await self.d.users.delete([name])
 
+    # -- media for Media Source Extensions (api/media.py, docs/design/mse.md) -----------
+    async def live_mp4(self, call: Call) -> web.StreamResponse:
+        token = call.params["token"]
+        feed = self.d.live_feed(token)
+        if feed is None:
+            raise ApiError(404, "UnknownToken", f"no live stream for camera {token!r}")
+        return await mse.live(call.request, feed, call.query)
+
+    async def media_mp4(self, call: Call) -> web.StreamResponse:
+        return await mse.playback(call.request, self.d.db, call.params["token"], call.query)
+
     # -- the document ----------------------------------------------------------------------
     async def openapi(self, call: Call) -> web.StreamResponse:
         if self._document is None:
@@ -891,6 +906,24 @@ def route_table(e: Endpoints | None) -> list[Route]:
             "Version, uptime, CPU, ingest, clock",
             h("system"),
             response=SystemOut,
+        ),
+        Route(
+            "GET",
+            f"{v1}/cameras/{{token}}/live.mp4",
+            "liveMp4",
+            "Live video as fragmented MP4 for MSE (streamed; max_s bounds it)",
+            h("live_mp4"),
+            query=mse.LiveQuery,
+            media="video/mp4",
+        ),
+        Route(
+            "GET",
+            f"{v1}/recordings/{{token}}/media.mp4",
+            "recordingMp4",
+            "Recorded video of a window as fragmented MP4 for MSE, on a wall-clock timeline",
+            h("media_mp4"),
+            query=mse.MediaQuery,
+            media="video/mp4",
         ),
         Route(
             "GET",
