@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 
 from onvif_nvr.api import media as mse
@@ -34,7 +36,15 @@ from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import NoRecording
 from onvif_nvr.recording.control import RecordingControl
 from onvif_nvr.recording.manager import RecordingManager
-from onvif_nvr.recording.profile_g import Receiver, ReceiverConfiguration
+from onvif_nvr.recording.profile_g import (
+    JobConfiguration,
+    JobSource,
+    Receiver,
+    ReceiverConfiguration,
+    Recording,
+    RecordingConfiguration,
+    RecordingSource,
+)
 from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed
 from onvif_nvr.system import hostinfo
@@ -109,27 +119,95 @@ class Camera(BaseModel):
     transport: str
     stats: CameraStats
     links: CameraLinks
+    #: The recording a job records this camera into (None: not recorded).
+    recording: str | None = None
+    #: That recording's MaximumRetentionTime in seconds (0: kept until space runs out).
+    retention_s: int | None = None
 
 
 class CameraList(BaseModel):
     cameras: list[Camera]
 
 
+def _rtsp_url(value: str) -> str:
+    """An RTSP URL the box can open: a regex on the scheme lets through URLs without a host
+    or with a port that is not one, which would only fail later in the camera's log."""
+    if any(c.isspace() or ord(c) < 0x20 for c in value):
+        raise PydanticCustomError("rtsp_url", "the URL must not contain spaces")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise PydanticCustomError("rtsp_url", "the port must be a number from 1 to 65535") from None
+    if parts.scheme.lower() not in ("rtsp", "rtsps"):
+        raise PydanticCustomError("rtsp_url", "the URL must start with rtsp://")
+    if not parts.hostname:
+        raise PydanticCustomError("rtsp_url", "the URL has no host (rtsp://HOST[:PORT]/PATH)")
+    if port == 0:
+        raise PydanticCustomError("rtsp_url", "the port must be a number from 1 to 65535")
+    return value
+
+
+RtspUrl = Annotated[str, Field(max_length=1024), AfterValidator(_rtsp_url)]
+#: Days a new camera's recording keeps its data (0: until the storage needs the space).
+RetentionDays = Annotated[int, Field(ge=0, le=36500)]
+
+
 class CameraCreate(BaseModel):
-    url: Annotated[str, Field(min_length=8, max_length=1024, pattern=r"^rtsp://")]
+    url: RtspUrl
     name: Annotated[str | None, Field(min_length=1, max_length=64)] = None
     mode: Literal["AlwaysConnect", "NeverConnect", "AutoConnect"] = "AlwaysConnect"
     transport: Literal["RTSP", "TCP", "HTTP", "UDP"] = "RTSP"
     username: Annotated[str | None, Field(max_length=256)] = None
     password: Annotated[str | None, Field(max_length=256)] = None
+    #: Make a recording and an Active recording job for the camera (as ONVIF's
+    #: CreateRecording + CreateRecordingJob would), so an added camera records.
+    record: bool = True
+    retention_days: RetentionDays = 0
 
 
 class CameraUpdate(BaseModel):
-    url: Annotated[str | None, Field(min_length=8, max_length=1024, pattern=r"^rtsp://")] = None
+    url: RtspUrl | None = None
     mode: Literal["AlwaysConnect", "NeverConnect", "AutoConnect"] | None = None
     transport: Literal["RTSP", "TCP", "HTTP", "UDP"] | None = None
     username: Annotated[str | None, Field(max_length=256)] = None
     password: Annotated[str | None, Field(max_length=256)] = None
+    #: True: record (the job Active; a recording and job are made if there is none);
+    #: False: the job Idle.
+    record: bool | None = None
+    retention_days: RetentionDays | None = None
+
+
+class DiscoveredProfile(BaseModel):
+    token: str = ""
+    name: str = ""
+    encoding: str = ""
+    width: int | None = None
+    height: int | None = None
+    frame_rate: float | None = None
+    bitrate_kbps: int | None = None
+    #: The profile's RTSP stream URI (what "add" puts in the camera form).
+    uri: str | None = None
+
+
+class DiscoveredDevice(BaseModel):
+    endpoint: str
+    xaddr: str
+    #: ok, unreachable, unauthorized or error (then ``reason`` says why).
+    status: str
+    reason: str
+    name: str
+    manufacturer: str
+    model: str
+    serial: str
+    firmware: str
+    scopes: list[str]
+    profiles: list[DiscoveredProfile]
+    seen_ms: int
+
+
+class DiscoveredList(BaseModel):
+    devices: list[DiscoveredDevice]
 
 
 class RecordingOut(BaseModel):
@@ -301,7 +379,9 @@ class Endpoints:
     def _rtsp(self, call: Call, path: str) -> str:
         return f"rtsp://{self._host(call)}:{self.d.rtsp_port() or 554}{path}"
 
-    def _camera(self, call: Call, receiver: Receiver, state: str) -> Camera:
+    def _camera(
+        self, call: Call, receiver: Receiver, state: str, recording: Recording | None = None
+    ) -> Camera:
         recorder = self.d.live_streams().get(receiver.token)
         meter = recorder.hub.meters.get(0) if recorder is not None else None
         cfg = receiver.configuration
@@ -325,7 +405,45 @@ class Endpoints:
                 live_tunnel=f"{self._base(call)}/rtsp-tunnel/live/{receiver.token}",
                 snapshot=f"{self._base(call)}/snapshot/{receiver.token}",
             ),
+            recording=recording.token if recording is not None else None,
+            retention_s=recording.configuration.max_retention_s if recording is not None else None,
         )
+
+    async def _recordings_of_receivers(self) -> dict[str, tuple[Recording, str]]:
+        """Receiver token -> (the recording a job records it into, the job's token); the
+        recording made for the receiver (``camera_id``) wins over others."""
+        recordings = {r.token: r for r in await self.d.control.recordings()}
+        found: dict[str, tuple[Recording, str]] = {}
+        for job in await self.d.control.jobs():
+            recording = recordings.get(job.configuration.recording_token)
+            if recording is None:
+                continue
+            for source in job.configuration.sources:
+                if not source.feed:
+                    continue
+                known = found.get(source.feed)
+                if known is None or (recording.camera_id and not known[0].camera_id):
+                    found[source.feed] = (recording, job.token)
+        return found
+
+    async def _record(self, receiver: Receiver, retention_days: int) -> Recording:
+        """A recording made for ``receiver`` and an Active job into it (what the camera
+        CLI makes; recording/camera_setup.py), undone if the job is refused."""
+        recording = await self.d.control.create_recording(
+            RecordingConfiguration(
+                RecordingSource(name=receiver.name), max_retention_s=retention_days * 86400
+            ),
+            origin="api",
+            camera_id=receiver.id,
+        )
+        try:
+            await self.d.control.create_job(
+                JobConfiguration(recording.token, "Active", 0, (JobSource(receiver.token),))
+            )
+        except BaseException:
+            await self.d.control.delete_recording(recording.token)
+            raise
+        return recording
 
     # -- session and tokens -------------------------------------------------------------------
     async def login(self, call: Call) -> web.StreamResponse:
@@ -368,15 +486,18 @@ class Endpoints:
     # -- cameras ---------------------------------------------------------------------------
     async def list_cameras(self, call: Call) -> CameraList:
         out = []
+        recorded = await self._recordings_of_receivers()
         for receiver in await self.d.control.receivers():
             state = await self.d.control.receiver_state(receiver.token)
-            out.append(self._camera(call, receiver, state))
+            recording = recorded.get(receiver.token, (None, ""))[0]
+            out.append(self._camera(call, receiver, state, recording))
         return CameraList(cameras=out)
 
     async def get_camera(self, call: Call) -> Camera:
         token = call.params["token"]
         receiver = await self.d.control.get_receiver(token)
-        return self._camera(call, receiver, await self.d.control.receiver_state(token))
+        recording = (await self._recordings_of_receivers()).get(token, (None, ""))[0]
+        return self._camera(call, receiver, await self.d.control.receiver_state(token), recording)
 
     async def create_camera(self, call: Call) -> Camera:
         body: CameraCreate = call.body
@@ -388,7 +509,15 @@ class Endpoints:
         receiver = await self.d.control.create_receiver(
             config, name=body.name, username=body.username, password=body.password, origin="api"
         )
-        return self._camera(call, receiver, await self.d.control.receiver_state(receiver.token))
+        recording = None
+        if body.record:
+            try:
+                recording = await self._record(receiver, body.retention_days)
+            except BaseException:
+                await self.d.control.delete_receiver(receiver.token)
+                raise
+        state = await self.d.control.receiver_state(receiver.token)
+        return self._camera(call, receiver, state, recording)
 
     async def update_camera(self, call: Call) -> Camera:
         token = call.params["token"]
@@ -404,10 +533,67 @@ class Endpoints:
         receiver = await self.d.control.configure_receiver(
             token, config, username=body.username, password=body.password
         )
-        return self._camera(call, receiver, await self.d.control.receiver_state(token))
+        recording, job = (await self._recordings_of_receivers()).get(token, (None, ""))
+        if body.record and recording is None:
+            recording = await self._record(receiver, body.retention_days or 0)
+        elif body.record is not None and job:
+            await self.d.control.set_job_mode(job, "Active" if body.record else "Idle")
+        if body.retention_days is not None and recording is not None:
+            kept = dataclasses.replace(
+                recording.configuration, max_retention_s=body.retention_days * 86400
+            )
+            await self.d.control.set_recording_configuration(recording.token, kept)
+            recording = await self.d.control.get_recording(recording.token)
+        return self._camera(call, receiver, await self.d.control.receiver_state(token), recording)
 
     async def delete_camera(self, call: Call) -> None:
-        await self.d.control.delete_receiver(call.params["token"])
+        """The receiver and the jobs recording it; the recordings stay (their data is
+        replayable until retention or an ONVIF DeleteRecording removes it)."""
+        token = call.params["token"]
+        await self.d.control.get_receiver(token)  # unknown: 404 before anything changes
+        for job in await self.d.control.jobs():
+            if any(s.feed == token for s in job.configuration.sources):
+                await self.d.control.delete_job(job.token)
+        await self.d.control.delete_receiver(token)
+
+    # -- discovered devices ------------------------------------------------------------------
+    async def discovered(self, call: Call) -> DiscoveredList:
+        """What ``onvif-nvr discover`` found (db table discovered_devices)."""
+
+        def read() -> list[models.DiscoveredDevice]:
+            with self.d.db.session() as session:
+                return list(
+                    session.scalars(
+                        select(models.DiscoveredDevice).order_by(
+                            models.DiscoveredDevice.name, models.DiscoveredDevice.endpoint
+                        )
+                    )
+                )
+
+        rows = await self.d.db.run(read)
+        return DiscoveredList(
+            devices=[
+                DiscoveredDevice(
+                    endpoint=r.endpoint,
+                    xaddr=r.xaddr,
+                    status=r.status,
+                    reason=r.reason or "",
+                    name=r.name or "",
+                    manufacturer=r.manufacturer or "",
+                    model=r.model or "",
+                    serial=r.serial or "",
+                    firmware=r.firmware or "",
+                    scopes=[str(s) for s in r.scopes or ()],
+                    profiles=[
+                        DiscoveredProfile.model_validate(p)
+                        for p in r.profiles or ()
+                        if isinstance(p, dict)
+                    ],
+                    seen_ms=_ms(r.seen_wall_ns),
+                )
+                for r in rows
+            ]
+        )
 
     # -- recordings and the timeline --------------------------------------------------------
     async def _ranges(self) -> dict[int, tuple[int | None, int | None]]:
@@ -851,6 +1037,15 @@ def route_table(e: Endpoints | None) -> list[Route]:
             h("events"),
             query=EventQuery,
             response=EventPage,
+        ),
+        Route(
+            "GET",
+            f"{v1}/discovered",
+            "listDiscovered",
+            "ONVIF devices found by `onvif-nvr discover`, with their stream profiles",
+            h("discovered"),
+            access=OPERATOR,
+            response=DiscoveredList,
         ),
         Route(
             "GET",
