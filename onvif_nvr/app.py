@@ -51,6 +51,7 @@ from onvif_nvr.replay.reader import ReplayReader
 from onvif_nvr.replay.rtsp_auth import DigestGate
 from onvif_nvr.replay.rtsp_server import RtspServer
 from onvif_nvr.replay.snapshot import NoPicture, Snapshots
+from onvif_nvr.replay.webrtc import WebRtcSessions
 from onvif_nvr.services.common import AdvertisedService
 from onvif_nvr.services.device import NETWORK_KEYS, DeviceDeps, DeviceService
 from onvif_nvr.services.device_network import DeviceNetworkService
@@ -105,6 +106,8 @@ class NvrApp:
         #: Simulated cameras served (and recorded) by ``onvif-nvr demo``.
         self.demo_cameras = demo_cameras
         self.rtsp: RtspServer | None = None
+        #: WebRTC live sessions on the same live feeds (REST signaling; ADR 0008).
+        self.webrtc: WebRtcSessions | None = None
         self._live_feeds: weakref.WeakKeyDictionary[CameraRecorder, Feed] = (
             weakref.WeakKeyDictionary()
         )
@@ -229,6 +232,9 @@ class NvrApp:
         self.camera_setup = CameraSetup(self.control)
         await sync_from_config(self.camera_setup, settings.camera)
         await self._start_rtsp()
+        self.webrtc = WebRtcSessions(
+            lambda token: self._live_feed(f"/live/{token}"), settings.webrtc
+        )
         if self.demo_cameras:
             await self._start_demo(self.demo_cameras)
         self.recording = RecordingManager(
@@ -429,6 +435,7 @@ class NvrApp:
             rtsp_port=lambda: self.rtsp.bound_port if self.rtsp is not None else None,
             live_feed=lambda token: self._live_feed(f"live/{token}"),
             extra_metrics=self._metrics_lines,
+            webrtc=self.webrtc,
             egress_bytes=self._egress_bytes,
         )
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
@@ -608,6 +615,9 @@ class NvrApp:
         if self.discovery is not None:
             target, self.discovery = self.discovery, None
             await target.stop()  # Bye, while the network is still there
+        if self.webrtc is not None:
+            await self.webrtc.close()
+            self.webrtc = None
         if self.recording is not None:
             await self.recording.stop()  # writers close their segments before the DB goes
         if self.control_events is not None:
@@ -656,8 +666,10 @@ class NvrApp:
         return app
 
     def _egress_bytes(self) -> int:
-        """Media bytes sent to viewers since start (RTSP live, replay and multicast)."""
-        return self.rtsp.bytes_sent if self.rtsp is not None else 0
+        """Media bytes sent to viewers since start (RTSP live, replay and multicast, and
+        the H.264 handed to WebRTC sessions, without their RTP/SRTP overhead)."""
+        rtsp = self.rtsp.bytes_sent if self.rtsp is not None else 0
+        return rtsp + (self.webrtc.stats()["bytes"] if self.webrtc is not None else 0)
 
     def _metrics_lines(self) -> list[str]:
         """Prometheus lines of the RTSP server and the event bus (the API adds the cameras')."""
@@ -692,6 +704,16 @@ class NvrApp:
                     [({"stream": g[0], "group": g[1]}, int(g[index])) for g in groups],
                     keys=("stream", "group"),
                 )
+        if self.webrtc is not None:
+            webrtc = self.webrtc.stats()
+            for key, kind, value in (
+                ("sessions", "gauge", webrtc["sessions"]),
+                ("sessions_opened_total", "counter", webrtc["opened"]),
+                ("frames_total", "counter", webrtc["frames"]),
+                ("bytes_total", "counter", webrtc["bytes"]),
+                ("frames_dropped_total", "counter", webrtc["dropped"]),
+            ):
+                lines += [f"# TYPE nvr_webrtc_{key} {kind}", f"nvr_webrtc_{key} {value}"]
         for key, value in self.events.stats().items():
             kind = "counter" if key == "published" else "gauge"
             name = f"nvr_events_{key}" + ("_total" if kind == "counter" else "")

@@ -47,6 +47,7 @@ from onvif_nvr.recording.profile_g import (
 )
 from onvif_nvr.recording.supervisor import CameraRecorder
 from onvif_nvr.replay.live import Feed
+from onvif_nvr.replay.webrtc import BadOffer, NoLiveStream, WebRtcSessions
 from onvif_nvr.system import hostinfo
 from onvif_nvr.system.users import UserChange, UserStore
 
@@ -337,6 +338,20 @@ class SystemOut(BaseModel):
     recording: int
 
 
+class WebRtcOffer(BaseModel):
+    """A browser's offer, sent once ICE gathering is complete (no trickle)."""
+
+    type: Literal["offer"]
+    sdp: Annotated[str, Field(min_length=1, max_length=65536)]
+
+
+class WebRtcAnswer(BaseModel):
+    type: Literal["answer"]
+    sdp: str
+    #: ``DELETE /api/v1/webrtc/<session>`` ends it (closing the peer connection does too).
+    session: str
+
+
 # -- the dependencies --------------------------------------------------------------------
 @dataclasses.dataclass
 class ApiDeps:
@@ -355,6 +370,8 @@ class ApiDeps:
     live_feed: Callable[[str], Feed | None] = lambda _token: None
     #: Extra Prometheus lines (RTSP viewers, event subscriptions) from the composition root.
     extra_metrics: Callable[[], list[str]] = lambda: []
+    #: WebRTC live sessions (replay/webrtc.py); None: not offered.
+    webrtc: WebRtcSessions | None = None
     #: Media bytes sent to viewers since start (every live and replay path).
     egress_bytes: Callable[[], int] = lambda: 0
 
@@ -594,6 +611,33 @@ class Endpoints:
                 for r in rows
             ]
         )
+
+    # -- WebRTC live ------------------------------------------------------------------------
+    def _webrtc(self) -> WebRtcSessions:
+        if self.d.webrtc is None:
+            raise ApiError(503, "NoWebRtc", "WebRTC is not running on this box")
+        return self.d.webrtc
+
+    async def webrtc_offer(self, call: Call) -> WebRtcAnswer:
+        token = call.params["token"]
+        body: WebRtcOffer = call.body
+        try:
+            session, sdp = await self._webrtc().open(token, body.sdp)
+        except NoLiveStream:
+            await self.d.control.get_receiver(token)  # an unknown camera: 404
+            raise
+        except BadOffer as exc:
+            raise ApiError(
+                422,
+                "InvalidArgVal",
+                "the offer cannot be answered",
+                [FieldError(field="body.sdp", message=exc.message)],
+            ) from None
+        return WebRtcAnswer(type="answer", sdp=sdp, session=session)
+
+    async def webrtc_close(self, call: Call) -> None:
+        if not await self._webrtc().close_session(call.params["session"]):
+            raise ApiError(404, "NoSession", "no such WebRTC session")
 
     # -- recordings and the timeline --------------------------------------------------------
     async def _ranges(self) -> dict[int, tuple[int | None, int | None]]:
@@ -1010,6 +1054,25 @@ def route_table(e: Endpoints | None) -> list[Route]:
             "Remove a camera",
             h("delete_camera"),
             access=OPERATOR,
+            status=204,
+        ),
+        Route(
+            "POST",
+            f"{v1}/cameras/{{token}}/webrtc",
+            "openWebRtc",
+            "Watch a camera live over WebRTC: the browser's offer (every ICE candidate in it) "
+            "in, the answer and a session id out; H.264 cameras only (H.265: 501)",
+            h("webrtc_offer"),
+            body=WebRtcOffer,
+            response=WebRtcAnswer,
+            status=201,
+        ),
+        Route(
+            "DELETE",
+            f"{v1}/webrtc/{{session}}",
+            "closeWebRtc",
+            "End a WebRTC session",
+            h("webrtc_close"),
             status=204,
         ),
         Route(
