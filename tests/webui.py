@@ -49,6 +49,8 @@ ENV = {
     "ONVIF_NVR_STORAGE_SEGMENT_S": "2",
     # The login tests fail passwords on purpose.
     "ONVIF_NVR_SECURITY_MAX_FAILED_LOGINS": "1000",
+    # ICE on loopback: the box offers 127.0.0.1 (Chromium may pair with it, see CHROMIUM_ARGS).
+    "ONVIF_NVR_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
 }
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
