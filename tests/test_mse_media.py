@@ -4,6 +4,7 @@ the index frame by frame, successive windows, gaps, an init segment change, the 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 import re
@@ -17,7 +18,12 @@ import av
 import httpx
 import pytest
 
+from onvif_nvr.media.units import TimedUnit, VideoParameters
 from onvif_nvr.mp4.reader import fragment_header, iter_boxes, scan_fragments
+from onvif_nvr.recording.hub import Hub
+from onvif_nvr.recording.simulator import load_clip, make_clip
+from onvif_nvr.replay.fmp4_live import LiveMp4
+from onvif_nvr.replay.live import HubFeed
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -227,6 +233,83 @@ def test_live_mp4_viewer_leaving_frees_its_subscription(box: Box) -> None:
         while viewers() != before:
             assert time.monotonic() < deadline, "the live viewer was not dropped"
             time.sleep(0.1)
+
+
+# -- the live muxer in process, on a real hub ---------------------------------------------------
+Clip = tuple[VideoParameters, list[tuple]]
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[Clip]:
+    """Two 2 s H.264 clips of different picture sizes (PyAV)."""
+    out = []
+    for width, height in ((320, 240), (480, 272)):
+        path = tmp_path_factory.mktemp("clip") / f"{width}.h264"
+        make_clip(path, width=width, height=height, seconds=2, gop=25)
+        out.append(load_clip(path))
+    return out
+
+
+def _units(clips: list[Clip]) -> list[TimedUnit]:
+    """The clips one after the other on one media clock (a camera changing its size)."""
+    units, base = [], 0
+    for _, clip in clips:
+        for unit, dts in clip:
+            units.append(TimedUnit(unit, 0, base + dts, 0))
+        base += clip[-1][1] + 3600
+    return units
+
+
+def _feed(hub: Hub, params: VideoParameters) -> HubFeed:
+    return HubFeed(lambda: hub.subscribe("live", maxsize=3000, lossy=True), lambda: (params, None))
+
+
+async def test_live_muxer_follows_a_size_change_and_ends_with_the_hub(clips: list[Clip]) -> None:
+    hub = Hub("cam")
+    stream = LiveMp4(_feed(hub, clips[0][0]))
+    units = _units(clips)
+    hub.publish(units[0])  # the cached GOP a viewer starts from
+    await stream.start(5)
+    out = bytearray()
+
+    async def write(data: bytes) -> None:
+        out.extend(data)
+
+    running = asyncio.create_task(stream.run(write, lambda: False))
+    for unit in units[1:]:
+        hub.publish(unit)
+        await asyncio.sleep(0)
+    hub.end("camera removed")
+    assert await asyncio.wait_for(running, 10) == "stream ended"
+    assert hub.subscriber_count == 0
+    starts = [b.offset for b in iter_boxes(out) if b.type == "ftyp"]
+    assert len(starts) == 2
+    sizes = [
+        {(f.width, f.height) for f in decode(bytes(out[a:b]))}
+        for a, b in zip(starts, [*starts[1:], len(out)], strict=True)
+    ]
+    assert sizes == [{(320, 240)}, {(480, 272)}]
+
+
+async def test_live_slow_viewer_is_dropped_without_slowing_the_hub(clips: list[Clip]) -> None:
+    hub = Hub("cam")
+    stream = LiveMp4(_feed(hub, clips[0][0]), max_pending_bytes=20_000)
+    units = _units(clips[:1])
+    hub.publish(units[0])
+    await stream.start(5)
+    stuck = asyncio.Event()  # a viewer whose socket never drains
+
+    async def write(data: bytes) -> None:
+        await stuck.wait()
+
+    running = asyncio.create_task(stream.run(write, lambda: False))
+    for unit in units[1:]:
+        hub.publish(unit)  # never waits, whatever the viewer does
+        await asyncio.sleep(0)
+        if running.done():
+            break
+    assert await asyncio.wait_for(running, 10) == "slow viewer dropped"
+    assert hub.subscriber_count == 0
 
 
 # -- playback ---------------------------------------------------------------------------------
