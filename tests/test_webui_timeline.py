@@ -1,0 +1,290 @@
+"""The timeline / playback page (onvif_nvr/web/static/timeline.js) in Chromium against a
+recording box: the recorded ranges and a gap on the bar, a seek by clicking the bar that
+shows the frame recorded at that instant (the browser's decoded picture against PyAV's
+decode of the same media.mp4), the wall-time display, play, 4x, frame steps, keyboard, the
+empty day, and the 375 px layout. Screenshots: docs/screenshots/timeline*.png."""
+
+from __future__ import annotations
+
+import io
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import av
+import pytest
+
+from tests.searchutil import latest_recorded, recorded_until
+from tests.test_recording_control_service import recording_client
+from tests.webui import DESKTOP, PHONE, WebBox, browser, page, screenshot, webbox  # noqa: F401
+
+#: The picture is compared as GRID blocks of mean luma (the test camera draws a moving ball).
+GRID = (40, 30)
+FRAME_MS = 1000 / 25  # tests/webui.py's camera: 25 fps
+
+_HOOK = "document.querySelector('.tl-page').timeline"
+_IDLE = """() => {
+  const page = document.querySelector('.tl-page');
+  const p = page && page.timeline && page.timeline.player;
+  const v = document.querySelector('.tl-video');
+  return Boolean(p && !p.loading && p.originMs !== null && !v.seeking && v.readyState >= 2);
+}"""
+_GRAB = f"""() => {{
+  const v = document.querySelector('.tl-video');
+  const c = document.createElement('canvas');
+  c.width = v.videoWidth;
+  c.height = v.videoHeight;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  const [gw, gh] = [{GRID[0]}, {GRID[1]}];
+  const out = new Array(gw * gh).fill(0);
+  for (let y = 0; y < c.height; y += 1) {{
+    for (let x = 0; x < c.width; x += 1) {{
+      const i = (y * c.width + x) * 4;
+      const cell = Math.floor((y * gh) / c.height) * gw + Math.floor((x * gw) / c.width);
+      out[cell] += 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+    }}
+  }}
+  const n = (c.width / gw) * (c.height / gh);
+  const p = {_HOOK}.player;
+  return {{ grid: out.map((s) => s / n), wall: p.wallMs, origin: p.originMs }};
+}}"""
+_ADVANCE = """async ([advance, limitMs]) => {
+  const v = document.querySelector('.tl-video');
+  const t0 = v.currentTime;
+  const p0 = performance.now();
+  while (v.currentTime < t0 + advance) {
+    if (performance.now() - p0 > limitMs) throw new Error(`stuck at ${v.currentTime}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { media: v.currentTime - t0, real: (performance.now() - p0) / 1000 };
+}"""
+
+
+@pytest.fixture(scope="module")
+def gapped(webbox: WebBox) -> WebBox:  # noqa: F811
+    """The box's recording with a stretch, a gap of ~2.5 s, and a second stretch."""
+    trc = recording_client(webbox.nvr)
+    recorded_until(webbox.nvr, webbox.recording, 4)
+    job = next(
+        j.JobToken
+        for j in trc.GetRecordingJobs()
+        if j.JobConfiguration.RecordingToken == webbox.recording
+    )
+    trc.SetRecordingJobMode(job, "Idle")
+    time.sleep(2.5)  # the gap: time has to pass with the job idle
+    before = latest_recorded(webbox.nvr, webbox.recording)
+    trc.SetRecordingJobMode(job, "Active")
+    recorded_until(webbox.nvr, webbox.recording, 5, after=before)
+    return webbox
+
+
+def _ranges(box: WebBox) -> list[tuple[int, int]]:
+    now_ms = int(time.time() * 1000)
+    with box.admin() as c:
+        r = c.get(
+            "/api/v1/timeline",
+            params={
+                "start": _rfc3339(now_ms - 3_600_000),
+                "end": _rfc3339(now_ms + 60_000),
+                "resolution": "0.5",
+                "recording": box.recording,
+            },
+        )
+        r.raise_for_status()
+        return [tuple(x) for x in r.json()["recordings"][0]["ranges"]]
+
+
+def _rfc3339(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
+
+
+def _open(pg: Any, box: WebBox) -> None:
+    """Show the camera's timeline at the 10 min zoom, paused, with a picture loaded."""
+    if pg.query_selector(".tl-page") is None:
+        pg.evaluate(f"location.hash = '#/timeline/{box.camera}'")
+        pg.wait_for_selector(".tl-page .tl-range")
+    pg.click(".tl-zoom[data-zoom='2']")
+    pg.wait_for_function(_IDLE)
+    if not pg.evaluate("document.querySelector('.tl-video').paused"):
+        pg.click(".tl-play")
+
+
+def _seek(pg: Any, wall_ms: float) -> int:
+    pg.evaluate(f"{_HOOK}.seek({int(wall_ms)})")
+    pg.wait_for_function(_IDLE)
+    return int(wall_ms)
+
+
+def _shown_ms(pg: Any) -> int:
+    return int(pg.get_attribute(".tl-time", "data-wall-ms"))
+
+
+def _luma_grid(frame: av.VideoFrame) -> list[float]:
+    rgb = frame.reformat(format="rgb24")
+    plane = rgb.planes[0]
+    data = bytes(plane)
+    w, h, stride = rgb.width, rgb.height, plane.line_size
+    gw, gh = GRID
+    sums = [0.0] * (gw * gh)
+    for y in range(h):
+        row = y * stride
+        base = (y * gh // h) * gw
+        for x in range(w):
+            i = row + 3 * x
+            sums[base + x * gw // w] += 0.299 * data[i] + 0.587 * data[i + 1] + 0.114 * data[i + 2]
+    n = (w / gw) * (h / gh)
+    return [s / n for s in sums]
+
+
+def _distance(a: list[float], b: list[float]) -> float:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def _decoded_frames(box: WebBox, start_ms: int, origin_ms: int) -> list[tuple[float, list[float]]]:
+    """(wall ms, luma grid) of every frame PyAV decodes from media.mp4 at ``start_ms``."""
+    with box.admin() as c:
+        r = c.get(
+            f"/api/v1/recordings/{box.recording}/media.mp4",
+            params={"start": _rfc3339(start_ms), "duration_s": "3", "origin": _rfc3339(origin_ms)},
+        )
+        assert r.status_code == 200, r.text
+        origin = int(r.headers["X-Wall-Origin-Ms"])
+    out = []
+    with av.open(io.BytesIO(r.content)) as container:
+        for frame in container.decode(video=0):
+            assert frame.pts is not None and frame.time_base is not None
+            out.append((origin + float(frame.pts * frame.time_base) * 1000, _luma_grid(frame)))
+    return out
+
+
+# -- the tests ------------------------------------------------------------------------------
+def test_bar_shows_the_recorded_ranges_and_the_gap(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    ranges = _ranges(gapped)
+    assert len(ranges) >= 2, ranges
+    # The 10 min view around the play head holds both stretches and the gap between them.
+    shown = page.eval_on_selector_all(
+        ".tl-range", "nodes => nodes.map(n => [+n.dataset.startMs, +n.dataset.endMs])"
+    )
+    assert len(shown) >= 2, shown
+    first_end = shown[0][1]
+    second_start = shown[1][0]
+    assert second_start - first_end >= 1000, shown
+    # The gap is the track's hatching: the pixel between the stretches is not the range colour.
+    colours = page.evaluate(
+        """() => {
+      const r = document.querySelector('.tl-range');
+      return [getComputedStyle(r).backgroundColor,
+              getComputedStyle(document.querySelector('.tl-track')).backgroundImage];
+    }"""
+    )
+    assert "gradient" in colours[1], colours
+    assert page.text_content(".tl-title") == "door"
+
+
+def test_click_on_the_bar_shows_the_frame_recorded_then(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    first = _ranges(gapped)[0]
+    target = first[0] + 1800
+    assert target < first[1] - 1000, first
+    state = page.evaluate(f"(({{viewMs, spanMs}}) => ({{viewMs, spanMs}}))({_HOOK}.state)")
+    box = page.query_selector(".tl-track").bounding_box()
+    x = (target - state["viewMs"]) / state["spanMs"] * box["width"]
+    page.mouse.click(box["x"] + x, box["y"] + box["height"] / 2)
+    page.wait_for_function(f"() => {_HOOK}.state.lastSeekMs !== null")
+    page.wait_for_function(_IDLE)
+    sought = page.evaluate(f"{_HOOK}.state.lastSeekMs")
+    # One pixel of a 10 min bar is under a second: the click landed in the first stretch.
+    assert first[0] + 500 < sought < first[1] - 300, (first, sought)
+    assert abs(_shown_ms(page) - sought) <= 2 * FRAME_MS
+    utc = datetime.fromtimestamp(sought / 1000, UTC).strftime("%H:%M:%S")
+    assert utc in page.text_content(".tl-time-utc")
+
+    grab = page.evaluate(_GRAB)
+    assert abs(grab["wall"] - sought) <= 2 * FRAME_MS
+    frames = _decoded_frames(gapped, sought, int(grab["origin"]))
+    expected = max(i for i, (wall, _) in enumerate(frames) if wall <= sought + 0.5)
+    distances = [_distance(grab["grid"], grid) for _, grid in frames]
+    best = min(range(len(frames)), key=distances.__getitem__)
+    assert abs(best - expected) <= 1, (best, expected, distances)
+    # The ball moves: frames half a second away look clearly different from the one shown.
+    far = [d for i, d in enumerate(distances) if abs(i - expected) >= 12]
+    assert far and distances[best] < min(far) / 2, (distances[best], min(far))
+    screenshot(page, "timeline")
+
+
+def test_play_and_four_times_speed(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    last = _ranges(gapped)[-1]
+    _seek(page, last[0] + 300)
+    page.click(".tl-play")
+    assert page.text_content(".tl-play") == "Pause"
+    one = page.evaluate(_ADVANCE, [0.5, 20_000])
+    page.select_option(".tl-speed", "4")
+    assert page.evaluate("document.querySelector('.tl-video').playbackRate") == 4
+    four = page.evaluate(_ADVANCE, [2.0, 20_000])
+    # Loose: media time per real second at 4x is well above the 1x figure.
+    assert four["media"] / four["real"] > 1.5 * one["media"] / one["real"], (one, four)
+    page.select_option(".tl-speed", "1")
+    page.keyboard.press("Space")  # the page's shortcut: pause
+    page.wait_for_function("() => document.querySelector('.tl-video').paused")
+    assert page.text_content(".tl-play") == "Play"
+
+
+def test_frame_steps(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    last = _ranges(gapped)[-1]
+    start = _seek(page, last[0] + 1500)
+    assert abs(_shown_ms(page) - start) <= 2 * FRAME_MS
+    before = page.evaluate(_GRAB)["grid"]
+    page.click(".tl-step-fwd")
+    page.wait_for_function(f"() => +document.querySelector('.tl-time').dataset.wallMs !== {start}")
+    page.wait_for_function(_IDLE)
+    step = _shown_ms(page) - start
+    assert 0.5 * FRAME_MS <= step <= 1.5 * FRAME_MS, step
+    assert _distance(page.evaluate(_GRAB)["grid"], before) > 0
+    forward = _shown_ms(page)
+    page.focus(".tl-track")
+    page.keyboard.press("ArrowLeft")  # one frame back
+    page.wait_for_function(
+        f"() => +document.querySelector('.tl-time').dataset.wallMs !== {forward}"
+    )
+    page.wait_for_function(_IDLE)
+    assert abs(_shown_ms(page) - start) <= 0.5 * FRAME_MS
+    assert _distance(page.evaluate(_GRAB)["grid"], before) < 1.0
+
+
+def test_a_day_without_recordings_says_so(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    page.click(".tl-prev-day")
+    page.wait_for_selector(".tl-empty:not([hidden])")
+    assert "Nothing recorded on this day" in page.text_content(".tl-empty")
+    assert page.query_selector_all(".tl-range") == []
+    page.click(".tl-next-day")
+    page.wait_for_selector(".tl-page .tl-range")
+    assert page.is_hidden(".tl-empty")
+
+
+def test_phone_width_layout(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    page.set_viewport_size(PHONE)
+    try:
+        page.wait_for_function(_IDLE)
+        # Nothing sticks out sideways at 375 px, and the controls keep a usable size.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        sticking_out = page.evaluate(
+            """(limit) => [...document.querySelectorAll('.tl-page *:not(.tl-track *, .tl-axis *)')]
+              .filter((n) => n.getClientRects().length && n.getBoundingClientRect().right > limit + 0.5)
+              .map((n) => n.className)""",
+            PHONE["width"],
+        )
+        assert sticking_out == []
+        track = page.query_selector(".tl-track").bounding_box()
+        assert track["width"] >= 300 and track["height"] >= 40
+        assert page.query_selector(".tl-play").bounding_box()["height"] >= 32
+        screenshot(page, "timeline-phone")
+    finally:
+        page.set_viewport_size(DESKTOP)
+    assert page.page_errors == []
