@@ -359,7 +359,15 @@ def test_index_reads_do_not_scan(tmp_path: Path) -> None:
             ]  # type: ignore[arg-type]
             for step in plan:
                 assert not step.startswith(
-                    ("SCAN segments", "SCAN s ", "SCAN p ", "SCAN events")
+                    (
+                        "SCAN segments",
+                        "SCAN s ",
+                        "SCAN p ",
+                        "SCAN r ",
+                        "SCAN recording_spans",
+                        "SCAN recordings",
+                        "SCAN events",
+                    )
                 ), (
                     statement,
                     plan,

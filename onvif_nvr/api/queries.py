@@ -9,22 +9,21 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
-from onvif_nvr.recording.data_ranges import READABLE
-
-#: Segments of the recordings that start inside the window (ix_segments_recording_start).
+#: Spans of the recordings that start inside the window (the primary key, one range per
+#: recording). Spans are kept with the segments (recording/spans.py): about one row per
+#: continuous stretch, where the segments were one per minute.
 TIMELINE_INSIDE = text(
-    "SELECT recording_id, start_wall_ns, end_wall_ns FROM segments "
-    "WHERE recording_id IN :ids AND start_wall_ns >= :start AND start_wall_ns < :end "
-    "AND state IN :readable ORDER BY recording_id, start_wall_ns"
-).bindparams(bindparam("ids", expanding=True), bindparam("readable", expanding=True))
-#: Per recording the last segment that starts before the window (one index probe each):
-#: it may reach into the window.
+    "SELECT recording_id, start_ns, end_ns FROM recording_spans "
+    "WHERE recording_id IN :ids AND start_ns >= :start AND start_ns < :end "
+    "ORDER BY recording_id, start_ns"
+).bindparams(bindparam("ids", expanding=True))
+#: Per recording the end of the last span that starts before the window (one probe each):
+#: spans are disjoint, so only that one may reach into the window.
 TIMELINE_BEFORE = text(
-    "SELECT s.recording_id, s.start_wall_ns, s.end_wall_ns FROM segments s WHERE s.id IN ("
-    "SELECT (SELECT p.id FROM segments p WHERE p.recording_id = r.id "
-    "AND p.start_wall_ns < :start ORDER BY p.start_wall_ns DESC LIMIT 1) "
-    "FROM recordings r WHERE r.id IN :ids) AND s.end_wall_ns > :start AND s.state IN :readable"
-).bindparams(bindparam("ids", expanding=True), bindparam("readable", expanding=True))
+    "SELECT r.id, (SELECT p.end_ns FROM recording_spans p WHERE p.recording_id = r.id "
+    "AND p.start_ns < :start ORDER BY p.start_ns DESC LIMIT 1) AS end_ns "
+    "FROM recordings r WHERE r.id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
 
 
 def merge(spans: Sequence[tuple[int, int]], resolution_ns: int) -> list[tuple[int, int]]:
@@ -47,13 +46,15 @@ def recorded_ranges(
     resolution_ns: int,
 ) -> dict[int, list[tuple[int, int]]]:
     """Per recording id: its recorded time in [start_ns, end_ns), clipped, merged at
-    ``resolution_ns`` (gaps shorter than that do not show)."""
+    ``resolution_ns`` (gaps shorter than that do not show, nor any shorter than
+    ``recording.spans.JOIN_NS``)."""
     spans: dict[int, list[tuple[int, int]]] = {rid: [] for rid in recording_ids}
     if not recording_ids:
         return spans
-    params = {"ids": list(recording_ids), "start": start_ns, "end": end_ns, "readable": READABLE}
-    for rid, _s, e in conn.execute(TIMELINE_BEFORE, params):
-        spans[rid].append((start_ns, min(e, end_ns)))
+    params = {"ids": list(recording_ids), "start": start_ns, "end": end_ns}
+    for rid, e in conn.execute(TIMELINE_BEFORE, params):
+        if e is not None and e > start_ns:
+            spans[rid].append((start_ns, min(e, end_ns)))
     for rid, s, e in conn.execute(TIMELINE_INSIDE, params):
         spans[rid].append((s, min(max(e, s), end_ns)))
     return {rid: merge(sorted(items), resolution_ns) for rid, items in spans.items()}

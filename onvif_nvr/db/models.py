@@ -309,6 +309,21 @@ class TrackData(Base):
     last_data: Mapped[Any] = mapped_column(JSON)
 
 
+class RecordingSpan(Base):
+    """A recording's contiguous recorded stretch (migration 0011): a maximal union of its
+    readable segments with no gap of ``recording/spans.JOIN_NS`` or more. Kept with the
+    segment rows (same transactions, recording/spans.py); the timeline reads these."""
+
+    __tablename__ = "recording_spans"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    recording_id: Mapped[int] = mapped_column(
+        ForeignKey("recordings.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    start_ns: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    end_ns: Mapped[int] = mapped_column(BigInteger)
+
+
 class MediaProfile(Base):
     """A Media/Media2 profile (migration 0010): a receiver's fixed profiles (``receiver_id``
     set; made on first use, see recording/media_profiles.py) and the ones clients create.

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
-from onvif_nvr.recording import data_ranges
+from onvif_nvr.recording import data_ranges, spans
 
 NS_PER_90K = 10**9 / 90_000
 
@@ -266,6 +266,7 @@ class SegmentIndex:
                 session.add(row)
                 session.flush()
                 data_ranges.segment_added(session.connection(), recording_id, start_wall_ns)
+                spans.segment_added(session.connection(), recording_id, start_wall_ns)
                 return row.id
 
         return await self._db.run(work)
@@ -314,6 +315,7 @@ class SegmentIndex:
                 connection.execute(_INSERT_FRAGMENT, rows)
                 connection.execute(_EXTEND_SEGMENT, list(ends.values()))
                 data_ranges.segments_extended(connection, list(ends.values()))
+                spans.segments_extended(connection, list(ends.values()))
             if events:
                 connection.execute(_INSERT_EVENT, events)
                 data_ranges.events_added(connection, events)
@@ -331,6 +333,7 @@ class SegmentIndex:
     async def _set_state(self, segment_id: int, state: str) -> None:
         def work() -> None:
             with self._db.session() as session, session.begin():
+                spans.segment_state_changing(session.connection(), segment_id, state)
                 session.execute(
                     update(models.Segment)
                     .where(models.Segment.id == segment_id)
@@ -349,6 +352,7 @@ class SegmentIndex:
         def work() -> None:
             with self._db.session() as session, session.begin():
                 recording_id = _recording_of(session, segment_id)
+                spans.segment_dropping(session.connection(), segment_id)
                 session.execute(
                     delete(models.Fragment).where(models.Fragment.segment_id == segment_id)
                 )
