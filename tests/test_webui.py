@@ -7,10 +7,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
-from tests import webui
-from tests.webui import DESKTOP, WebBox, screenshot
+from tests import gstcam, webui
+from tests.searchutil import recorded_until
+from tests.webui import (
+    CAMERA,
+    DESKTOP,
+    PHONE,
+    WebBox,
+    csp_violations,
+    login,
+    new_context,
+    screenshot,
+)
 
 # The shared module-scoped fixtures (tests/webui.py).
 webbox = webui.webbox
@@ -21,7 +32,7 @@ pytestmark = pytest.mark.timeout(180)
 
 
 def test_login_wrong_password_then_right(browser: Any, webbox: WebBox) -> None:
-    context = browser.new_context(viewport=DESKTOP)
+    context = new_context(browser, DESKTOP)
     try:
         pg = context.new_page()
         pg.goto(webbox.base + "/")
@@ -81,7 +92,206 @@ def test_live_wall_plays_over_webrtc(page: Any, webbox: WebBox) -> None:
     assert page.page_errors == []
 
 
+def test_an_offline_camera_says_so_on_its_tile(page: Any, webbox: WebBox) -> None:
+    with webbox.admin() as c:
+        r = c.post(
+            "/api/v1/cameras",
+            json={"url": "rtsp://127.0.0.1:9/gone", "name": "gone", "record": False},
+        )
+        assert r.status_code == 201, r.text
+        token = r.json()["token"]
+        try:
+            page.goto(webbox.base + "/#/live")
+            tile = page.locator(f'.tile[data-camera="{token}"]')
+            tile.locator(".overlay.bad").wait_for(state="visible")
+            text = tile.locator(".overlay").inner_text()
+            assert text.startswith(("Camera offline", "Connecting to the camera")), text
+            assert "cannot connect" in text
+            assert tile.get_attribute("data-state") == "offline"
+        finally:
+            assert c.delete(f"/api/v1/cameras/{token}").status_code == 204
+
+
 def test_live_wall_plays_over_mse(page: Any, webbox: WebBox) -> None:
     page.goto(webbox.base + "/?transport=mse#/live")
     _assert_playing(page, webbox.camera, "mse")
     assert page.page_errors == []
+
+
+# -- cameras -------------------------------------------------------------------------------
+def test_add_a_camera_it_shows_and_records_then_remove_it(page: Any, webbox: WebBox) -> None:
+    page.goto(webbox.base + "/#/cameras")
+    page.wait_for_selector(f'tr[data-camera="{webbox.camera}"]')
+    page.wait_for_selector("#discovered .empty")  # no discovery ran on this box
+    screenshot(page, "cameras")
+    with gstcam.camera(*CAMERA) as url:
+        page.click("#add-camera")
+        page.fill("#camera-url", url)
+        page.fill("#camera-name", "yard")
+        page.fill("#camera-retention_days", "3")
+        page.click("#camera-add-form button[type=submit]")
+        page.wait_for_selector("#camera-add-form", state="detached")
+        with webbox.admin() as c:
+            (camera,) = [
+                x for x in c.get("/api/v1/cameras").json()["cameras"] if x["name"] == "yard"
+            ]
+        assert camera["recording"] and camera["retention_s"] == 3 * 86400
+        row = f'tr[data-camera="{camera["token"]}"]'
+        page.wait_for_selector(row)
+        recorded_until(webbox.nvr, camera["recording"], 1)
+        # The page refreshes itself: the new camera shows as connected and recording.
+        page.wait_for_function(
+            """(sel) => { const r = document.querySelector(sel);
+            return r && r.querySelector('.recording-cell').textContent === 'yes'
+                && r.textContent.includes('Connected'); }""",
+            arg=row,
+        )
+        page.click(f"{row} button.remove")
+        page.click("dialog button.danger")
+        page.wait_for_selector(row, state="detached")
+        assert "removed" in page.locator("#cameras-message").inner_text()
+    with webbox.admin() as c:
+        assert camera["token"] not in {
+            x["token"] for x in c.get("/api/v1/cameras").json()["cameras"]
+        }
+        # The recorded data stays, in its recording.
+        recordings = {r["token"] for r in c.get("/api/v1/recordings").json()["recordings"]}
+        assert camera["recording"] in recordings
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("rtsp://:554/stream", "the URL has no host (rtsp://HOST[:PORT]/PATH)"),
+        ("rtsp://camera:70000/stream", "the port must be a number from 1 to 65535"),
+        ("http://camera/stream", "the URL must start with rtsp://"),
+    ],
+)
+def test_a_bad_rtsp_url_shows_its_error_next_to_the_field(
+    page: Any, webbox: WebBox, url: str, message: str
+) -> None:
+    page.goto(webbox.base + "/#/cameras")
+    page.click("#add-camera")
+    page.fill("#camera-url", url)
+    page.click("#camera-add-form button[type=submit]")
+    error = page.locator("#camera-url-error")
+    error.wait_for(state="visible")
+    assert error.inner_text() == message
+    assert page.get_attribute("#camera-url", "aria-invalid") == "true"
+    page.click("#camera-add-form button:has-text('Cancel')")
+
+
+# -- levels ---------------------------------------------------------------------------------
+def test_a_user_level_account_sees_no_management_and_the_api_refuses(
+    browser: Any, webbox: WebBox
+) -> None:
+    webbox.ensure_user("viewer", "viewer-pw1", "User")
+    context = new_context(browser, DESKTOP)
+    try:
+        pg = context.new_page()
+        login(pg, webbox.base, "viewer", "viewer-pw1")
+        assert pg.locator("#nav a[data-route=users]").is_hidden()
+        pg.goto(webbox.base + "/#/cameras")
+        pg.wait_for_selector(f'tr[data-camera="{webbox.camera}"]')
+        assert pg.locator("#cameras-readonly").is_visible()
+        assert pg.locator("#add-camera").count() == 0
+        assert pg.locator("button.remove, button.edit, #discovered").count() == 0
+        pg.goto(webbox.base + "/#/users")
+        assert "needs the Administrator level" in pg.locator("#users-forbidden").inner_text()
+        assert pg.locator("#user-add-form").count() == 0
+        assert csp_violations(pg) == []
+    finally:
+        context.close()
+    with webbox.client("viewer", "viewer-pw1") as c:
+        r = c.post("/api/v1/cameras", json={"url": "rtsp://127.0.0.1:9/x", "name": "sneaky"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "Forbidden"
+        assert c.get("/api/v1/users").status_code == 403
+        assert c.delete(f"/api/v1/cameras/{webbox.camera}").status_code == 403
+        assert c.get("/api/v1/discovered").status_code == 403
+
+
+# -- users and system -------------------------------------------------------------------------
+def test_users_page_adds_changes_and_keeps_the_last_admin(page: Any, webbox: WebBox) -> None:
+    page.goto(webbox.base + "/#/users")
+    page.wait_for_selector('tr[data-user="admin"]')
+    page.fill("#user-name", "op1")
+    page.fill("#user-password", "op1-pass")
+    page.select_option("#user-level", "Operator")
+    page.click("#user-add-form button[type=submit]")
+    page.wait_for_selector('tr[data-user="op1"]')
+    page.select_option('tr[data-user="op1"] select', "User")
+    page.click('tr[data-user="op1"] button.save')
+    page.wait_for_function(
+        "() => document.querySelector('#users-message').textContent.includes('saved')"
+    )
+    with webbox.admin() as c:
+        levels = {u["username"]: u["level"] for u in c.get("/api/v1/users").json()["users"]}
+    assert levels["op1"] == "User"
+    screenshot(page, "users")
+    page.click('tr[data-user="admin"] button.delete')
+    page.click("dialog button.danger")
+    error = page.locator("#users-message .error")
+    error.wait_for(state="visible")
+    assert "Could not delete" in error.inner_text() and "Administrator" in error.inner_text()
+    page.click('tr[data-user="op1"] button.delete')
+    page.click("dialog button.danger")
+    page.wait_for_selector('tr[data-user="op1"]', state="detached")
+
+
+def test_system_page_shows_status_storage_and_the_device_service(page: Any, webbox: WebBox) -> None:
+    page.goto(webbox.base + "/#/system")
+    page.wait_for_selector("#fact-version")
+    with webbox.admin() as c:
+        version = c.get("/api/v1/system").json()["version"]
+    assert version in page.locator("#fact-version").inner_text()
+    assert page.locator("#device-service-url").inner_text() == webbox.nvr.device_url
+    page.wait_for_selector("table.volumes tbody tr")
+    assert "ok" in page.locator("table.volumes tbody tr").first.inner_text()
+    screenshot(page, "system")
+    assert csp_violations(page) == [] and page.page_errors == []
+
+
+def test_the_ui_is_served_with_a_strict_policy(webbox: WebBox) -> None:
+    with httpx.Client(base_url=webbox.base, timeout=20) as c:
+        index = c.get("/")
+        assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+        csp = index.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "connect-src 'self'" in csp
+        assert "media-src 'self' blob:" in csp and "frame-ancestors 'none'" in csp
+        module = c.get("/ui/app.js")
+        assert module.headers["content-type"].startswith("text/javascript")
+        again = c.get("/ui/app.js", headers={"If-None-Match": module.headers["etag"]})
+        assert again.status_code == 304
+        assert c.get("/ui/..%2Fapi%2F__init__.py").status_code == 404
+        assert c.get("/ui/__init__.py").status_code == 404
+
+
+# -- phone width ------------------------------------------------------------------------------
+def test_phone_width_has_no_horizontal_scroll(browser: Any, webbox: WebBox) -> None:
+    context = new_context(browser, PHONE)
+    try:
+        pg = context.new_page()
+        login(pg, webbox.base, "admin", webbox.admin_password)
+        pg.wait_for_selector(f'.tile[data-camera="{webbox.camera}"][data-state="playing"]')
+        screenshot(pg, "live-phone")
+        for route, ready in (
+            ("#/live", ".tile"),
+            ("#/cameras", f'tr[data-camera="{webbox.camera}"]'),
+            ("#/users", 'tr[data-user="admin"]'),
+            ("#/system", "table.volumes tbody tr"),
+        ):
+            pg.goto(f"{webbox.base}/{route}")
+            pg.wait_for_selector(ready)
+            width = pg.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], (route, width)
+            words = set(pg.inner_text("main").split())
+            assert not words & {"null", "undefined", "NaN"}, (route, words)
+        # The nav folds into a menu button.
+        assert pg.locator("#nav a[data-route=cameras]").is_hidden()
+        pg.click("#menu-toggle")
+        pg.click("#nav a[data-route=cameras]")
+        pg.wait_for_selector(f'tr[data-camera="{webbox.camera}"]')
+        screenshot(pg, "cameras-phone")
+        assert csp_violations(pg) == []
+    finally:
+        context.close()

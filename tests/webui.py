@@ -163,7 +163,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def page(browser: Any, webbox: WebBox) -> Iterator[Any]:
     """A desktop-sized page logged in as admin, on the live wall (one per test module)."""
-    context = browser.new_context(viewport=DESKTOP, base_url=webbox.base)
+    context = new_context(browser, DESKTOP)
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -173,6 +173,22 @@ def page(browser: Any, webbox: WebBox) -> Iterator[Any]:
         yield pg
     finally:
         context.close()
+
+
+def new_context(browser: Any, viewport: dict[str, int]) -> Any:
+    """A fresh browser context (own cookies and storage) that records Content-Security-
+    Policy violations in ``window.cspViolations`` (see :func:`csp_violations`)."""
+    context = browser.new_context(viewport=viewport)
+    context.add_init_script(
+        "window.cspViolations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " (e) => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    return context
+
+
+def csp_violations(pg: Any) -> list[str]:
+    return list(pg.evaluate("window.cspViolations || []"))
 
 
 def login(pg: Any, base: str, username: str, password: str, path: str = "#/live") -> None:

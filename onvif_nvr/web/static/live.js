@@ -163,6 +163,10 @@ export async function render(root, ctx) {
       tiles.set(camera.token, tile);
       wall.append(tile.node);
     }
+    // Empty places keep the grid's shape (the layout the operator chose).
+    for (let i = shown.length; i < layout && layout > 1; i++) {
+      wall.append(el("div", { class: "tile empty-slot", "aria-hidden": "true" }));
+    }
     renderPager();
   }
 
