@@ -182,6 +182,24 @@ def test_bar_shows_the_recorded_ranges_and_the_gap(page: Any, gapped: WebBox) ->
     )
     assert "gradient" in colours[1], colours
     assert page.text_content(".tl-title") == "door"
+    # Event markers: the recording's stored events in the window, every page of them.
+    view = page.evaluate(f"(({{viewMs, spanMs}}) => ({{viewMs, spanMs}}))({_HOOK}.state)")
+    with gapped.admin() as c:
+        r = c.get(
+            "/api/v1/events",
+            params={
+                "recording": gapped.recording,
+                "start": _rfc3339(view["viewMs"]),
+                "end": _rfc3339(view["viewMs"] + view["spanMs"]),
+                "limit": "1000",
+            },
+        )
+        r.raise_for_status()
+        stored = sorted(e["utc_ms"] for e in r.json()["events"])
+    markers = sorted(
+        page.eval_on_selector_all(".tl-event", "nodes => nodes.map(n => +n.dataset.ms)")
+    )
+    assert markers == stored
 
 
 def test_click_on_the_bar_shows_the_frame_recorded_then(page: Any, gapped: WebBox) -> None:  # noqa: F811
@@ -231,6 +249,19 @@ def test_play_and_four_times_speed(page: Any, gapped: WebBox) -> None:  # noqa: 
     page.keyboard.press("Space")  # the page's shortcut: pause
     page.wait_for_function("() => document.querySelector('.tl-video').paused")
     assert page.text_content(".tl-play") == "Play"
+
+
+def test_playback_jumps_the_gap(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    first, second = _ranges(gapped)[:2]
+    _seek(page, first[1] - 400)
+    page.click(".tl-play")
+    # Media time has the gap too; the page jumps it instead of stalling at the range's end.
+    page.wait_for_function(f"() => {_HOOK}.player.wallMs >= {second[0]}", timeout=20_000)
+    page.click(".tl-play")
+    page.wait_for_function("() => document.querySelector('.tl-video').paused")
+    wall = page.evaluate(f"{_HOOK}.player.wallMs")
+    assert second[0] <= wall < second[1] + 1000, (second, wall)
 
 
 def test_frame_steps(page: Any, gapped: WebBox) -> None:  # noqa: F811

@@ -107,12 +107,18 @@ class Player {
     this.timer = setInterval(this.onTick, 200);
     video.addEventListener('waiting', this.onTick);
     video.addEventListener('timeupdate', this.onTick);
+    this.onVideoError = () => {
+      const e = video.error;
+      if (e) onError(new Error(`the browser stopped decoding: ${e.message || `code ${e.code}`}`));
+    };
+    video.addEventListener('error', this.onVideoError);
   }
 
   destroy() {
     clearInterval(this.timer);
     this.video.removeEventListener('waiting', this.onTick);
     this.video.removeEventListener('timeupdate', this.onTick);
+    this.video.removeEventListener('error', this.onVideoError);
     this.gen += 1;
     if (this.abort) this.abort.abort();
     this.video.removeAttribute('src');
@@ -894,7 +900,6 @@ export async function render(root, ctx) {
       onState: onPlayerState,
       onError: showError,
     });
-    liveLink.href = `#/live/${encodeURIComponent(camera)}`;
     let asked = startParam ? Number(startParam) : NaN;
     if (startParam && Number.isNaN(asked)) asked = Date.parse(startParam);
     const latest = state.recording.latest_ms;
