@@ -112,6 +112,52 @@ def test_an_offline_camera_says_so_on_its_tile(page: Any, webbox: WebBox) -> Non
             assert c.delete(f"/api/v1/cameras/{token}").status_code == 204
 
 
+def test_auto_falls_back_to_mse_when_webrtc_is_refused(browser: Any, webbox: WebBox) -> None:
+    # The box's WebRTC answers 503 here (as when its session limit is reached): the route
+    # is answered in the browser, the only way to refuse WebRTC on this shared box.
+    context = new_context(browser, DESKTOP)
+    try:
+        pg = context.new_page()
+        refused: list[str] = []
+
+        def refuse(route: Any) -> None:
+            refused.append(route.request.url)
+            route.fulfill(
+                status=503,
+                content_type="application/json",
+                body='{"error": {"code": "TooManySessions", "message": "busy", "fields": []}}',
+            )
+
+        pg.route("**/api/v1/cameras/*/webrtc", refuse)
+        login(pg, webbox.base, "admin", webbox.admin_password)
+        _assert_playing(pg, webbox.camera, "mse")
+        assert refused
+    finally:
+        context.close()
+
+
+def test_logout_returns_to_the_login_page(browser: Any, webbox: WebBox) -> None:
+    context = new_context(browser, DESKTOP)
+    try:
+        pg = context.new_page()
+        login(pg, webbox.base, "admin", webbox.admin_password, path="#/system")
+        pg.wait_for_selector("#fact-version")
+        pg.click("#logout")
+        pg.wait_for_selector("#login-form")
+        assert pg.locator("#bar").is_hidden()
+        status = pg.evaluate("fetch('/api/v1/session').then((r) => r.status)")
+        assert status == 401
+        # A page asked for while logged out comes back after the login.
+        pg.goto(webbox.base + "/#/cameras")
+        pg.wait_for_selector("#login-form")
+        pg.fill("#login-username", "admin")
+        pg.fill("#login-password", webbox.admin_password)
+        pg.click("#login-form button[type=submit]")
+        pg.wait_for_selector(f'tr[data-camera="{webbox.camera}"]')
+    finally:
+        context.close()
+
+
 def test_live_wall_plays_over_mse(page: Any, webbox: WebBox) -> None:
     page.goto(webbox.base + "/?transport=mse#/live")
     _assert_playing(page, webbox.camera, "mse")
