@@ -30,6 +30,10 @@ from aiortc.codecs.h264 import H264Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from onvif_nvr.media.units import AccessUnit, TimedUnit, VideoParameters
+from onvif_nvr.recording.hub import Hub
+from onvif_nvr.replay.live import HubFeed
+from onvif_nvr.replay.webrtc import Counters, PassthroughTrack
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -290,3 +294,74 @@ async def test_session_limit_is_503(box: Box) -> None:
         for session in sessions:
             assert (await http.delete(f"/api/v1/webrtc/{session}")).status_code == 204
         assert await _metric(http, "nvr_webrtc_sessions") == 0
+
+
+# -- the track on a real hub (in process) ---------------------------------------------------
+SPS = bytes([0x67, 0x42, 0x00, 0x1F, 0xE9, 0x02, 0x80])  # seq_parameter_set_id 0
+PPS = bytes([0x68, 0xCE, 0x3C, 0x80])  # pic_parameter_set_id 0
+NEW_SPS = bytes([0x67, 0x4D, 0x00, 0x1F, 0xE9, 0x02, 0x80])  # id 0 again, another profile
+
+
+def _unit(dts_90k: int, keyframe: bool, *nals: bytes) -> TimedUnit:
+    slice_nal = bytes([0x65 if keyframe else 0x41, 0x88, dts_90k & 0xFF, 0x10])
+    unit = AccessUnit("H264", (*nals, slice_nal), dts_90k, keyframe)
+    return TimedUnit(unit, 0, dts_90k, 0)
+
+
+class TrackOnHub:
+    def __init__(self, max_queued_frames: int = 4) -> None:
+        self.hub = Hub("cam")
+        params = VideoParameters("H264", 640, 360, (SPS, PPS))
+        feed = HubFeed(
+            lambda: self.hub.subscribe("webrtc", maxsize=3000, lossy=True),
+            lambda: (params, None),
+        )
+        self.ended: list[str] = []
+        self.track = PassthroughTrack(
+            feed, params.parameter_sets, max_queued_frames, Counters(), self.ended.append
+        )
+
+
+def _starts_with(packet: Any, *nals: bytes) -> bool:
+    return bytes(packet).startswith(b"".join(b"\x00\x00\x00\x01" + n for n in nals))
+
+
+async def test_catch_up_burst_lands_on_the_live_timeline() -> None:
+    t = TrackOnHub(max_queued_frames=60)
+    for n in range(5):  # the cached GOP: a keyframe without parameter sets, 4 P pictures
+        t.hub.publish(_unit(n * 3600, n == 0))
+    burst = [await t.track.recv() for _ in range(5)]
+    assert [p.pts for p in burst] == [1, 2, 3, 4, 5]  # one tick apart, at once
+    assert _starts_with(burst[0], SPS, PPS, bytes([0x65]))  # parameter sets put in front
+    assert not any(_starts_with(p, SPS) for p in burst[1:])
+    t.hub.publish(_unit(5 * 3600, False))
+    t.hub.publish(_unit(6 * 3600, True, NEW_SPS, PPS))
+    t.hub.publish(_unit(7 * 3600, True))
+    live = [await t.track.recv() for _ in range(3)]
+    assert [p.pts for p in live] == [5 + 3600, 5 + 7200, 5 + 10800]  # the camera's pace
+    assert _starts_with(live[1], NEW_SPS, PPS)  # in band: passed as it came
+    assert _starts_with(live[2], NEW_SPS, PPS)  # and remembered for the next keyframe
+    t.track.stop()
+
+
+async def test_a_slow_peer_skips_to_the_next_keyframe() -> None:
+    t = TrackOnHub(max_queued_frames=4)
+    t.hub.publish(_unit(0, True))
+    assert (await t.track.recv()).pts == 1
+    for n in range(1, 7):  # the peer reads nothing meanwhile: the queue overflows
+        t.hub.publish(_unit(n * 3600, False))
+    t.hub.publish(_unit(7 * 3600, True))
+    packet = await t.track.recv()
+    assert packet.pts == 1 + 7 * 3600 and _starts_with(packet, SPS, PPS, bytes([0x65]))
+    assert t.track.counters.dropped == 6
+    t.track.stop()
+
+
+async def test_the_track_ends_with_the_stream() -> None:
+    t = TrackOnHub()
+    t.hub.publish(_unit(0, True))
+    await t.track.recv()
+    t.hub.end("camera removed")
+    with pytest.raises(MediaStreamError):
+        await t.track.recv()
+    assert t.ended == ["stream ended"]
