@@ -429,7 +429,7 @@ class NvrApp:
             users=self.users,
             control=self.control,
             recording=self.recording,
-            gate=ApiGate(self.users, authenticator.digest, throttle, self.clock),
+            gate=ApiGate(self.users, authenticator.digest, throttle, self.clock, db),
             version=__version__,
             live_streams=self.recording.live_streams,
             rtsp_port=lambda: self.rtsp.bound_port if self.rtsp is not None else None,

@@ -466,7 +466,7 @@ class Endpoints:
     async def login(self, call: Call) -> web.StreamResponse:
         body: Login = call.body
         level = self.d.gate.check_password(body.username, body.password, call.request.remote or "")
-        sid, csrf = self.d.gate.open_session(body.username)
+        sid, csrf = await self.d.gate.open_session(body.username)
         info = SessionInfo(username=body.username, level=level.value, csrf_token=csrf)
         response = web.Response(
             body=info.model_dump_json().encode(), content_type="application/json"
@@ -482,14 +482,14 @@ class Endpoints:
         return response
 
     async def logout(self, call: Call) -> web.StreamResponse:
-        self.d.gate.close_session(call.request.cookies.get(SESSION_COOKIE))
+        await self.d.gate.close_session(call.request.cookies.get(SESSION_COOKIE))
         response = web.Response(status=204)
         response.del_cookie(SESSION_COOKIE, path="/")
         return response
 
     async def session(self, call: Call) -> SessionInfo:
         assert call.caller is not None
-        csrf = self.d.gate.csrf_for(call.request.cookies.get(SESSION_COOKIE))
+        csrf = await self.d.gate.csrf_for(call.request.cookies.get(SESSION_COOKIE))
         return SessionInfo(
             username=call.caller.username, level=call.caller.level.value, csrf_token=csrf
         )
@@ -497,7 +497,7 @@ class Endpoints:
     async def create_token(self, call: Call) -> TokenInfo:
         assert call.caller is not None
         body: TokenRequest = call.body
-        token = self.d.gate.issue_token(call.caller.username, body.lifetime_s)
+        token = await self.d.gate.issue_token(call.caller.username, body.lifetime_s)
         return TokenInfo(token=token, expires_in_s=body.lifetime_s)
 
     # -- cameras ---------------------------------------------------------------------------

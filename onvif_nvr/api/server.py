@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -22,12 +23,15 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import bindparam, delete, select, update
 
 from onvif_nvr.api.routes import ErrorBody, ErrorResponse, FieldError, Route
 from onvif_nvr.auth.digest import DigestAuthority
 from onvif_nvr.auth.policy import UserLevel
 from onvif_nvr.auth.throttle import LoginThrottle
 from onvif_nvr.clock import Clock
+from onvif_nvr.db import models
+from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import (
     InvalidArgs,
     InvalidArgument,
@@ -48,9 +52,16 @@ SESSION_COOKIE = "nvr_session"
 CSRF_HEADER = "X-CSRF-Token"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _RANK = {UserLevel.USER: 1, UserLevel.OPERATOR: 2, UserLevel.ADMINISTRATOR: 3}
-#: Sessions and bearer tokens live in memory: a restart logs everyone out.
+#: Sessions and bearer tokens are rows of ``api_grants`` (migration 0012): a restart keeps
+#: them. Expiry is wall-clock time, so it holds across restarts too.
 SESSION_LIFETIME_S = 12 * 3600
 TOKEN_LIFETIME_S = 30 * 24 * 3600
+#: Grants kept in memory in front of the table (a hit costs no database round trip).
+GRANT_CACHE = 1024
+#: ``last_used_s`` is written at most this often per grant.
+TOUCH_EVERY_S = 60
+#: Expired rows are deleted at most this often (when a grant is made).
+SWEEP_EVERY_S = 600
 
 
 class ApiError(Exception):
@@ -132,9 +143,23 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[FieldError]:
 
 @dataclasses.dataclass
 class _Grant:
+    kind: str  # session, token
     username: str
-    expires_s: float
+    expires_s: int
     csrf: str = ""
+    #: When ``last_used_s`` was last written (wall seconds).
+    touched_s: int = 0
+
+
+_TOUCH = (
+    update(models.ApiGrant)
+    .where(models.ApiGrant.secret_sha256 == bindparam("b_key"))
+    .values(last_used_s=bindparam("b_used"))
+)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +186,12 @@ class Call:
 
 
 class Gate:
-    """Sessions, bearer tokens, Digest and Basic against the ONVIF users."""
+    """Sessions, bearer tokens, Digest and Basic against the ONVIF users.
+
+    Sessions and tokens are rows of ``api_grants`` keyed by the SHA-256 of the secret, read
+    and written on the database worker; a bounded cache in front answers most requests
+    without it. Deleting a user or changing a password deletes that user's rows in the same
+    transaction (system/users.py) and tells :meth:`forget_user`, which empties the cache."""
 
     def __init__(
         self,
@@ -169,16 +199,19 @@ class Gate:
         digest: DigestAuthority,
         throttle: LoginThrottle,
         clock: Clock,
+        db: Database,
     ) -> None:
         self.users = users
         self.digest = digest
         self.throttle = throttle
         self.clock = clock
-        self._sessions: dict[str, _Grant] = {}
-        self._tokens: dict[str, _Grant] = {}
+        self.db = db
+        self._cache: dict[str, _Grant] = {}
+        self._swept_s = 0
+        users.credential_listeners.append(self.forget_user)
 
-    def _now(self) -> float:
-        return self.clock.monotonic_ns() / 1e9
+    def _now(self) -> int:
+        return self.clock.wall_ns() // 10**9
 
     # -- passwords ------------------------------------------------------------------------
     def _locked(self, remote: str) -> None:
@@ -207,38 +240,101 @@ class Gate:
         return level
 
     # -- sessions and tokens ----------------------------------------------------------------
-    def open_session(self, username: str) -> tuple[str, str]:
-        self._sweep()
+    async def open_session(self, username: str) -> tuple[str, str]:
         sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        now = self._now()
-        self._sessions[sid] = _Grant(username, now + SESSION_LIFETIME_S, csrf)
+        await self._add(sid, _Grant("session", username, self._now() + SESSION_LIFETIME_S, csrf))
         return sid, csrf
 
-    def csrf_for(self, sid: str | None) -> str:
-        grant = self._grant(self._sessions, sid) if sid else None
+    async def csrf_for(self, sid: str | None) -> str:
+        grant = await self._grant("session", sid) if sid else None
         return grant.csrf if grant is not None else ""
 
-    def close_session(self, sid: str | None) -> None:
+    async def close_session(self, sid: str | None) -> None:
         if sid:
-            self._sessions.pop(sid, None)
+            key = _digest(sid)
+            self._cache.pop(key, None)
 
-    def issue_token(self, username: str, lifetime_s: int) -> str:
-        self._sweep()
+            def work() -> None:
+                with self.db.session() as session, session.begin():
+                    session.execute(
+                        delete(models.ApiGrant).where(
+                            models.ApiGrant.secret_sha256 == key,
+                            models.ApiGrant.kind == "session",
+                        )
+                    )
+
+            await self.db.run(work)
+
+    async def issue_token(self, username: str, lifetime_s: int) -> str:
         token = secrets.token_urlsafe(32)
-        self._tokens[token] = _Grant(username, self._now() + lifetime_s)
+        await self._add(token, _Grant("token", username, self._now() + lifetime_s))
         return token
 
-    def _sweep(self) -> None:
-        now = self._now()
-        for table in (self._sessions, self._tokens):
-            for key in [k for k, g in table.items() if g.expires_s <= now]:
-                del table[key]
+    def forget_user(self, username: str) -> None:
+        """``username`` was deleted or got a new password (its rows are already gone)."""
+        for key in [k for k, g in self._cache.items() if g.username == username]:
+            del self._cache[key]
 
-    def _grant(self, table: dict[str, _Grant], key: str) -> _Grant | None:
-        grant = table.get(key)
-        if grant is None or grant.expires_s <= self._now():
+    async def _add(self, secret: str, grant: _Grant) -> None:
+        key, now = _digest(secret), self._now()
+        sweep = now - self._swept_s >= SWEEP_EVERY_S
+        if sweep:
+            self._swept_s = now
+
+        def work() -> None:
+            with self.db.session() as session, session.begin():
+                if sweep:
+                    session.execute(delete(models.ApiGrant).where(models.ApiGrant.expires_s <= now))
+                session.add(
+                    models.ApiGrant(
+                        secret_sha256=key,
+                        kind=grant.kind,
+                        username=grant.username,
+                        expires_s=grant.expires_s,
+                        csrf=grant.csrf,
+                        created_s=now,
+                        last_used_s=now,
+                    )
+                )
+
+        await self.db.run(work)
+        grant.touched_s = now
+        self._remember(key, grant)
+
+    def _remember(self, key: str, grant: _Grant) -> None:
+        if len(self._cache) >= GRANT_CACHE:
+            del self._cache[next(iter(self._cache))]  # the oldest entry
+        self._cache[key] = grant
+
+    async def _grant(self, kind: str, secret: str) -> _Grant | None:
+        key, now = _digest(secret), self._now()
+        grant = self._cache.get(key)
+        if grant is None:
+
+            def read() -> _Grant | None:
+                with self.db.session() as session:
+                    row = session.scalar(
+                        select(models.ApiGrant).where(models.ApiGrant.secret_sha256 == key)
+                    )
+                    if row is None:
+                        return None
+                    return _Grant(row.kind, row.username, row.expires_s, row.csrf, row.last_used_s)
+
+            grant = await self.db.run(read)
+            if grant is None:
+                return None
+            self._remember(key, grant)
+        if grant.kind != kind or grant.expires_s <= now:
             return None
+        if now - grant.touched_s >= TOUCH_EVERY_S:
+            grant.touched_s = now
+            self.db.defer(self._touch, {"b_key": key, "b_used": now})
         return grant
+
+    def _touch(self, items: list[dict[str, Any]]) -> None:
+        """Worker thread: last uses, batched with the index's deferred writes."""
+        with self.db.engine.begin() as connection:
+            connection.execute(_TOUCH, items)
 
     def _caller(self, username: str, via: str) -> Caller:
         level = self.users.level_for(username)
@@ -247,13 +343,13 @@ class Gate:
         return Caller(username, level, via)
 
     # -- per request ------------------------------------------------------------------------
-    def authenticate(self, request: web.Request) -> Caller:
+    async def authenticate(self, request: web.Request) -> Caller:
         remote = request.remote or ""
         sid = request.cookies.get(SESSION_COOKIE)
         authorization = request.headers.get("Authorization", "")
         scheme = authorization.split(" ", 1)[0].lower()
         if sid and not authorization:
-            grant = self._grant(self._sessions, sid)
+            grant = await self._grant("session", sid)
             if grant is None:
                 raise self.challenge("the session expired or was closed")
             if request.method not in _SAFE:
@@ -262,7 +358,7 @@ class Gate:
                     raise ApiError(403, "CsrfTokenMissing", f"{CSRF_HEADER} is missing or wrong")
             return self._caller(grant.username, "session")
         if scheme == "bearer":
-            grant = self._grant(self._tokens, authorization[7:].strip())
+            grant = await self._grant("token", authorization[7:].strip())
             if grant is None:
                 raise self.challenge("unknown or expired token")
             return self._caller(grant.username, "bearer")
@@ -331,7 +427,7 @@ class Dispatcher:
     async def _serve(self, route: Route, request: web.Request) -> web.StreamResponse:
         caller = None
         if route.access is not None:
-            caller = self.gate.authenticate(request)
+            caller = await self.gate.authenticate(request)
             if not caller.at_least(route.access):
                 raise ApiError(
                     403, "Forbidden", f"{route.operation_id} needs the {route.access.value} level"

@@ -324,6 +324,31 @@ class RecordingSpan(Base):
     end_ns: Mapped[int] = mapped_column(BigInteger)
 
 
+class ApiGrant(Base):
+    """A REST API session or bearer token (migration 0012), so a restart keeps users logged
+    in. Only the secret's SHA-256 is stored: a copy of the database opens no session. Rows
+    go with their user (``ON DELETE CASCADE``) and on a password change (system/users.py)."""
+
+    __tablename__ = "api_grants"
+    __table_args__ = (
+        Index("ix_api_grants_username", "username"),
+        Index("ix_api_grants_expires", "expires_s"),
+    )
+
+    #: Hex SHA-256 of the cookie value or the bearer token.
+    secret_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: session, token
+    kind: Mapped[str] = mapped_column(String(8))
+    username: Mapped[str] = mapped_column(ForeignKey("users.username", ondelete="CASCADE"))
+    #: Unix time (wall clock, seconds) after which it no longer opens anything.
+    expires_s: Mapped[int] = mapped_column(BigInteger)
+    #: The session's CSRF token ("" for a bearer token).
+    csrf: Mapped[str] = mapped_column(String(64), default="")
+    created_s: Mapped[int] = mapped_column(BigInteger)
+    #: Last use, written at most once a minute (deferred with the index writes).
+    last_used_s: Mapped[int] = mapped_column(BigInteger)
+
+
 class MediaProfile(Base):
     """A Media/Media2 profile (migration 0010): a receiver's fixed profiles (``receiver_id``
     set; made on first use, see recording/media_profiles.py) and the ones clients create.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import string
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import delete, select
 
@@ -61,6 +61,9 @@ class UserStore:
         self._clock = clock
         self.limits = limits
         self._accounts: dict[str, Account] = {}
+        #: Told each username deleted or given a new password, after the write (the REST
+        #: API's session cache; the rows of its sessions go in the same transaction).
+        self.credential_listeners: list[Callable[[str], None]] = []
 
     # -- the UserDirectory protocol (hot path, memory only) -------------------------------
     def password_for(self, username: str) -> str | None:
@@ -205,9 +208,19 @@ class UserStore:
         deletions = list(deletions)
         now = self._clock.wall_ns()
         sealed = {name: self._sealer.seal(a.password, name) for name, a in upserts.items()}
+        # Who must log in again: a deleted user, a changed password.
+        revoked = deletions + [
+            name
+            for name, a in upserts.items()
+            if name in self._accounts and self._accounts[name].password != a.password
+        ]
 
         def work() -> None:
             with self._db.session() as session, session.begin():
+                if revoked:
+                    session.execute(
+                        delete(models.ApiGrant).where(models.ApiGrant.username.in_(revoked))
+                    )
                 if deletions:
                     session.execute(delete(models.User).where(models.User.username.in_(deletions)))
                 for name, account in upserts.items():
@@ -224,3 +237,6 @@ class UserStore:
         accounts = {n: a for n, a in self._accounts.items() if n not in deletions}
         accounts.update(upserts)
         self._accounts = accounts
+        for name in revoked:
+            for listener in self.credential_listeners:
+                listener(name)
