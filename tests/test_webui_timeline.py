@@ -298,6 +298,15 @@ def test_a_day_without_recordings_says_so(page: Any, gapped: WebBox) -> None:  #
     assert page.is_hidden(".tl-empty")
 
 
+def test_unknown_camera_shows_the_error(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    page.evaluate("location.hash = '#/timeline/no-such-camera'")
+    page.wait_for_selector(".tl-error:not([hidden])")
+    assert "no-such-camera" in page.text_content(".tl-error")
+    page.evaluate(f"location.hash = '#/timeline/{gapped.camera}'")
+    page.wait_for_selector(".tl-page .tl-range")
+    assert page.is_hidden(".tl-error")
+
+
 def test_phone_width_layout(page: Any, gapped: WebBox) -> None:  # noqa: F811
     _open(page, gapped)
     page.set_viewport_size(PHONE)

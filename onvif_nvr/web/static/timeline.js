@@ -14,6 +14,7 @@ const ZOOMS = [
 const SPEEDS = [0.25, 0.5, 1, 2, 4, 8];
 const CHUNK_S = 20; // media.mp4 duration_s per request
 const AHEAD_S = 45; // media seconds kept buffered ahead of the play head (at 1x)
+const MAX_AHEAD_S = 150;
 const BEHIND_S = 30; // media seconds kept behind it (frame steps back stay local)
 const EVENT_PAGES = 4; // event pages (keyset) per window before markers are cut off
 const EVENT_LIMIT = 250;
@@ -200,7 +201,7 @@ class Player {
       if (fresh || !this.sb || chunk.mime !== this.mime) {
         await this.openSource(chunk.mime, gen);
         this.originMs = chunk.originMs;
-      } else {
+      } else if (this.video.buffered.length) {
         await this.enqueue(() => this.sb.remove(0, Infinity));
       }
       if (gen !== this.gen) return;
@@ -346,7 +347,8 @@ class Player {
     }
     this.onState();
     const end = b.length ? b.end(b.length - 1) : t;
-    const ahead = AHEAD_S * Math.max(1, this.rate);
+    // More ahead at high speeds, but bounded: MSE buffers hold ~150 MB of video in Chromium.
+    const ahead = Math.min(AHEAD_S * Math.max(1, this.rate), MAX_AHEAD_S);
     const stale = this.exhausted && Date.now() - this.exhaustedAt > 5000;
     if (!this.fetching && (!this.exhausted || stale) && end - t < ahead && this.nextMs !== null) {
       this.fetchAhead();
