@@ -233,7 +233,7 @@ class NvrApp:
         await sync_from_config(self.camera_setup, settings.camera)
         await self._start_rtsp()
         self.webrtc = WebRtcSessions(
-            lambda token: self._live_feed(f"/live/{token}"), settings.webrtc
+            lambda token: self._live_feed(f"/live/{token}"), settings.webrtc, self.clock
         )
         if self.demo_cameras:
             await self._start_demo(self.demo_cameras)

@@ -47,6 +47,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from onvif_nvr.clock import Clock
 from onvif_nvr.config import WebRtcSettings
 from onvif_nvr.errors import ActionFailed, InvalidArgument, NotSupported
 from onvif_nvr.media.units import TimedUnit
@@ -273,10 +274,15 @@ class Session:
 class WebRtcSessions:
     """The box's WebRTC sessions, all cameras together."""
 
-    def __init__(self, resolve: Callable[[str], Feed | None], config: WebRtcSettings) -> None:
+    def __init__(
+        self, resolve: Callable[[str], Feed | None], config: WebRtcSettings, clock: Clock
+    ) -> None:
         self._resolve = resolve
         self.config = config
+        self._clock = clock
         self.sessions: dict[str, Session] = {}
+        #: Offers being answered (they count against the limit already).
+        self._pending = 0
         self.totals = Counters()
         self.opened = 0
         self._closing: set[asyncio.Task[bool]] = set()
@@ -292,7 +298,7 @@ class WebRtcSessions:
 
     async def open(self, stream: str, offer_sdp: str) -> tuple[str, str]:
         """Answer ``offer_sdp`` with a session watching ``stream``: (session id, answer SDP)."""
-        if len(self.sessions) >= self.config.max_sessions:
+        if len(self.sessions) + self._pending >= self.config.max_sessions:
             raise TooManySessions(
                 f"{self.config.max_sessions} WebRTC sessions are open (webrtc.max_sessions)"
             )
@@ -315,12 +321,15 @@ class WebRtcSessions:
             self.totals,
             lambda reason: self._end_soon(session_id, reason),
         )
+        self._pending += 1
         try:
             answer = await _answer(pc, track, offer_sdp)
         except BaseException:
             track.stop()
             await pc.close()
             raise
+        finally:
+            self._pending -= 1
         session = Session(session_id, stream, pc, track)
         self.sessions[session_id] = session
         self.opened += 1
@@ -337,7 +346,7 @@ class WebRtcSessions:
     async def _watch(self, session: Session) -> None:
         """End a session that does not connect in time (non-trickle ICE never reports
         failure when the offer lacks end-of-candidates)."""
-        await asyncio.sleep(self.config.connect_timeout_s)
+        await self._clock.sleep(self.config.connect_timeout_s)
         if session.pc.connectionState != "connected":
             self._end_soon(session.id, "did not connect")
 
