@@ -40,7 +40,11 @@ from tests.nvrproc import NvrProcess
 from tests.test_api import _token
 
 CAMERA = ("--codec", "h264", "--size", "640x360", "--fps", "25", "--gop", "25", "--audio")
-ENV = {"ONVIF_NVR_WEBRTC_HOST_ADDRESSES": "127.0.0.1", "ONVIF_NVR_WEBRTC_MAX_SESSIONS": "3"}
+ENV = {
+    "ONVIF_NVR_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
+    "ONVIF_NVR_WEBRTC_MAX_SESSIONS": "3",
+    "ONVIF_NVR_WEBRTC_CONNECT_TIMEOUT_S": "5",
+}
 
 
 class Box:
@@ -232,6 +236,14 @@ async def test_removing_the_camera_ends_its_sessions(box: Box) -> None:
             await track.recv()
         assert (await http.delete(f"/api/v1/cameras/{token}")).status_code == 204
         await _until_sessions(http, 0)
+
+
+async def test_a_peer_that_never_connects_is_dropped(box: Box) -> None:
+    async with box.http() as http, peer() as p:
+        r = await _post(http, box.camera, await p.offer())  # the answer is never applied
+        assert r.status_code == 201, r.text
+        assert await _metric(http, "nvr_webrtc_sessions") == 1
+        await _until_sessions(http, 0)  # webrtc.connect_timeout_s
 
 
 # -- refusals -----------------------------------------------------------------------------
