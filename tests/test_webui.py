@@ -89,6 +89,12 @@ def test_live_wall_plays_over_webrtc(page: Any, webbox: WebBox) -> None:
     caption = page.locator(f'.tile[data-camera="{webbox.camera}"] .caption').inner_text()
     assert "door" in caption and "fps" in caption
     screenshot(page, "live")
+    # Leaving the wall ends the session on the box.
+    with page.expect_response(
+        lambda r: r.request.method == "DELETE" and "/api/v1/webrtc/" in r.url
+    ) as closed:
+        page.goto(webbox.base + "/#/system")
+    assert closed.value.status == 204
     assert page.page_errors == []
 
 

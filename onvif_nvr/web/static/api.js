@@ -37,7 +37,7 @@ export function setUnauthorizedHandler(fn) {
  * JSON. Resolves to the parsed JSON (null for 204); throws ApiError.
  * `raw: true` resolves to the fetch Response instead (streams), after the status check.
  */
-export async function api(path, { method = "GET", body, signal, raw = false, quiet401 = false } = {}) {
+export async function api(path, { method = "GET", body, signal, raw = false, quiet401 = false, keepalive = false } = {}) {
   const url = path.startsWith("/") ? path : `/api/v1/${path}`;
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -50,6 +50,7 @@ export async function api(path, { method = "GET", body, signal, raw = false, qui
       body: body === undefined ? undefined : JSON.stringify(body),
       credentials: "same-origin",
       signal,
+      keepalive,
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;

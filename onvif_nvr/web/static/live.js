@@ -214,11 +214,17 @@ export async function render(root, ctx) {
     await refresh();
     if (!stopped) timer = setTimeout(loop, REFRESH_MS);
   }
+  // Closing the tab ends the WebRTC sessions at once rather than at the box's timeout.
+  const onPageHide = () => {
+    for (const tile of tiles.values()) tile.stopPlayer();
+  };
+  window.addEventListener("pagehide", onPageHide);
   await loop();
 
   return () => {
     stopped = true;
     clearTimeout(timer);
+    window.removeEventListener("pagehide", onPageHide);
     for (const tile of tiles.values()) tile.stopPlayer();
   };
 }

@@ -156,7 +156,8 @@ export class LivePlayer {
       abort.abort();
       pc.close();
       if (session) {
-        api(`webrtc/${encodeURIComponent(session)}`, { method: "DELETE", quiet401: true }).catch(() => {});
+        // keepalive: the DELETE still goes out when the tab is closing.
+        api(`webrtc/${encodeURIComponent(session)}`, { method: "DELETE", quiet401: true, keepalive: true }).catch(() => {});
       }
     });
     pc.addTransceiver("video", { direction: "recvonly" });
@@ -196,8 +197,8 @@ export class LivePlayer {
     this.video.srcObject = stream;
     this.video.play().catch(() => {});
     const fail = this.failLater(gen);
-    failed.catch(fail); // after the first picture, a failure restarts
     await Promise.race([this.watchFrames(gen, WEBRTC_FIRST_FRAME_MS, fail), failed]);
+    failed.catch(fail); // once playing, a failed connection starts over (before: fallback)
     if (gen === this.generation) this.onStatus({ state: "playing", transport: "webrtc" });
   }
 
