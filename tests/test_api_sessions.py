@@ -1,13 +1,16 @@
 """REST API sessions and bearer tokens kept in the database (``api_grants``, migration 0012):
 they survive a restart of the box; logout, deleting the user and changing the password end
-them; only the SHA-256 of a secret is stored."""
+them; they expire by the wall clock and their rows are swept; only the SHA-256 of a secret
+is stored."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -123,3 +126,64 @@ def test_deleting_a_user_or_changing_a_password_ends_its_grants(nvr: NvrProcess)
         with _bearer(nvr.base, bob_token) as b, _bearer(nvr.base, dave_token) as d:
             assert b.get("/api/v1/cameras").status_code == 401
             assert d.get("/api/v1/cameras").status_code == 401
+
+
+def test_grants_expire_by_wall_clock_and_are_swept(tmp_path: Path) -> None:
+    """In process, with a manual clock: a token past its lifetime and a session past 12 h no
+    longer open anything; a later grant sweeps their rows; a second Gate on the same
+    database (a restart: empty cache) finds a live session."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from onvif_nvr.api.server import SESSION_LIFETIME_S, SWEEP_EVERY_S, ApiError, Gate
+    from onvif_nvr.auth.digest import DigestAuthority
+    from onvif_nvr.auth.policy import UserLevel
+    from onvif_nvr.auth.throttle import LoginThrottle
+    from onvif_nvr.clock import ManualClock
+    from onvif_nvr.db.engine import Database
+    from onvif_nvr.system.secrets import Sealer
+    from onvif_nvr.system.users import UserChange, UserLimits, UserStore
+
+    clock = ManualClock()
+    db = Database(f"sqlite:///{tmp_path / 'nvr.sqlite3'}")
+
+    def gate(users: UserStore) -> Gate:
+        throttle = LoginThrottle(clock, max_failures=3, window_s=60, lockout_s=1)
+        return Gate(users, DigestAuthority("nvr", b"k" * 32, clock), throttle, clock, db)
+
+    def rows() -> list[str]:
+        with db.engine.connect() as conn:
+            return [r[0] for r in conn.exec_driver_sql("SELECT kind FROM api_grants ORDER BY 1")]
+
+    async def caller(g: Gate, token: str) -> str:
+        request = make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {token}"})
+        try:
+            return (await g.authenticate(request)).username
+        except ApiError as err:
+            return str(err.status)
+
+    async def run() -> None:
+        await db.migrate()
+        users = UserStore(db, Sealer(b"s" * 32), clock, UserLimits())
+        await users.load()
+        await users.create([UserChange("eve", UserLevel.OPERATOR.value, "pw-123456")])
+        first = gate(users)
+        sid, csrf = await first.open_session("eve")
+        token = await first.issue_token("eve", 60)
+        assert await caller(first, token) == "eve"
+        assert await caller(first, sid) == "401"  # a session id is no bearer token
+        clock.advance(61)
+        assert await caller(first, token) == "401"
+        assert await first.csrf_for(sid) == csrf
+        second = gate(users)  # a restart: nothing cached
+        assert await second.csrf_for(sid) == csrf
+        clock.advance(SESSION_LIFETIME_S)
+        assert await second.csrf_for(sid) == ""
+        assert rows() == ["session", "token"]
+        clock.advance(SWEEP_EVERY_S)
+        await second.issue_token("eve", 3600)
+        assert rows() == ["token"]
+
+    try:
+        asyncio.run(run())
+    finally:
+        db.close()
