@@ -159,6 +159,21 @@ def _decoded_frames(box: WebBox, start_ms: int, origin_ms: int) -> list[tuple[fl
     return out
 
 
+def _assert_frame_at(pg: Any, box: WebBox, sought: int) -> None:
+    """The picture shown is the one recorded at ``sought``: closest to PyAV's decode of the
+    frame of that instant (+-1 frame) and clearly unlike frames half a second away."""
+    grab = pg.evaluate(_GRAB)
+    assert abs(grab["wall"] - sought) <= 2 * FRAME_MS
+    frames = _decoded_frames(box, sought, int(grab["origin"]))
+    expected = max(i for i, (wall, _) in enumerate(frames) if wall <= sought + 0.5)
+    distances = [_distance(grab["grid"], grid) for _, grid in frames]
+    best = min(range(len(frames)), key=distances.__getitem__)
+    assert abs(best - expected) <= 1, (best, expected, distances)
+    # The ball moves: frames half a second away look clearly different from the one shown.
+    far = [d for i, d in enumerate(distances) if abs(i - expected) >= 12]
+    assert far and distances[best] < min(far) / 2, (distances[best], min(far))
+
+
 # -- the tests ------------------------------------------------------------------------------
 def test_bar_shows_the_recorded_ranges_and_the_gap(page: Any, gapped: WebBox) -> None:  # noqa: F811
     _open(page, gapped)
@@ -220,17 +235,34 @@ def test_click_on_the_bar_shows_the_frame_recorded_then(page: Any, gapped: WebBo
     utc = datetime.fromtimestamp(sought / 1000, UTC).strftime("%H:%M:%S")
     assert utc in page.text_content(".tl-time-utc")
 
-    grab = page.evaluate(_GRAB)
-    assert abs(grab["wall"] - sought) <= 2 * FRAME_MS
-    frames = _decoded_frames(gapped, sought, int(grab["origin"]))
-    expected = max(i for i, (wall, _) in enumerate(frames) if wall <= sought + 0.5)
-    distances = [_distance(grab["grid"], grid) for _, grid in frames]
-    best = min(range(len(frames)), key=distances.__getitem__)
-    assert abs(best - expected) <= 1, (best, expected, distances)
-    # The ball moves: frames half a second away look clearly different from the one shown.
-    far = [d for i, d in enumerate(distances) if abs(i - expected) >= 12]
-    assert far and distances[best] < min(far) / 2, (distances[best], min(far))
+    _assert_frame_at(page, gapped, sought)
     screenshot(page, "timeline")
+
+
+def test_seeks_in_the_buffer_in_a_new_window_and_before_the_origin(
+    page: Any,  # noqa: F811
+    gapped: WebBox,
+) -> None:
+    first = _ranges(gapped)[0]
+    recorded_until(gapped.nvr, gapped.recording, 32)  # more than one 20 s media window
+    late = _ranges(gapped)[-1][1] - 3000
+    # Opened at a late instant (?t=): the origin is there, in the second stretch.
+    page.evaluate(f"location.hash = '#/timeline/{gapped.camera}?t={late}'")
+    page.wait_for_function(f"() => {_HOOK} && {_HOOK}.state.lastSeekMs === {late}")
+    page.wait_for_function(_IDLE)
+    load = f"{_HOOK}.player.lastLoad"
+    steps = [
+        (late, "new"),
+        (first[0] + 1200, "new"),  # before the origin: a new MediaSource, a new origin
+        (first[0] + 2000, "buffered"),
+        (late, "window"),  # past the first window: the buffer refilled on the same origin
+        (first[0] + 1500, "window"),  # behind the buffer, after the origin
+    ]
+    for i, (wall, how) in enumerate(steps):
+        sought = _seek(page, wall) if i else late
+        assert page.evaluate(load) == how, (i, wall, how)
+        assert abs(_shown_ms(page) - sought) <= 2 * FRAME_MS
+        _assert_frame_at(page, gapped, sought)
 
 
 def test_play_and_four_times_speed(page: Any, gapped: WebBox) -> None:  # noqa: F811

@@ -15,6 +15,7 @@ const SPEEDS = [0.25, 0.5, 1, 2, 4, 8];
 const CHUNK_S = 20; // media.mp4 duration_s per request
 const AHEAD_S = 45; // media seconds kept buffered ahead of the play head (at 1x)
 const MAX_AHEAD_S = 150;
+const PAUSED_AHEAD_S = 10;
 const BEHIND_S = 30; // media seconds kept behind it (frame steps back stay local)
 const EVENT_PAGES = 4; // event pages (keyset) per window before markers are cut off
 const EVENT_LIMIT = 250;
@@ -104,6 +105,9 @@ class Player {
     this.queue = Promise.resolve();
     this.rate = 1;
     this.loading = false;
+    // How the last seek was served: 'buffered' (currentTime only), 'window' (the buffer
+    // emptied and refilled on the same timeline) or 'new' (a new MediaSource and origin).
+    this.lastLoad = null;
     this.onTick = () => this.tick();
     this.timer = setInterval(this.onTick, 200);
     video.addEventListener('waiting', this.onTick);
@@ -154,6 +158,7 @@ class Player {
     if (this.sb && this.originMs !== null && wallMs >= this.originMs) {
       const t = this.mediaOf(wallMs);
       if (this.bufferedAt(t)) {
+        this.lastLoad = 'buffered';
         this.video.currentTime = t;
         this.onState();
         return;
@@ -198,7 +203,8 @@ class Player {
         }
       }
       if (gen !== this.gen) return;
-      if (fresh || !this.sb || chunk.mime !== this.mime) {
+      this.lastLoad = fresh || !this.sb || chunk.mime !== this.mime ? 'new' : 'window';
+      if (this.lastLoad === 'new') {
         await this.openSource(chunk.mime, gen);
         this.originMs = chunk.originMs;
       } else if (this.video.buffered.length) {
@@ -348,7 +354,10 @@ class Player {
     this.onState();
     const end = b.length ? b.end(b.length - 1) : t;
     // More ahead at high speeds, but bounded: MSE buffers hold ~150 MB of video in Chromium.
-    const ahead = Math.min(AHEAD_S * Math.max(1, this.rate), MAX_AHEAD_S);
+    // Paused (scrubbing, stepping), one window is enough; playing fills the rest.
+    const ahead = v.paused
+      ? PAUSED_AHEAD_S
+      : Math.min(AHEAD_S * Math.max(1, this.rate), MAX_AHEAD_S);
     const stale = this.exhausted && Date.now() - this.exhaustedAt > 5000;
     if (!this.fetching && (!this.exhausted || stale) && end - t < ahead && this.nextMs !== null) {
       this.fetchAhead();
