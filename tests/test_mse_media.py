@@ -10,8 +10,9 @@ import io
 import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import av
@@ -24,7 +25,7 @@ from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.simulator import load_clip, make_clip
 from onvif_nvr.replay.fmp4_live import LiveMp4
 from onvif_nvr.replay.live import HubFeed
-from tests import gstcam
+from tests import gstcam, webui
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
 from tests.searchutil import recorded_until
@@ -47,6 +48,8 @@ class Box:
     switching_camera: str
     switching_recording: str
     token: str
+    #: A camera with AAC audio: its segments have a second track.
+    audio_recording: str
 
     def client(self) -> httpx.Client:
         return httpx.Client(
@@ -67,7 +70,11 @@ def _token(base: str) -> str:
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     gstcam.require()
-    with gstcam.camera(*CAMERA) as url, gstcam.camera(*SWITCHING) as switching_url:
+    with (
+        gstcam.camera(*CAMERA) as url,
+        gstcam.camera(*SWITCHING) as switching_url,
+        gstcam.camera(*CAMERA, "--audio") as audio_url,
+    ):
         nvr = NvrProcess(tmp_path_factory.mktemp("mse") / "data", ADMIN_PASSWORD, extra_env=ENV)
         nvr.start()
         try:
@@ -76,7 +83,7 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
                 base_url=nvr.base, headers={"Authorization": f"Bearer {token}"}, timeout=20
             ) as c:
                 cams = []
-                for u, name in ((url, "door"), (switching_url, "yard")):
+                for u, name in ((url, "door"), (switching_url, "yard"), (audio_url, "hall")):
                     r = c.post("/api/v1/cameras", json={"url": u, "name": name})
                     assert r.status_code == 201, r.text
                     cams.append(r.json()["token"])
@@ -85,13 +92,16 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
             job = trc.CreateRecordingJob(job_config(recording, cams[0])).JobToken
             yard = trc.CreateRecording(recording_config("yard"))
             trc.CreateRecordingJob(job_config(yard, cams[1]))
+            hall = trc.CreateRecording(recording_config("hall"))
+            trc.CreateRecordingJob(job_config(hall, cams[2]))
             recorded_until(nvr, recording, 5)
             trc.SetRecordingJobMode(job, "Idle")
             time.sleep(2.5)  # a gap in the recording
             trc.SetRecordingJobMode(job, "Active")
             recorded_until(nvr, yard, 9)
             time.sleep(3)
-            yield Box(nvr, cams[0], recording, cams[1], yard, token)
+            recorded_until(nvr, hall, 4)
+            yield Box(nvr, cams[0], recording, cams[1], yard, token, hall)
         finally:
             nvr.stop()
         assert not nvr.blocking_calls(), nvr.blocking_calls()
@@ -143,8 +153,25 @@ def index(box: Box, recording: str) -> list[Row]:
     ]
 
 
+def window(rows: list[Row], start: int, end: int) -> list[Row]:
+    """The fragments docs/design/mse.md says a window [start, end) holds."""
+    at = max((i for i, row in enumerate(rows) if row.start_wall_ns <= start), default=-1)
+    if at < 0 or rows[at].end_wall_ns <= start:
+        at += 1
+    first = at
+    while not rows[first].sync and first > 0 and rows[first - 1].segment == rows[first].segment:
+        first -= 1
+    last = max(i for i, row in enumerate(rows) if row.start_wall_ns < end)
+    return rows[first : last + 1]
+
+
 def rfc3339(wall_ns: int) -> str:
-    return datetime.fromtimestamp(wall_ns / NS, UTC).isoformat(timespec="microseconds")
+    """RFC 3339 at or just after ``wall_ns`` (microseconds, rounded up: a start asked at a
+    fragment's indexed start must not fall before it)."""
+    seconds, rest = divmod(wall_ns, NS)
+    micros = -(-rest // 1000)
+    moment = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=micros)
+    return moment.isoformat(timespec="microseconds")
 
 
 @dataclasses.dataclass
@@ -217,20 +244,26 @@ def test_live_mp4_by_recording_token_and_errors(box: Box) -> None:
 
 
 def test_live_mp4_viewer_leaving_frees_its_subscription(box: Box) -> None:
-    """A viewer that goes away mid-stream is forgotten (the hub's subscriber count, which
-    /api/v1/system reports as live viewers, comes back)."""
+    """A viewer that goes away mid-stream is forgotten: the camera hub's consumer count
+    (``nvr_camera_consumers`` in /metrics) comes back."""
     with box.client() as c:
 
-        def viewers() -> int:
-            return int(c.get("/api/v1/system").json()["live_viewers"])
+        def consumers() -> int:
+            text = c.get("/metrics").text
+            line = next(
+                line
+                for line in text.splitlines()
+                if line.startswith('nvr_camera_consumers{camera="door"}')
+            )
+            return int(float(line.rsplit(" ", 1)[1]))
 
-        before = viewers()
+        before = consumers()
         with c.stream("GET", f"/api/v1/cameras/{box.camera}/live.mp4") as r:
             assert r.status_code == 200
             next(r.iter_bytes())
-            assert viewers() == before + 1
+            assert consumers() == before + 1
         deadline = time.monotonic() + 10
-        while viewers() != before:
+        while consumers() != before:
             assert time.monotonic() < deadline, "the live viewer was not dropped"
             time.sleep(0.1)
 
@@ -340,6 +373,7 @@ def test_media_mp4_window_maps_to_wall_clock(box: Box) -> None:
     first = max((i for i, row in enumerate(rows) if row.start_wall_ns <= start and row.sync))
     last = max(i for i, row in enumerate(rows) if row.start_wall_ns < start + 3 * NS)
     served = rows[first : last + 1]
+    assert served == window(rows, start, start + 3 * NS)
     assert origin_ms == first_ms == served[0].start_wall_ns // 1_000_000
     assert end_ms == -(-served[-1].end_wall_ns // 1_000_000)
     frames = _check_mapping(r.content, origin_ms, served)
@@ -399,8 +433,7 @@ def test_media_mp4_gap_stays_a_gap_and_start_in_a_gap(box: Box) -> None:
         r = media(c, box.recording, start=rfc3339(before.start_wall_ns), duration_s="6")
         assert r.status_code == 200, r.text
         origin_ms = int(r.headers["x-wall-origin-ms"])
-        served = [row for row in rows if before.start_wall_ns <= row.start_wall_ns]
-        served = [row for row in served if row.start_wall_ns < before.start_wall_ns + 6 * NS]
+        served = window(rows, before.start_wall_ns, before.start_wall_ns + 6 * NS)
         frames = _check_mapping(r.content, origin_ms, served)
         steps = [b.pts - a.pts for a, b in zip(frames, frames[1:], strict=False)]
         assert max(steps) >= (after.start_wall_ns - before.end_wall_ns) * 90_000 // NS
@@ -475,3 +508,99 @@ def test_media_mp4_file_deleted_under_it_ends_the_body_at_a_fragment(box: Box) -
     for a, b in zip(first_init, [*first_init[1:], len(boxes)], strict=False):
         total += len(decode(body[boxes[a].offset : boxes[b - 1].end]))
     assert total == frames_expected
+
+
+# -- a browser plays what is served -------------------------------------------------------------
+browser = webui.browser
+
+#: Fetch an fMP4 answer into a MediaSource (the UI's way), then play it: what Chromium
+#: reports (the codec string accepted, picture size, buffered ranges, time played).
+PLAY_JS = """
+async ([url, token]) => {
+  const video = document.createElement("video");
+  video.muted = true;
+  document.body.appendChild(video);
+  const source = new MediaSource();
+  video.src = URL.createObjectURL(source);
+  await new Promise((ok) => source.addEventListener("sourceopen", ok, { once: true }));
+  const answer = await fetch(url, { headers: { Authorization: "Bearer " + token } });
+  const type = answer.headers.get("content-type");
+  if (answer.status !== 200) return { status: answer.status, text: await answer.text() };
+  const buffer = source.addSourceBuffer(type);
+  const errors = [];
+  video.addEventListener("error", () => errors.push(String(video.error && video.error.message)));
+  const reader = answer.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    buffer.appendBuffer(value);
+    await new Promise((ok) => buffer.addEventListener("updateend", ok, { once: true }));
+  }
+  source.endOfStream();
+  const ranges = [];
+  for (let i = 0; i < video.buffered.length; i++)
+    ranges.push([video.buffered.start(i), video.buffered.end(i)]);
+  video.currentTime = ranges.length ? ranges[0][0] : 0;
+  await video.play();
+  const from = video.currentTime;
+  await new Promise((ok) => setTimeout(ok, 1500));
+  return { type, supported: MediaSource.isTypeSupported(type), width: video.videoWidth,
+           height: video.videoHeight, ranges, played: video.currentTime - from, errors };
+}
+"""
+
+
+def _play(browser: object, box: Box, path: str) -> dict:
+    context = browser.new_context(base_url=box.nvr.base)  # type: ignore[attr-defined]
+    try:
+        page = context.new_page()
+        page.goto("/api/openapi.json")
+        return dict(page.evaluate(PLAY_JS, [box.nvr.base + path, box.token]))
+    finally:
+        context.close()
+
+
+def test_chromium_plays_live_and_recorded_mp4(browser: object, box: Box) -> None:
+    live = _play(browser, box, f"/api/v1/cameras/{box.camera}/live.mp4?max_s=3")
+    assert "status" not in live, live
+    assert live["supported"] and not live["errors"], live
+    assert (live["width"], live["height"]) == (320, 240)
+    assert live["played"] > 0.5, live
+    rows = index(box, box.recording)
+    start = urllib.parse.quote(rfc3339(rows[2].start_wall_ns))  # "+" must not become " "
+    recorded = _play(
+        browser, box, f"/api/v1/recordings/{box.recording}/media.mp4?start={start}&duration_s=4"
+    )
+    assert "status" not in recorded, recorded
+    assert recorded["supported"] and not recorded["errors"], recorded
+    assert recorded["played"] > 0.5, recorded
+    # Media time is wall time since the origin: the first range starts near 0.
+    assert recorded["ranges"][0][0] < 0.1, recorded
+
+
+def test_recording_with_audio_keeps_its_audio_track_and_plays(browser: object, box: Box) -> None:
+    rows = index(box, box.audio_recording)
+    start = rows[1].start_wall_ns
+    with box.client() as c:
+        r = media(c, box.audio_recording, start=rfc3339(start), duration_s="3")
+    assert r.status_code == 200, r.text
+    assert re.match(
+        r'^video/mp4; codecs="avc1\.[0-9a-f]{6}, mp4a\.40\.2"$', r.headers["content-type"]
+    )
+    origin_ms = int(r.headers["x-wall-origin-ms"])
+    served = window(rows, start, start + 3 * NS)
+    _check_mapping(r.content, origin_ms, served)
+    with av.open(io.BytesIO(r.content), format="mp4") as container:
+        audio = container.streams.audio[0]
+        packets = [p for p in container.demux(audio) if p.size]
+    assert packets and packets[0].pts is not None and audio.time_base is not None
+    # The audio starts where the video does (within a frame), on the same wall clock.
+    assert abs(float(packets[0].pts * audio.time_base)) < 0.1
+    played = _play(
+        browser,
+        box,
+        f"/api/v1/recordings/{box.audio_recording}/media.mp4"
+        f"?start={urllib.parse.quote(rfc3339(start))}&duration_s=3",
+    )
+    assert "status" not in played and played["supported"] and not played["errors"], played
+    assert played["played"] > 0.5, played
