@@ -20,11 +20,13 @@ import httpx
 import pytest
 
 from onvif_nvr.media.units import TimedUnit, VideoParameters
+from onvif_nvr.mp4.boxes import Sample, media_fragment
 from onvif_nvr.mp4.reader import fragment_header, iter_boxes, scan_fragments
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.simulator import load_clip, make_clip
 from onvif_nvr.replay.fmp4_live import LiveMp4
 from onvif_nvr.replay.live import HubFeed
+from onvif_nvr.replay.mp4_playback import retime
 from tests import gstcam, webui
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -266,6 +268,29 @@ def test_live_mp4_viewer_leaving_frees_its_subscription(box: Box) -> None:
         while consumers() != before:
             assert time.monotonic() < deadline, "the live viewer was not dropped"
             time.sleep(0.1)
+
+
+# -- tfdt rewriting (sans-IO) ---------------------------------------------------------------------
+def test_retime_moves_every_track_by_the_video_shift_and_nothing_else() -> None:
+    video = [
+        Sample(b"\x00\x00\x00\x01\x65", 3600, True),
+        Sample(b"\x00\x00\x00\x01\x41", 3600, False),
+    ]
+    audio = [Sample(b"\x21" * 10, 1024, True)] * 3
+    stored = media_fragment(7, [(1, 900_000, video), (2, 480_000, audio)])
+    moved = bytearray(stored)
+    retime(moved, 1, 90_000 * 3, {1: 90_000, 2: 48_000})
+    runs = {r.track_id: r for r in fragment_header(moved).tracks}
+    assert runs[1].base_decode_time == 270_000
+    # The video moved by -630000 ticks (-7 s): the audio by -7 s of 48 kHz.
+    assert runs[2].base_decode_time == 480_000 - 7 * 48_000
+    assert len(moved) == len(stored)
+    differing = [i for i in range(len(stored)) if stored[i] != moved[i]]
+    tfdts = [i for i in range(len(stored)) if stored[i : i + 4] == b"tfdt"]
+    assert all(any(t + 8 <= i < t + 16 for t in tfdts) for i in differing)
+    # Back to 0: the audio follows to 0 too (below 0 it would be clamped, never wrapped).
+    retime(moved, 1, 0, {1: 90_000, 2: 48_000})
+    assert {r.track_id: r.base_decode_time for r in fragment_header(moved).tracks} == {1: 0, 2: 0}
 
 
 # -- the live muxer in process, on a real hub ---------------------------------------------------
