@@ -5,6 +5,9 @@ screenshots in docs/screenshots/."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import time
 from typing import Any
 
 import httpx
@@ -209,6 +212,41 @@ def test_add_a_camera_it_shows_and_records_then_remove_it(page: Any, webbox: Web
         # The recorded data stays, in its recording.
         recordings = {r["token"] for r in c.get("/api/v1/recordings").json()["recordings"]}
         assert camera["recording"] in recordings
+
+
+def test_a_discovered_device_fills_the_add_form(page: Any, webbox: WebBox) -> None:
+    # What `onvif-nvr discover` stores (discovery/inventory.py), written as it would be:
+    # the probe itself sends multicast, which tests do not.
+    profile = {
+        "token": "main",
+        "name": "Main stream",
+        "encoding": "H264",
+        "width": 1920,
+        "height": 1080,
+        "frame_rate": 25.0,
+        "bitrate_kbps": 4096,
+        "uri": "rtsp://127.0.0.1:8554/main",
+    }
+    with sqlite3.connect(webbox.nvr.data_dir / "nvr.sqlite3", timeout=10) as db:
+        db.execute(
+            "INSERT INTO discovered_devices (endpoint, xaddr, status, reason, name, manufacturer,"
+            " model, serial, firmware, scopes, profiles, seen_wall_ns)"
+            " VALUES (?, ?, 'ok', '', 'Gate cam', 'Acme', 'C1', 'S1', '1.0', ?, ?, ?)",
+            (
+                "urn:uuid:0a0b0c0d-0000-4000-8000-000000000001",
+                "http://127.0.0.1:8000/onvif/device_service",
+                json.dumps(["onvif://www.onvif.org/name/Gate"]),
+                json.dumps([profile]),
+                time.time_ns(),
+            ),
+        )
+    page.goto(webbox.base + "/#/cameras")
+    page.reload()  # the page may have been on #/cameras already (goto to the same hash)
+    page.click("#discovered button.add-discovered")
+    assert page.input_value("#camera-url") == "rtsp://127.0.0.1:8554/main"
+    assert page.input_value("#camera-name") == "Gate cam"
+    assert "1920×1080 H264" in page.locator("#discovered").inner_text()
+    page.click("#camera-add-form button:has-text('Cancel')")
 
 
 @pytest.mark.parametrize(
