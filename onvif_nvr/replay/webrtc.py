@@ -298,10 +298,11 @@ class WebRtcSessions:
 
     async def open(self, stream: str, offer_sdp: str) -> tuple[str, str]:
         """Answer ``offer_sdp`` with a session watching ``stream``: (session id, answer SDP)."""
-        if len(self.sessions) + self._pending >= self.config.max_sessions:
-            raise TooManySessions(
-                f"{self.config.max_sessions} WebRTC sessions are open (webrtc.max_sessions)"
-            )
+        limit = self.config.max_sessions
+        if not limit:
+            raise TooManySessions("WebRTC is off (webrtc.max_sessions = 0)")
+        if len(self.sessions) + self._pending >= limit:
+            raise TooManySessions(f"{limit} WebRTC sessions are open (webrtc.max_sessions)")
         feed = self._resolve(stream)
         video = feed.parameters()[0] if feed is not None else None
         if feed is None or video is None:
