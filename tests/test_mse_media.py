@@ -24,7 +24,7 @@ from onvif_nvr.mp4.boxes import Sample, media_fragment
 from onvif_nvr.mp4.reader import fragment_header, iter_boxes, scan_fragments
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.recording.simulator import load_clip, make_clip
-from onvif_nvr.replay.fmp4_live import LiveMp4
+from onvif_nvr.replay.fmp4_live import SLOW, STALLED, LiveMp4
 from onvif_nvr.replay.live import HubFeed
 from onvif_nvr.replay.mp4_playback import retime
 from tests import gstcam, webui
@@ -366,7 +366,28 @@ async def test_live_slow_viewer_is_dropped_without_slowing_the_hub(clips: list[C
         await asyncio.sleep(0)
         if running.done():
             break
-    assert await asyncio.wait_for(running, 10) == "slow viewer dropped"
+    assert await asyncio.wait_for(running, 10) == SLOW
+    assert hub.subscriber_count == 0
+
+
+async def test_live_stalled_viewer_is_let_go_when_the_stream_ends(clips: list[Clip]) -> None:
+    """The camera goes away while the viewer's socket is stuck under the byte bound: the
+    stream does not wait on that socket for ever."""
+    hub = Hub("cam")
+    stream = LiveMp4(_feed(hub, clips[0][0]), write_stall_s=0.5)
+    units = _units(clips[:1])
+    hub.publish(units[0])
+    await stream.start(5)
+    stuck = asyncio.Event()
+
+    async def write(data: bytes) -> None:
+        await stuck.wait()
+
+    running = asyncio.create_task(stream.run(write, lambda: False))
+    for unit in units[1:5]:
+        hub.publish(unit)
+    hub.end("camera removed")
+    assert await asyncio.wait_for(running, 10) == STALLED
     assert hub.subscriber_count == 0
 
 

@@ -5,7 +5,7 @@ headers and the mapping of their failures to the API's errors."""
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 from datetime import datetime
 from typing import Annotated
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: How long a live request waits for the camera's first keyframe.
 FIRST_PICTURE_TIMEOUT_S = 10.0
+#: A write that waits this long for the client's socket: the client is stuck or gone.
+WRITE_STALL_S = fmp4_live.WRITE_STALL_S
 
 
 def _in_range(moment: datetime) -> datetime:
@@ -79,10 +81,28 @@ async def live(request: web.Request, feed: Feed, query: LiveQuery) -> web.Stream
         transport = request.transport
         return transport is None or transport.is_closing()
 
-    await stream.run(response.write, gone)
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await response.write_eof()
+    reason = await stream.run(response.write, gone)
+    if reason in (fmp4_live.SLOW, fmp4_live.STALLED):
+        _drop(request)
+    else:
+        await _end(request, response)
     return response
+
+
+def _drop(request: web.Request) -> None:
+    """Cut the connection (a viewer that stopped reading cannot be sent the body's end)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _end(request: web.Request, response: web.StreamResponse) -> None:
+    try:
+        await asyncio.wait_for(response.write_eof(), WRITE_STALL_S)
+    except TimeoutError:
+        _drop(request)
+    except (ConnectionError, RuntimeError):
+        pass
 
 
 async def playback(
@@ -118,10 +138,17 @@ async def playback(
     body = mp4_playback.stream(plan)
     try:
         async for data in body:
-            await response.write(data)  # waits while the client's window is full
-        await response.write_eof()
+            # Waits while the client's window is full (back-pressure); a client that reads
+            # nothing for WRITE_STALL_S is cut off, which also closes the file.
+            await asyncio.wait_for(response.write(data), WRITE_STALL_S)
+    except TimeoutError:
+        log.debug("mse playback: client stalled")
+        _drop(request)
+        return response
     except (ConnectionError, RuntimeError) as exc:
         log.debug("mse playback: client left: %s", exc)
+        return response
     finally:
         await body.aclose()  # type: ignore[attr-defined]
+    await _end(request, response)
     return response

@@ -37,6 +37,11 @@ MAX_PENDING_BYTES = 4 << 20
 #: clock): the picture is placed one estimated interval after the previous one instead.
 MAX_STEP_90K = 5 * 90_000
 DEFAULT_INTERVAL_90K = 3000
+#: A single write that waits this long for the viewer's socket: the viewer is gone or stuck.
+WRITE_STALL_S = 15.0
+#: :meth:`LiveMp4.run` results after which the connection must be dropped, not ended.
+SLOW = "slow viewer dropped"
+STALLED = "viewer stalled"
 VIDEO_TRACK_ID = 1
 
 
@@ -136,8 +141,10 @@ class LiveMp4:
         *,
         max_pending_bytes: int = MAX_PENDING_BYTES,
         max_duration_90k: int | None = None,
+        write_stall_s: float = WRITE_STALL_S,
     ) -> None:
         self._feed = feed
+        self._write_stall_s = write_stall_s
         self._max_pending = max_pending_bytes
         self._max_duration_90k = max_duration_90k
         self._units: AsyncIterator[list[TimedUnit]] | None = None
@@ -181,8 +188,10 @@ class LiveMp4:
                 await units.aclose()  # type: ignore[attr-defined]
 
     async def run(self, write: Callable[[bytes], Awaitable[None]], gone: Callable[[], bool]) -> str:
-        """Write the stream until it ends; why it ended. ``gone`` says whether the viewer
-        has disconnected (checked while the camera sends nothing)."""
+        """Write the stream until it ends; why it ended (:data:`SLOW` and :data:`STALLED`:
+        the caller drops the connection rather than ending the body, which would wait on the
+        same socket). ``gone`` says whether the viewer has disconnected (checked while the
+        camera sends nothing)."""
         assert self.muxer is not None and self._units is not None
         queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         pending = 0
@@ -199,7 +208,9 @@ class LiveMp4:
                 if data is None:
                     return self.end_reason
                 try:
-                    await write(data)
+                    await asyncio.wait_for(write(data), self._write_stall_s)
+                except TimeoutError:
+                    return STALLED
                 except (ConnectionError, RuntimeError) as exc:
                     return f"viewer left ({exc.__class__.__name__})"
                 pending -= len(data)
@@ -217,7 +228,7 @@ class LiveMp4:
                     return False
                 pending += len(data)
                 if pending > self._max_pending:
-                    self.end_reason = "slow viewer dropped"
+                    self.end_reason = SLOW
                     return False
                 queue.put_nowait(data)
             return True
@@ -233,7 +244,7 @@ class LiveMp4:
             except Exception as exc:  # the feed failed: this viewer's stream ends
                 log.warning("live mp4: feed failed: %s", exc)
                 self.end_reason = f"stream failed: {exc}"
-            if self.end_reason != "slow viewer dropped":  # else the response ends short
+            if self.end_reason != SLOW:  # else the response ends short
                 queue.put_nowait(None)
 
         write_task = asyncio.create_task(writer())
@@ -242,7 +253,7 @@ class LiveMp4:
             done, _ = await asyncio.wait(
                 {write_task, produce_task}, return_when=asyncio.FIRST_COMPLETED
             )
-            if produce_task in done and self.end_reason != "slow viewer dropped":
+            if produce_task in done and self.end_reason != SLOW:
                 reason = await write_task  # drain what is queued, then end
             elif write_task in done:
                 reason = write_task.result()
