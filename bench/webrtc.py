@@ -436,6 +436,16 @@ def markdown(out: dict[str, Any]) -> str:
         f"p99 WebRTC / RTSP+FFmpeg: {out['p99_ratio_to_rtsp']}. Target p99 < "
         f"{TARGET_P99_MS:g} ms: {'met' if out['target_met'] else 'NOT met'}.",
         "",
+        "* p50..max: camera stamp → the client's decoder returned the picture.",
+        "* rcvd: camera stamp → the whole frame was at the client (aiortc: its last RTP "
+        "packet; PyAV: demuxed). aiortc's jitter buffer then waits for the next frame's "
+        "first packet (+40 ms); FFmpeg's demuxer holds a frame about as long.",
+        "* startup: offer posted (or RTSP open) → first decoded picture.",
+        "* box CPU: the box process over the client's window, % of one core, recording "
+        "included; viewer CPU: minus the `direct` window (the box only recording).",
+        "* webrtc: aiortc client; rtsp: the box's RTSP live stream over TCP in PyAV "
+        "(nobuffer, low_delay); direct: PyAV on the camera itself.",
+        "",
     ]
     return "\n".join(lines)
 
