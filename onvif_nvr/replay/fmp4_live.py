@@ -72,14 +72,18 @@ def video_track(params: VideoParameters) -> TrackSpec:
 
 
 def in_band_parameters(codec: str, nals: Sequence[bytes]) -> VideoParameters | None:
-    """Parameters from the parameter sets a keyframe carries in band (None: it carries none)."""
-    if codec == "H264":
-        sps = [n for n in nals if n and h264.nal_type(n) == 7]
-        pps = [n for n in nals if n and h264.nal_type(n) == 8]
-        return h264.video_parameters(sps[0], pps) if sps and pps else None
-    if codec == "H265":
-        vps, sps, pps = ([n for n in nals if n and h265.nal_type(n) == t] for t in (32, 33, 34))
-        return h265.video_parameters(vps, sps, pps) if vps and sps and pps else None
+    """Parameters from the parameter sets a keyframe carries in band (None: it carries none,
+    or none that parses — the stream goes on with the parameters it has)."""
+    try:
+        if codec == "H264":
+            sps = [n for n in nals if n and h264.nal_type(n) == 7]
+            pps = [n for n in nals if n and h264.nal_type(n) == 8]
+            return h264.video_parameters(sps[0], pps) if sps and pps else None
+        if codec == "H265":
+            vps, sps, pps = ([n for n in nals if n and h265.nal_type(n) == t] for t in (32, 33, 34))
+            return h265.video_parameters(vps, sps, pps) if vps and sps and pps else None
+    except ValueError as exc:
+        log.debug("live mp4: in-band parameter sets unreadable: %s", exc)
     return None
 
 

@@ -271,7 +271,10 @@ def _open(segment: _Segment) -> tuple[int, bytes]:
 
 
 def retime(
-    fragment: bytearray, video_track_id: int, decode_time: int, timescales: dict[int, int]
+    fragment: bytearray | memoryview,
+    video_track_id: int,
+    decode_time: int,
+    timescales: dict[int, int],
 ) -> None:
     """Set the ``tfdt`` of each track of a stored ``moof`` + ``mdat`` in place: the video
     track's to ``decode_time`` (its own timescale), the others shifted by as much as the
@@ -307,9 +310,35 @@ def retime(
         codec.pack_into(fragment, at, min(max(new, 0), limit))
 
 
-def _read_run(fd: int, run: list[_Fragment]) -> bytes:
+def _read_run(
+    fd: int, run: list[_Fragment], origin_ns: int, video: TrackSpec, timescales: dict[int, int]
+) -> tuple[list[memoryview], str | None]:
+    """The run's fragments read in one ``pread`` and retimed (a worker thread's job): each
+    one's media time is its wall time since the origin, in the video's timescale. A fragment
+    that does not parse ends the list (with the reason)."""
     start = run[0].offset
-    return _pread(fd, run[-1].offset + run[-1].size - start, start)
+    data = bytearray(_pread(fd, run[-1].offset + run[-1].size - start, start))
+    view = memoryview(data)
+    out: list[memoryview] = []
+    for fragment in run:
+        piece = view[fragment.offset - start : fragment.offset - start + fragment.size]
+        decode_time = (fragment.start_wall_ns - origin_ns) * video.timescale // 10**9
+        try:
+            retime(piece, video.track_id, decode_time, timescales)
+        except (ValueError, struct.error) as exc:
+            return out, str(exc)
+        out.append(piece)
+    return out, None
+
+
+def _open_segment(segment: _Segment) -> tuple[int, bytes, list[TrackSpec], TrackSpec]:
+    fd, init = _open(segment)
+    try:
+        specs = read_init(init)
+        return fd, init, specs, _video(specs)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _runs(fragments: list[_Fragment]) -> list[list[_Fragment]]:
@@ -337,7 +366,7 @@ def _video(tracks: Sequence[TrackSpec]) -> TrackSpec:
     return video
 
 
-async def stream(plan: Plan) -> AsyncIterator[bytes]:
+async def stream(plan: Plan) -> AsyncIterator[bytes | memoryview]:
     """The answer's body: init segment, then each fragment retimed (and a new init segment
     where a file's tracks change). Ends early, at a whole fragment, when a file is gone."""
     yield plan.init
@@ -352,9 +381,9 @@ async def stream(plan: Plan) -> AsyncIterator[bytes]:
                     os.close(fd)
                     fd = None
                 try:
-                    fd, init = await asyncio.to_thread(_open, plan.segments[sid])
-                    specs = read_init(init)
-                    video = _video(specs)
+                    fd, init, specs, video = await asyncio.to_thread(
+                        _open_segment, plan.segments[sid]
+                    )
                 except (OSError, ValueError) as exc:
                     log.info("mse playback: segment %s gone while served: %s", sid, exc)
                     return
@@ -363,24 +392,19 @@ async def stream(plan: Plan) -> AsyncIterator[bytes]:
                 if specs != tracks:
                     tracks = specs
                     yield init
+            assert fd is not None
             try:
-                data = await asyncio.to_thread(_read_run, fd, run)  # type: ignore[arg-type]
+                pieces, error = await asyncio.to_thread(
+                    _read_run, fd, run, plan.origin_ns, video, timescales
+                )
             except (OSError, ValueError) as exc:
                 log.info("mse playback: segment %s unreadable while served: %s", sid, exc)
                 return
-            base = run[0].offset
-            for fragment in run:
-                at = fragment.offset - base
-                piece = bytearray(data[at : at + fragment.size])
-                # Media time is wall time since the origin, in the video's timescale.
-                since_origin_ns = fragment.start_wall_ns - plan.origin_ns
-                decode_time = since_origin_ns * video.timescale // 10**9
-                try:
-                    retime(piece, video.track_id, decode_time, timescales)
-                except (ValueError, struct.error) as exc:
-                    log.info("mse playback: fragment of segment %s unreadable: %s", sid, exc)
-                    return
-                yield bytes(piece)
+            for piece in pieces:
+                yield piece
+            if error is not None:
+                log.info("mse playback: fragment of segment %s unreadable: %s", sid, error)
+                return
     finally:
         if fd is not None:
             os.close(fd)
