@@ -26,14 +26,17 @@ from unittest import mock
 import httpx
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.codecs.g711 import PcmuDecoder
 from aiortc.codecs.h264 import H264Decoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from onvif_nvr.media.units import AccessUnit, TimedUnit, VideoParameters
+from onvif_nvr.clock import SystemClock
+from onvif_nvr.config import WebRtcSettings
+from onvif_nvr.media.units import AccessUnit, AudioParameters, TimedUnit, VideoParameters
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.replay.live import HubFeed
-from onvif_nvr.replay.webrtc import Counters, PassthroughTrack
+from onvif_nvr.replay.webrtc import Counters, PassthroughTrack, WebRtcSessions
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -107,16 +110,18 @@ class Peer:
     def __init__(self) -> None:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTransceiver("video", direction="recvonly")
-        self.track: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-        self.pc.on("track", self.track.set_result)
+        self.tracks: asyncio.Queue[MediaStreamTrack] = asyncio.Queue()
+        self.pc.on("track", self.tracks.put_nowait)
 
     async def offer(self) -> str:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         return str(self.pc.localDescription.sdp)
 
-    async def answer(self, sdp: str) -> MediaStreamTrack:
+    async def answer(self, sdp: str, kind: str = "video") -> MediaStreamTrack:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp, "answer"))
-        return await self.track
+        while (track := await self.tracks.get()).kind != kind:
+            pass
+        return track
 
 
 @contextlib.asynccontextmanager
@@ -217,9 +222,12 @@ async def test_camera_h264_passes_through_and_decodes(box: Box) -> None:
 async def test_closing_the_peer_ends_the_session(box: Box) -> None:
     async with box.http() as http:
         async with peer() as p:
+            p.pc.addTransceiver("audio", direction="recvonly")
             r = await _post(http, box.camera, await p.offer())
             assert r.status_code == 201, r.text
-            track = await p.answer(r.json()["sdp"])
+            answer = r.json()["sdp"]
+            assert "a=inactive" in answer[answer.find("m=audio") :]  # AAC: not passed
+            track = await p.answer(answer)
             async with asyncio.timeout(30):
                 await track.recv()
             assert await _metric(http, "nvr_webrtc_sessions") == 1
@@ -377,3 +385,51 @@ async def test_the_track_ends_with_the_stream() -> None:
     with pytest.raises(MediaStreamError):
         await t.track.recv()
     assert t.ended == ["stream ended"]
+
+
+class KeepingPcmu(PcmuDecoder):
+    def __init__(self, kept: list[bytes]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        self.kept.append(bytes(encoded_frame.data))
+        return super().decode(encoded_frame)
+
+
+async def test_g711_audio_passes_through() -> None:
+    hub = Hub("cam")
+    video = VideoParameters("H264", 640, 360, (SPS, PPS))
+    audio = AudioParameters("PCMU", 8000, 1)
+    feed = HubFeed(lambda: hub.subscribe("webrtc", lossy=True), lambda: (video, audio))
+    sessions = WebRtcSessions(lambda token: feed, WebRtcSettings(), SystemClock())
+    sent: set[bytes] = set()
+
+    async def camera() -> None:  # 20 ms G.711 frames, in real time
+        for n in range(10_000):
+            payload = bytes([n % 251]) * 160
+            sent.add(payload)
+            hub.publish(TimedUnit(AccessUnit("PCMU", (payload,), n * 160, True), 1, n * 1800, 0))
+            await asyncio.sleep(0.02)
+
+    kept: list[bytes] = []
+    pcmu = mock.patch(
+        "aiortc.rtcrtpreceiver.get_decoder",
+        lambda codec: KeepingPcmu(kept) if codec.name == "PCMU" else H264Decoder(),
+    )
+    publisher = asyncio.create_task(camera())
+    try:
+        with pcmu:
+            async with peer() as p:
+                p.pc.addTransceiver("audio", direction="recvonly")
+                _, answer = await sessions.open("cam", await p.offer())
+                assert "PCMU/8000" in answer[answer.find("m=audio") :]
+                track = await p.answer(answer, "audio")
+                async with asyncio.timeout(30):
+                    for _ in range(10):
+                        frame = await track.recv()
+                        assert frame.sample_rate == 8000
+        assert len(kept) >= 10 and set(kept) <= sent  # the camera's bytes, unchanged
+    finally:
+        publisher.cancel()
+        await sessions.close()

@@ -19,8 +19,9 @@ aiortc an ``av.Packet`` (Annex-B) per access unit; aiortc's RTP sender then only
   ``connect_timeout_s``, when the camera's stream ends (camera removed), on ``DELETE`` and
   at shutdown.
 
-H.265 is refused (aiortc offers no H.265; the UI falls back to MSE). Audio is left out:
-browsers take Opus, PCMU or PCMA, and aiortc would have to transcode the usual AAC.
+H.265 is refused (aiortc offers no H.265; the UI falls back to MSE). Audio passes through
+when the camera sends what browsers take (PCMU, PCMA at 8 kHz, Opus) and the offer has an
+audio section taking it; AAC, the usual camera audio, would need transcoding: left out.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc import sdp as aiortc_sdp
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from onvif_nvr.clock import Clock
@@ -175,10 +177,22 @@ class PassthroughTrack(MediaStreamTrack):
         self._on_end = on_end
         self.totals = totals
         self.counters = Counters()
+        #: The session's audio track, fed by this track's subscription (one per session).
+        self.audio: AudioPassthroughTrack | None = None
+        self._batches = 0
 
-    async def recv(self) -> av.Packet[Any]:
+    @property
+    def ended(self) -> str | None:
+        """Why the feed ended (None while it runs or before it starts)."""
+        return self._ended
+
+    def start(self) -> None:
+        """Open the feed (once; the first ``recv`` of either track does)."""
         if self._pump is None and self._ended is None:
             self._pump = asyncio.create_task(self._run())
+
+    async def recv(self) -> av.Packet[Any]:
+        self.start()
         while not self._queue:
             if self._ended is not None or self.readyState != "live":
                 raise MediaStreamError
@@ -215,10 +229,17 @@ class PassthroughTrack(MediaStreamTrack):
                 await batches.aclose()  # type: ignore[attr-defined]
             self._ended = reason
             self._wake.set()
+            if self.audio is not None:
+                self.audio.wake()
             if reason != "closed":
                 self._on_end(reason)
 
     def _take(self, batch: list[TimedUnit]) -> None:
+        self._batches += 1
+        if self.audio is not None and self._batches > 1:  # the cached GOP's audio is old
+            for timed in batch:
+                if timed.track == 1:
+                    self.audio.put(timed)
         video = [t for t in batch if t.track == 0]
         if not video:
             return
@@ -262,6 +283,66 @@ class PassthroughTrack(MediaStreamTrack):
         self.totals.dropped += 1
 
 
+#: Audio codecs browsers take as they are (RFC 7874), with the sample rate WebRTC has them at.
+AUDIO_PASSTHROUGH = {"PCMU": ("audio/pcmu", 8000), "PCMA": ("audio/pcma", 8000)}
+AUDIO_PASSTHROUGH["OPUS"] = ("audio/opus", 48_000)
+
+
+class AudioPassthroughTrack(MediaStreamTrack):
+    """The camera's G.711 or Opus frames as ``av.Packet`` (aiortc's encoders ``pack`` them
+    unchanged); fed by the session's video track, live only (no catch-up), at most
+    ``max_queued`` frames (the oldest go)."""
+
+    kind = "audio"
+
+    def __init__(self, video: PassthroughTrack, clock_rate: int, max_queued: int) -> None:
+        super().__init__()
+        self._video = video
+        self._rate = clock_rate
+        self._time_base = fractions.Fraction(1, clock_rate)
+        self._queue: collections.deque[av.Packet[Any]] = collections.deque()
+        self._max = max_queued
+        self._wake = asyncio.Event()
+        self._origin: int | None = None
+        self._last_pts = -1
+        video.audio = self
+
+    async def recv(self) -> av.Packet[Any]:
+        self._video.start()
+        while not self._queue:
+            if self._video.ended is not None or self.readyState != "live":
+                raise MediaStreamError
+            self._wake.clear()
+            await self._wake.wait()
+        packet = self._queue.popleft()
+        self._video.totals.bytes += packet.size
+        self._video.counters.bytes += packet.size
+        return packet
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        super().stop()
+        self._wake.set()
+
+    def put(self, timed: TimedUnit) -> None:
+        if self._origin is None:
+            self._origin = timed.dts_90k
+        pts = (timed.dts_90k - self._origin) * self._rate // 90_000
+        pts = max(pts, self._last_pts + 1)
+        self._last_pts = pts
+        packet = av.Packet(timed.unit.payloads[0] if timed.unit.payloads else b"")
+        packet.pts = packet.dts = pts
+        packet.time_base = self._time_base
+        if len(self._queue) >= self._max:
+            self._queue.popleft()
+            self._video.counters.dropped += 1
+            self._video.totals.dropped += 1
+        self._queue.append(packet)
+        self._wake.set()
+
+
 @dataclasses.dataclass
 class Session:
     id: str
@@ -269,6 +350,7 @@ class Session:
     pc: RTCPeerConnection
     track: PassthroughTrack
     watchdog: asyncio.Task[None] | None = None
+    audio: AudioPassthroughTrack | None = None
 
 
 class WebRtcSessions:
@@ -304,7 +386,7 @@ class WebRtcSessions:
         if len(self.sessions) + self._pending >= limit:
             raise TooManySessions(f"{limit} WebRTC sessions are open (webrtc.max_sessions)")
         feed = self._resolve(stream)
-        video = feed.parameters()[0] if feed is not None else None
+        video, audio = feed.parameters() if feed is not None else (None, None)
         if feed is None or video is None:
             raise NoLiveStream(f"{stream!r} has no live video stream (yet)")
         if video.codec != "H264":
@@ -322,16 +404,29 @@ class WebRtcSessions:
             self.totals,
             lambda reason: self._end_soon(session_id, reason),
         )
+        passthrough = AUDIO_PASSTHROUGH.get(audio.codec) if audio is not None else None
+        audio_track = None
+        if passthrough is not None and audio is not None and audio.sample_rate == passthrough[1]:
+            audio_track = AudioPassthroughTrack(
+                track, passthrough[1], 4 * self.config.max_queued_frames
+            )
         self._pending += 1
         try:
-            answer = await _answer(pc, track, offer_sdp)
+            answer = await _answer(
+                pc,
+                track,
+                (audio_track, passthrough[0]) if audio_track and passthrough else None,
+                offer_sdp,
+            )
         except BaseException:
             track.stop()
+            if audio_track is not None:
+                audio_track.stop()
             await pc.close()
             raise
         finally:
             self._pending -= 1
-        session = Session(session_id, stream, pc, track)
+        session = Session(session_id, stream, pc, track, audio=audio_track)
         self.sessions[session_id] = session
         self.opened += 1
 
@@ -367,6 +462,8 @@ class WebRtcSessions:
         if watchdog is not None and watchdog is not asyncio.current_task():
             watchdog.cancel()
         session.track.stop()
+        if session.audio is not None:
+            session.audio.stop()
         await session.pc.close()
         log.info("webrtc: session %s on %s ended: %s", session_id[:8], session.stream, reason)
         return True
@@ -394,8 +491,18 @@ class WebRtcSessions:
         }
 
 
-async def _answer(pc: RTCPeerConnection, track: PassthroughTrack, offer_sdp: str) -> str:
-    # The transceiver and its codec preferences come before the offer: aiortc picks the
+async def _answer(
+    pc: RTCPeerConnection,
+    track: PassthroughTrack,
+    audio: tuple[AudioPassthroughTrack, str] | None,
+    offer_sdp: str,
+) -> str:
+    """Apply the offer, answer it (after gathering: every candidate in the answer)."""
+    try:
+        offer = aiortc_sdp.SessionDescription.parse(offer_sdp)
+    except Exception as exc:  # aiortc raises whatever its parser meets: all bad input
+        raise BadOffer(f"the offer cannot be used: {exc or type(exc).__name__}") from None
+    # The transceivers and their codec preferences come before the offer: aiortc picks the
     # codecs while it applies the offer, and takes the browser's first match (often VP8).
     transceiver = pc.addTransceiver(track, direction="sendonly")
     transceiver.setCodecPreferences(
@@ -405,20 +512,41 @@ async def _answer(pc: RTCPeerConnection, track: PassthroughTrack, offer_sdp: str
             if codec.mimeType.lower() in ("video/h264", "video/rtx")
         ]
     )
+    # Audio only where the offer takes the camera's codec: a missing common codec would
+    # fail the whole offer, and the picture matters more.
+    if audio is not None and _offers_audio(offer, audio[1]):
+        pc.addTransceiver(audio[0], direction="sendonly").setCodecPreferences(
+            [
+                codec
+                for codec in RTCRtpSender.getCapabilities("audio").codecs
+                if codec.mimeType.lower() == audio[1]
+            ]
+        )
     try:
         await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         answer = await pc.createAnswer()
-    except Exception as exc:  # aiortc raises whatever its parser meets: all bad input
+    except Exception as exc:
         raise BadOffer(f"the offer cannot be used: {exc or type(exc).__name__}") from None
     if transceiver.mid is None:
         raise BadOffer("the offer has no video section")
-    video = answer.sdp[answer.sdp.find("m=video") :]
+    start = answer.sdp.find("m=video")
+    end = answer.sdp.find("\nm=", start)
+    video = answer.sdp[start : end if end > 0 else None]
     if " H264/90000" not in video:
         raise BadOffer("the offer does not take H.264 with packetization-mode=1")
     if "a=sendonly" not in video:
         raise BadOffer("the offer's video section does not receive")
     await pc.setLocalDescription(answer)
     return str(pc.localDescription.sdp)
+
+
+def _offers_audio(offer: aiortc_sdp.SessionDescription, mime: str) -> bool:
+    return any(
+        media.kind == "audio"
+        and media.direction in (None, "recvonly", "sendrecv")
+        and any(codec.mimeType.lower() == mime for codec in media.rtp.codecs)
+        for media in offer.media
+    )
 
 
 def pin_host_addresses(addresses: tuple[str, ...]) -> Callable[[], None]:
