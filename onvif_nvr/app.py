@@ -27,6 +27,9 @@ from onvif_nvr.auth.throttle import LoginThrottle
 from onvif_nvr.clock import Clock, SystemClock
 from onvif_nvr.config import Settings
 from onvif_nvr.db.engine import Database
+from onvif_nvr.discovery import inventory as discovery_inventory
+from onvif_nvr.discovery import probe as ws_probe
+from onvif_nvr.discovery.cameras import Interrogator, interrogate_all
 from onvif_nvr.discovery.target import DiscoveryTarget, TargetState, local_addresses
 from onvif_nvr.events.bus import EventBus
 from onvif_nvr.events.topics import onvif_catalog
@@ -436,6 +439,7 @@ class NvrApp:
             live_feed=lambda token: self._live_feed(f"live/{token}"),
             extra_metrics=self._metrics_lines,
             webrtc=self.webrtc,
+            discover=self._discover_devices,
             egress_bytes=self._egress_bytes,
         )
         self.endpoint = SoapEndpoint(services, authenticator, self._access)
@@ -577,6 +581,29 @@ class NvrApp:
         await self.discovery.start()
         self.store.listen(self._settings_changed)
         self._spawn(self._watch_addresses())
+
+    async def _discover_devices(
+        self,
+        username: str | None,
+        password: str | None,
+        unicast: list[tuple[str, int]],
+        timeout_s: float,
+    ) -> None:
+        """What ``onvif-nvr discover`` does, for the REST API (POST /api/v1/discovered):
+        probe (multicast on the discovery interfaces unless given unicast targets), question
+        the devices found, keep the results for the camera set-up."""
+        if self._db is None:
+            raise OSError("the box is not running")
+        addresses = []
+        if not unicast:
+            interfaces = await asyncio.to_thread(hostinfo.read_interfaces)
+            addresses = local_addresses(
+                interfaces, self.settings.discovery.interfaces, self.settings.bind
+            )
+        found = await ws_probe.probe(addresses=addresses, unicast=unicast, timeout_s=timeout_s)
+        interrogator = await asyncio.to_thread(Interrogator, username, password)
+        reports = await interrogate_all(found, interrogator)
+        await discovery_inventory.save(self._db, reports, self.clock.wall_ns())
 
     async def _save_discovery_state(self, state: TargetState) -> None:
         await self.store.put(

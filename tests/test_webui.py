@@ -5,14 +5,19 @@ screenshots in docs/screenshots/."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from onvif_nvr.discovery import messages as m
 from tests import gstcam, webui
 from tests.searchutil import recorded_until
 from tests.webui import (
@@ -247,6 +252,73 @@ def test_a_discovered_device_fills_the_add_form(page: Any, webbox: WebBox) -> No
     assert page.input_value("#camera-name") == "Gate cam"
     assert "1920×1080 H264" in page.locator("#discovered").inner_text()
     page.click("#camera-add-form button:has-text('Cancel')")
+
+
+@contextlib.contextmanager
+def _probe_answerer(xaddr: str) -> Iterator[int]:
+    """A WS-Discovery target on a loopback port: answers each Probe with a ProbeMatch
+    naming ``xaddr`` (the box's own device service: the box is an ONVIF device with
+    streams, a real peer to question). Yields the port."""
+    endpoint = m.Endpoint(
+        address="urn:uuid:0a0b0c0d-0000-4000-8000-0000000000aa",
+        types=(m.NVT,),
+        scopes=("onvif://www.onvif.org/name/Lobby",),
+        xaddrs=(xaddr,),
+        metadata_version=1,
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        sequence = 0
+        while not done.is_set():
+            try:
+                data, peer = sock.recvfrom(65536)
+            except TimeoutError:
+                continue
+            probe = m.parse(data)
+            if isinstance(probe, m.Probe):
+                sequence += 1
+                answer = m.build_probe_matches(
+                    endpoint, probe.message_id, m.AppSequence(1, sequence)
+                )
+                sock.sendto(answer, peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        done.set()
+        thread.join(5)
+        sock.close()
+
+
+def test_search_for_devices_from_the_cameras_page(page: Any, webbox: WebBox) -> None:
+    with _probe_answerer(webbox.nvr.device_url) as port:
+        page.goto(webbox.base + "/#/cameras")
+        page.reload()
+        page.fill("#discover-username", "admin")
+        page.fill("#discover-password", webbox.admin_password)
+        page.fill("#discover-addresses", f"127.0.0.1:{port}")
+        page.click("#discover-form button[type=submit]")
+        row = page.locator('#discovered tr[data-endpoint$="0000000000aa"]')
+        row.wait_for()
+    assert "ok" in row.inner_text()
+    row.scroll_into_view_if_needed()
+    screenshot(page, "cameras-discovered")
+    # The box's own streams, as the device service lists them: "Add" fills the form.
+    row.locator("button.add-discovered").first.click()
+    assert page.input_value("#camera-url").startswith(f"rtsp://127.0.0.1:{webbox.nvr.rtsp_port}/")
+    page.click("#camera-add-form button:has-text('Cancel')")
+    with webbox.admin() as c:
+        r = c.post("/api/v1/discovered", json={"addresses": ["127.0.0.1:99999"]})
+        assert r.status_code == 422
+        assert r.json()["error"]["fields"][0]["message"] == (
+            "the port must be a number from 1 to 65535"
+        )
 
 
 @pytest.mark.parametrize(

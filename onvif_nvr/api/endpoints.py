@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -211,6 +211,32 @@ class DiscoveredList(BaseModel):
     devices: list[DiscoveredDevice]
 
 
+def _probe_address(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        return value
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise PydanticCustomError("address", "the port must be a number from 1 to 65535")
+    return value
+
+
+class DiscoverRequest(BaseModel):
+    """Search for ONVIF devices and question them (``onvif-nvr discover`` on the box)."""
+
+    #: Credentials to question the devices with (their names, streams); none: what a
+    #: device tells anyone.
+    username: Annotated[str | None, Field(max_length=256)] = None
+    password: Annotated[str | None, Field(max_length=256)] = None
+    #: ``host[:port]`` (port 3702 by default) of devices to probe directly; empty: a
+    #: WS-Discovery multicast probe on the box's interfaces.
+    addresses: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_probe_address)]],
+        Field(max_length=64),
+    ] = []
+    #: How long to wait for answers.
+    timeout_s: Annotated[float, Field(ge=0.5, le=10)] = 3.0
+
+
 class RecordingOut(BaseModel):
     token: str
     source_name: str
@@ -372,6 +398,11 @@ class ApiDeps:
     extra_metrics: Callable[[], list[str]] = lambda: []
     #: WebRTC live sessions (replay/webrtc.py); None: not offered.
     webrtc: WebRtcSessions | None = None
+    #: Probe for ONVIF devices and store what they say (discovered_devices): username,
+    #: password, unicast (host, port) targets (none: multicast), timeout in seconds.
+    discover: (
+        Callable[[str | None, str | None, list[tuple[str, int]], float], Awaitable[None]] | None
+    ) = None
     #: Media bytes sent to viewers since start (every live and replay path).
     egress_bytes: Callable[[], int] = lambda: 0
 
@@ -383,6 +414,7 @@ class Endpoints:
         self._cpu: tuple[float, float] = (time.process_time(), time.monotonic())
         self._egress: tuple[int, float] = (deps.egress_bytes(), time.monotonic())
         self._document: bytes | None = None
+        self._discovering = asyncio.Lock()
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -574,6 +606,21 @@ class Endpoints:
         await self.d.control.delete_receiver(token)
 
     # -- discovered devices ------------------------------------------------------------------
+    async def discover(self, call: Call) -> DiscoveredList:
+        """A new probe (one at a time: a second one while it runs is refused)."""
+        body: DiscoverRequest = call.body
+        if self.d.discover is None:
+            raise ApiError(503, "NoDiscovery", "device discovery is not available on this box")
+        if self._discovering.locked():
+            raise ApiError(409, "DiscoveryRunning", "a search for devices is running already")
+        unicast = []
+        for text in body.addresses:
+            host, sep, port = text.rpartition(":")
+            unicast.append((host, int(port)) if sep and host else (text, 3702))
+        async with self._discovering:
+            await self.d.discover(body.username, body.password, unicast, body.timeout_s)
+        return await self.discovered(call)
+
     async def discovered(self, call: Call) -> DiscoveredList:
         """What ``onvif-nvr discover`` found (db table discovered_devices)."""
 
@@ -1108,6 +1155,17 @@ def route_table(e: Endpoints | None) -> list[Route]:
             "ONVIF devices found by `onvif-nvr discover`, with their stream profiles",
             h("discovered"),
             access=OPERATOR,
+            response=DiscoveredList,
+        ),
+        Route(
+            "POST",
+            f"{v1}/discovered",
+            "discoverDevices",
+            "Search for ONVIF devices now (WS-Discovery multicast, or unicast to the given "
+            "addresses), question them and store the results; answers the new list",
+            h("discover"),
+            access=OPERATOR,
+            body=DiscoverRequest,
             response=DiscoveredList,
         ),
         Route(

@@ -126,7 +126,7 @@ export async function render(root, ctx) {
     el("div", { class: "toolbar" }, el("h1", {}, "Cameras"), addButton),
     canEdit ? null : el("p", { class: "notice", id: "cameras-readonly" }, "You can watch these cameras. Adding, changing and removing cameras needs the Operator or Administrator level."),
     message, formSlot, listSlot,
-    canEdit ? el("section", {}, el("h2", {}, "Discovered devices"), discoveredSlot) : null,
+    canEdit ? el("section", {}, el("h2", {}, "Discovered devices"), searchForm(), discoveredSlot) : null,
   ].filter(Boolean));
 
   function closeForm() {
@@ -219,6 +219,44 @@ export async function render(root, ctx) {
     }
   }
 
+  // A new WS-Discovery probe from the box (POST /api/v1/discovered), as `onvif-nvr
+  // discover` does; the credentials let the box ask the devices for their streams.
+  function searchForm() {
+    const user = el("input", { id: "discover-username", autocomplete: "off" });
+    const pass = el("input", { id: "discover-password", type: "password", autocomplete: "new-password" });
+    const addresses = el("input", { id: "discover-addresses", autocomplete: "off", placeholder: "empty: search the local network" });
+    const status = el("div", { id: "discover-status", role: "status" });
+    const button = el("button", { type: "submit", class: "primary" }, "Search for devices");
+    const form = el("form", { class: "card", id: "discover-form", novalidate: true },
+      el("div", { class: "form-grid three" },
+        el("div", {}, el("label", { for: "discover-username" }, "Camera username"), user),
+        el("div", {}, el("label", { for: "discover-password" }, "Camera password"), pass),
+        el("div", {}, el("label", { for: "discover-addresses" }, "Only these addresses (host[:port], comma-separated)"), addresses)),
+      status,
+      el("div", { class: "actions" }, button));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const body = {
+        addresses: addresses.value.split(/[\s,]+/).filter(Boolean),
+      };
+      if (user.value) body.username = user.value;
+      if (pass.value) body.password = pass.value;
+      button.disabled = true;
+      clear(status).append(el("p", { class: "muted" }, "Searching… (a few seconds)"));
+      try {
+        const { devices } = await ctx.api("discovered", { method: "POST", body });
+        clear(status).append(el("p", { class: "muted" }, `${devices.length} device${devices.length === 1 ? "" : "s"} known.`));
+        showDiscovered(devices);
+      } catch (err) {
+        const fields = err.fields?.length ? `: ${err.fields.map((f) => f.message).join("; ")}` : "";
+        clear(status).append(errorBox(`The search failed: ${err.message}${fields}`));
+      } finally {
+        button.disabled = false;
+      }
+    });
+    return form;
+  }
+
   async function loadDiscovered() {
     let devices;
     try {
@@ -227,12 +265,16 @@ export async function render(root, ctx) {
       clear(discoveredSlot).append(errorBox(`Could not load the discovered devices: ${err.message}`));
       return;
     }
+    showDiscovered(devices);
+  }
+
+  function showDiscovered(devices) {
     clear(discoveredSlot);
     if (!devices.length) {
       discoveredSlot.append(el("div", { class: "empty" },
         el("p", {}, "No ONVIF devices discovered yet."),
-        el("p", {}, "On the box, run ", el("code", {}, "onvif-nvr discover --user USER --password PASSWORD"),
-          " to search the local network; the cameras it finds show here with their streams.")));
+        el("p", {}, "Search above (or run ", el("code", {}, "onvif-nvr discover --user USER --password PASSWORD"),
+          " on the box); the cameras found show here with their streams.")));
       return;
     }
     const rows = [];
@@ -251,7 +293,7 @@ export async function render(root, ctx) {
               title: p.uri,
               onclick: () => openForm({ url: p.uri, name: title.slice(0, 64) }),
             }, `Add ${p.name || p.token}${p.width ? ` (${p.width}×${p.height}${p.encoding ? ` ${p.encoding}` : ""})` : ""}`))
-            : el("span", { class: "muted" }, d.status === "unauthorized" ? "Log in needed: run discover with --user/--password" : "No stream found"))));
+            : el("span", { class: "muted" }, d.status === "unauthorized" ? "Needs the camera's username and password: search again with them" : "No stream found"))));
     }
     discoveredSlot.append(el("table", { class: "list discovered" },
       el("thead", {}, el("tr", {}, ["Device", "Status", "Seen", "Streams"].map((h) => el("th", {}, h)))),
