@@ -468,6 +468,7 @@ export async function render(root, ctx) {
     hover,
   );
   const empty = el('div', { class: 'tl-empty', hidden: '', text: 'Nothing recorded on this day.' });
+  const hint = el('div', { class: 'tl-hint', hidden: '' });
   const video = el('video', { class: 'tl-video', muted: '', playsinline: '', preload: 'auto' });
   video.muted = true;
   const spinner = el('div', { class: 'tl-loading', hidden: '', text: 'Loading…' });
@@ -498,6 +499,7 @@ export async function render(root, ctx) {
       el('div', { class: 'tl-zooms' }, panLeft, ...zoomButtons, panRight),
     ),
     el('div', { class: 'tl-bar' }, track, axis),
+    hint,
     empty,
   );
   root.replaceChildren(page);
@@ -647,7 +649,8 @@ export async function render(root, ctx) {
         return node;
       }),
     );
-    events.classList.toggle('tl-truncated', evs.truncated);
+    hint.hidden = !evs.truncated;
+    hint.textContent = `Showing the first ${evs.events.length} events here; zoom in to see all.`;
     updateCursor();
   }
 
