@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import random
 import re
 import socket
 import time
@@ -36,7 +37,7 @@ from onvif_nvr.config import WebRtcSettings
 from onvif_nvr.media.units import AccessUnit, AudioParameters, TimedUnit, VideoParameters
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.replay.live import HubFeed
-from onvif_nvr.replay.webrtc import Counters, PassthroughTrack, WebRtcSessions
+from onvif_nvr.replay.webrtc import BadOffer, Counters, PassthroughTrack, WebRtcSessions
 from tests import gstcam
 from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
@@ -433,3 +434,46 @@ async def test_g711_audio_passes_through() -> None:
     finally:
         publisher.cancel()
         await sessions.close()
+
+
+async def test_mangled_offers_are_refused_as_bad_offers() -> None:
+    """Whatever aiortc's SDP parser or negotiation raises on a mangled offer must come out
+    as BadOffer (the API's 422), never as another exception (a 500)."""
+    t = TrackOnHub()
+    params = VideoParameters("H264", 640, 360, (SPS, PPS))
+    feed = HubFeed(lambda: t.hub.subscribe("webrtc", lossy=True), lambda: (params, None))
+    sessions = WebRtcSessions(lambda token: feed, WebRtcSettings(), SystemClock())
+    async with peer() as p:
+        p.pc.addTransceiver("audio", direction="recvonly")
+        lines = (await p.offer()).split("\r\n")
+    mangle = random.Random(0x5D9)
+    refused = 0
+    try:
+        for _ in range(600):
+            mangled = list(lines)
+            for _ in range(mangle.randint(1, 4)):
+                at = mangle.randrange(len(mangled))
+                line = mangled[at]
+                match mangle.randint(0, 4):
+                    case 0:
+                        del mangled[at]
+                    case 1:
+                        mangled[at] = line[: mangle.randrange(len(line) + 1)]
+                    case 2:
+                        mangled.insert(at, mangled[mangle.randrange(len(mangled))])
+                    case 3 if line:
+                        k = mangle.randrange(len(line))
+                        mangled[at] = line[:k] + mangle.choice("x0:= /-9") + line[k + 1 :]
+                    case _:
+                        mangled[at] = line.replace(
+                            "recvonly", mangle.choice(("sendonly", "inactive"))
+                        )
+            try:
+                session, _ = await sessions.open("cam", "\r\n".join(mangled))
+            except BadOffer:
+                refused += 1
+            else:
+                await sessions.close_session(session)
+    finally:
+        await sessions.close()
+    assert refused > 200

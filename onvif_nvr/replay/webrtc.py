@@ -422,7 +422,7 @@ class WebRtcSessions:
             track.stop()
             if audio_track is not None:
                 audio_track.stop()
-            await pc.close()
+            await _close(pc)
             raise
         finally:
             self._pending -= 1
@@ -464,7 +464,7 @@ class WebRtcSessions:
         session.track.stop()
         if session.audio is not None:
             session.audio.stop()
-        await session.pc.close()
+        await _close(session.pc)
         log.info("webrtc: session %s on %s ended: %s", session_id[:8], session.stream, reason)
         return True
 
@@ -536,8 +536,19 @@ async def _answer(
         raise BadOffer("the offer does not take H.264 with packetization-mode=1")
     if "a=sendonly" not in video:
         raise BadOffer("the offer's video section does not receive")
-    await pc.setLocalDescription(answer)
+    try:
+        await pc.setLocalDescription(answer)
+    except ValueError as exc:  # aiortc checks its answer against the (odd) offer here
+        raise BadOffer(f"the offer cannot be answered: {exc}") from None
     return str(pc.localDescription.sdp)
+
+
+async def _close(pc: RTCPeerConnection) -> None:
+    # A connection left half set up by a bad offer can fail to close; it is dropped anyway.
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.debug("webrtc: closing a peer connection failed: %r", exc)
 
 
 def _offers_audio(offer: aiortc_sdp.SessionDescription, mime: str) -> bool:
