@@ -365,6 +365,15 @@ async def test_catch_up_burst_lands_on_the_live_timeline() -> None:
     t.track.stop()
 
 
+async def test_a_gop_longer_than_the_queue_still_starts_at_once() -> None:
+    t = TrackOnHub(max_queued_frames=4)
+    for n in range(10):
+        t.hub.publish(_unit(n * 3600, n == 0))
+    assert [(await t.track.recv()).pts for _ in range(10)] == list(range(1, 11))
+    assert t.track.counters.dropped == 0
+    t.track.stop()
+
+
 async def test_a_slow_peer_skips_to_the_next_keyframe() -> None:
     t = TrackOnHub(max_queued_frames=4)
     t.hub.publish(_unit(0, True))

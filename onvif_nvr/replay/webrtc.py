@@ -14,7 +14,8 @@ aiortc an ``av.Packet`` (Annex-B) per access unit; aiortc's RTP sender then only
 * **Parameter sets in band** before every keyframe that lacks them (browsers join on them;
   some cameras send them only in the SDP).
 * **A slow peer loses pictures, not memory**: at most ``max_queued_frames`` wait per
-  session; on overflow the queue is emptied and the session skips to the next keyframe.
+  session (besides the catch-up burst, which the hub's GOP cache bounds); on overflow the
+  queue is emptied and the session skips to the next keyframe.
 * **Ends** when the peer's connection fails or closes, when it does not connect within
   ``connect_timeout_s``, when the camera's stream ends (camera removed), on ``DELETE`` and
   at shutdown.
@@ -248,20 +249,22 @@ class PassthroughTrack(MediaStreamTrack):
             if start is None:
                 return  # no keyframe cached: wait for the next one
             video = video[start:]
-            # Catch-up burst: one tick apart, the last one on the live timeline.
+            # Catch-up burst: one tick apart, the last one on the live timeline. It may be
+            # longer than the queue's limit (the hub caps its GOP cache): cutting it would
+            # leave the session waiting for the camera's next keyframe.
             self._origin = video[-1].dts_90k - len(video)
             for n, timed in enumerate(video, 1):
-                self._put(timed, n)
+                self._put(timed, n, catch_up=True)
             return
         for timed in video:
             self._put(timed, timed.dts_90k - self._origin)
 
-    def _put(self, timed: TimedUnit, pts: int) -> None:
+    def _put(self, timed: TimedUnit, pts: int, catch_up: bool = False) -> None:
         unit = timed.unit
         if self._skipping and not unit.keyframe:
             self._drop()
             return
-        if len(self._queue) >= self._max:
+        if len(self._queue) >= self._max and not catch_up:
             for _ in range(len(self._queue)):
                 self._drop()
             self._queue.clear()
