@@ -33,7 +33,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from onvif_nvr.clock import SystemClock
-from onvif_nvr.config import WebRtcSettings
+from onvif_nvr.config import ConfigError, WebRtcSettings, load_settings
 from onvif_nvr.media.units import AccessUnit, AudioParameters, TimedUnit, VideoParameters
 from onvif_nvr.recording.hub import Hub
 from onvif_nvr.replay.live import HubFeed
@@ -486,3 +486,16 @@ async def test_mangled_offers_are_refused_as_bad_offers() -> None:
     finally:
         await sessions.close()
     assert refused > 200
+
+
+def test_webrtc_settings_are_checked() -> None:
+    env = {"ONVIF_NVR_WEBRTC_HOST_ADDRESSES": "127.0.0.1, ::1"}
+    assert load_settings(environ=env).webrtc.host_addresses == ("127.0.0.1", "::1")
+    for key, value, message in (
+        ("HOST_ADDRESSES", "box.local", "is not an IP address"),
+        ("STUN_SERVER", "stun.example", "host:port"),
+        ("MAX_SESSIONS", "-1", "max_sessions"),
+        ("MAX_QUEUED_FRAMES", "1", "max_queued_frames"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(environ={f"ONVIF_NVR_WEBRTC_{key}": value})
