@@ -397,7 +397,8 @@ def test_system_storage_metrics(box: Box) -> None:
 # -- schemathesis against the served document ------------------------------------------------
 #: Not fuzzed: logins would lock the test address out (the throttle is tested above); new or
 #: changed cameras would make the box dial generated hosts (CRUD is tested above).
-NOT_FUZZED = ["login", "createCamera", "updateCamera", "deleteCamera"]
+# discoverDevices sends WS-Discovery probes: generated addresses would be off the box.
+NOT_FUZZED = ["login", "createCamera", "updateCamera", "deleteCamera", "discoverDevices"]
 
 
 def test_schemathesis(box: Box) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import ipaddress
 import json
 import os
 import time
@@ -212,9 +213,17 @@ class DiscoveredList(BaseModel):
 
 
 def _probe_address(value: str) -> str:
+    """An IPv4 address with an optional port: a host name would be resolved by a blocking
+    call inside the datagram send, and the probe socket is IPv4."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host:
-        return value
+    if not sep:
+        host, port = value, "3702"
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        raise PydanticCustomError(
+            "address", "must be an IPv4 address, optionally with :port (192.0.2.10:3702)"
+        ) from None
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise PydanticCustomError("address", "the port must be a number from 1 to 65535")
     return value
