@@ -173,6 +173,14 @@ async def _metric(http: httpx.AsyncClient, name: str) -> float:
     return float(found.group(1))
 
 
+async def _consumers(http: httpx.AsyncClient, camera: str = "door") -> float:
+    """The hub subscriptions of ``camera`` (its recorder's, RTSP's, WebRTC sessions')."""
+    text = (await http.get("/metrics")).text
+    found = re.search(rf'^nvr_camera_consumers\{{camera="{camera}"\}} (\S+)$', text, re.M)
+    assert found is not None, text
+    return float(found.group(1))
+
+
 async def _until_sessions(http: httpx.AsyncClient, count: int) -> None:
     async with asyncio.timeout(30):
         # Another process's state: polled (the box's /metrics is where it shows).
@@ -222,6 +230,7 @@ async def test_camera_h264_passes_through_and_decodes(box: Box) -> None:
 
 async def test_closing_the_peer_ends_the_session(box: Box) -> None:
     async with box.http() as http:
+        consumers = await _consumers(http)
         async with peer() as p:
             p.pc.addTransceiver("audio", direction="recvonly")
             r = await _post(http, box.camera, await p.offer())
@@ -232,7 +241,11 @@ async def test_closing_the_peer_ends_the_session(box: Box) -> None:
             async with asyncio.timeout(30):
                 await track.recv()
             assert await _metric(http, "nvr_webrtc_sessions") == 1
+            assert await _consumers(http) == consumers + 1  # its hub subscription
         await _until_sessions(http, 0)
+        async with asyncio.timeout(10):  # and the subscription is gone with it
+            while await _consumers(http) != consumers:  # noqa: ASYNC110 (another process)
+                await asyncio.sleep(0.05)
 
 
 async def test_removing_the_camera_ends_its_sessions(box: Box) -> None:

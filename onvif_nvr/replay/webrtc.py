@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 TIME_BASE = fractions.Fraction(1, 90_000)
 _START_CODE = b"\x00\x00\x00\x01"
-_NAL_IDR, _NAL_SPS, _NAL_PPS, _NAL_AUD = 5, 7, 8, 9
+_NAL_SPS, _NAL_PPS, _NAL_AUD = 7, 8, 9
 #: Largest offer read (a browser's offer with every candidate is a few kilobytes).
 MAX_OFFER_BYTES = 64 * 1024
 
