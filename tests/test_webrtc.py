@@ -47,7 +47,7 @@ CAMERA = ("--codec", "h264", "--size", "640x360", "--fps", "25", "--gop", "25", 
 ENV = {
     "ONVIF_NVR_WEBRTC_HOST_ADDRESSES": "127.0.0.1",
     "ONVIF_NVR_WEBRTC_MAX_SESSIONS": "3",
-    "ONVIF_NVR_WEBRTC_CONNECT_TIMEOUT_S": "5",
+    "ONVIF_NVR_WEBRTC_CONNECT_TIMEOUT_S": "8",
 }
 
 
