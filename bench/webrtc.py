@@ -25,11 +25,11 @@ one's first packet arrives (+1 frame interval, 40 ms here), a browser's on the m
 ``--settle`` seconds of each client are left out (the WebRTC catch-up burst from the cached
 GOP, the RTSP probe). ``startup`` is offer (or open) → first decoded picture.
 
-    .venv/bin/python -m bench.webrtc [--seconds 15] [--settle 2]
+    .venv/bin/python -m bench.webrtc [--seconds 10] [--settle 2] [--rounds 2]
 
 Prints a table and writes ``bench/results/webrtc.json`` and ``webrtc.md``. Limitation: on a
 2-core machine the camera, the box and the client share the cores; the clients run one after
-the other, not at once. ``box CPU %`` is the box process over the client's window (% of one
+the other, not at once, in ``--rounds`` interleaved rounds whose frames are pooled. ``box CPU %`` is the box process over the client's window (% of one
 core), recording included; ``viewer CPU %`` is that minus the ``direct`` window's (the box
 recording alone): the cost of the one viewer.
 """
@@ -44,7 +44,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -187,27 +186,30 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 def summarize(
-    result: dict[str, Any], stamps: dict[str, list[int]], settle_s: float
+    runs: list[dict[str, Any]], stamps: dict[str, list[int]], settle_s: float
 ) -> dict[str, Any]:
-    decoded = result["decoded"]
-    if not decoded:
-        return {"frames": 0}
-    first_ns = decoded[0][2]
-    latencies, received, unmatched = [], [], 0
-    for key, received_ns, t_ns in decoded:
-        if t_ns - first_ns < settle_s * 1e9:
+    """Figures over the frames of every run of one client (pooled)."""
+    latencies, received, startups, unmatched = [], [], [], 0
+    for run in runs:
+        decoded = run.get("decoded") or []
+        if not decoded:
             continue
-        times = stamps.get(key or "")
-        i = bisect.bisect_right(times, received_ns) if times else 0
-        if not i:
-            unmatched += 1
-            continue
-        latencies.append((t_ns - times[i - 1]) / 1e6)
-        received.append((received_ns - times[i - 1]) / 1e6)
+        first_ns = decoded[0][2]
+        startups.append((first_ns - run["start_ns"]) / 1e6)
+        for key, received_ns, t_ns in decoded:
+            if t_ns - first_ns < settle_s * 1e9:
+                continue
+            times = stamps.get(key or "")
+            i = bisect.bisect_right(times, received_ns) if times else 0
+            if not i:
+                unmatched += 1
+                continue
+            latencies.append((t_ns - times[i - 1]) / 1e6)
+            received.append((received_ns - times[i - 1]) / 1e6)
     return {
         "frames": len(latencies),
         "unmatched": unmatched,
-        "startup_ms": round((first_ns - result["start_ns"]) / 1e6, 1),
+        "startup_ms": _round(percentile(startups, 0.5)),
         "p50_ms": _round(percentile(latencies, 0.50)),
         "p90_ms": _round(percentile(latencies, 0.90)),
         "p99_ms": _round(percentile(latencies, 0.99)),
@@ -234,8 +236,9 @@ def _token(base: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=15.0, help="per client")
+    parser.add_argument("--seconds", type=float, default=10.0, help="per client and round")
     parser.add_argument("--settle", type=float, default=2.0, help="left out at each start")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per client")
     args = parser.parse_args(argv)
     clip = clip_path()
     load_start = round(os.getloadavg()[0], 2)
@@ -305,27 +308,25 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the camera did not stream\n" + box.log_tail())
                 time.sleep(0.3)
-        results: dict[str, dict[str, Any]] = {}
-        cpu: dict[str, float] = {}
-        cpu0, t0 = proc_cpu_s(box.pid), time.monotonic()
-        results["webrtc"] = asyncio.run(webrtc_client(base, bearer, token, args.seconds))
-        cpu["webrtc"] = 100 * (proc_cpu_s(box.pid) - cpu0) / (time.monotonic() - t0)
         url = f"rtsp://admin:{PASSWORD}@127.0.0.1:{rtsp_port}/live/{token}"
-        cpu0, t0 = proc_cpu_s(box.pid), time.monotonic()
-        holder: dict[str, Any] = {}
-        # A thread, so that this process's main thread stays free as in the WebRTC run.
-        worker = threading.Thread(
-            target=lambda: holder.update(rtsp_client(url, args.seconds)), daemon=True
-        )
-        worker.start()
-        worker.join(args.seconds + 60)
-        results["rtsp"] = holder
-        cpu["rtsp"] = 100 * (proc_cpu_s(box.pid) - cpu0) / (time.monotonic() - t0)
         # Reference: the camera decoded without the box (what the box adds is the rest).
         direct = f"rtsp://127.0.0.1:{cam_port}/sim/1"
-        cpu0, t0 = proc_cpu_s(box.pid), time.monotonic()
-        results["direct"] = rtsp_client(direct, args.seconds)
-        cpu["direct"] = 100 * (proc_cpu_s(box.pid) - cpu0) / (time.monotonic() - t0)
+        clients = {
+            "webrtc": lambda: asyncio.run(webrtc_client(base, bearer, token, args.seconds)),
+            "rtsp": lambda: rtsp_client(url, args.seconds),
+            "direct": lambda: rtsp_client(direct, args.seconds),
+        }
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in clients}
+        cpu_s = dict.fromkeys(clients, 0.0)
+        wall_s = dict.fromkeys(clients, 0.0)
+        # Interleaved rounds: a burst of other work on the machine hits every client alike.
+        for _ in range(args.rounds):
+            for name, client in clients.items():
+                cpu0, t0 = proc_cpu_s(box.pid), time.monotonic()
+                results[name].append(client())
+                cpu_s[name] += proc_cpu_s(box.pid) - cpu0
+                wall_s[name] += time.monotonic() - t0
+        cpu = {name: 100 * cpu_s[name] / wall_s[name] for name in clients}
         (tmp / "stamps.json").unlink(missing_ok=True)
         os.kill(camera.pid, signal.SIGUSR2)
         raw = _wait_json(tmp / "stamps.json", [camera], 20, "the camera's stamps")
@@ -345,7 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     ours, alt = figures["webrtc"], figures["rtsp"]
     out = {
         "benchmark": "webrtc",
-        "parameters": {"seconds": args.seconds, "settle_s": args.settle, "clip": CLIP},
+        "parameters": {
+            "seconds": args.seconds,
+            "settle_s": args.settle,
+            "rounds": args.rounds,
+            "clip": CLIP,
+        },
         "alternative": "box RTSP live (TCP) read and decoded by PyAV/FFmpeg, nobuffer+low_delay",
         "reference": "direct: the same PyAV client on the camera, without the box",
         "figures": figures,
@@ -440,7 +446,7 @@ def markdown(out: dict[str, Any]) -> str:
         "* rcvd: camera stamp → the whole frame was at the client (aiortc: its last RTP "
         "packet; PyAV: demuxed). aiortc's jitter buffer then waits for the next frame's "
         "first packet (+40 ms); FFmpeg's demuxer holds a frame about as long.",
-        "* startup: offer posted (or RTSP open) → first decoded picture.",
+        "* startup: offer posted (or RTSP open) → first decoded picture (median of the rounds).",
         "* box CPU: the box process over the client's window, % of one core, recording "
         "included; viewer CPU: minus the `direct` window (the box only recording).",
         "* webrtc: aiortc client; rtsp: the box's RTSP live stream over TCP in PyAV "
