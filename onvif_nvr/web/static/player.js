@@ -154,11 +154,12 @@ export class LivePlayer {
     let session = null;
     this.addTeardown(() => {
       abort.abort();
-      pc.close();
       if (session) {
+        // Before pc.close(), whose DTLS close may end the session on the box first.
         // keepalive: the DELETE still goes out when the tab is closing.
         api(`webrtc/${encodeURIComponent(session)}`, { method: "DELETE", quiet401: true, keepalive: true }).catch(() => {});
       }
+      pc.close();
     });
     pc.addTransceiver("video", { direction: "recvonly" });
     const tracked = new Promise((resolve) => {
