@@ -946,9 +946,9 @@ class Endpoints:
         )
 
     async def metrics(self, call: Call) -> web.StreamResponse:
-        recorders = sorted(
-            ((r.camera.name, r) for r in self.d.live_streams().values()), key=lambda x: x[0]
-        )
+        # live_streams names each recorder by its receiver and its recording token: once each.
+        unique = {id(r): r for r in self.d.live_streams().values()}
+        recorders = sorted(((r.camera.name, r) for r in unique.values()), key=lambda x: x[0])
         per_camera: list[tuple[str, str, Callable[[CameraRecorder], int | float]]] = [
             ("nvr_camera_units_total", "counter", lambda r: r.hub.published),
             ("nvr_camera_bytes_total", "counter", _payload_bytes),
