@@ -55,6 +55,8 @@ class Route:
     response: type[BaseModel] | None = None
     status: int = 200
     media: str = "application/json"
+    #: Answers beyond the ones every route of its kind has (see ``_errors``): status -> when.
+    errors: tuple[tuple[int, str], ...] = ()
 
     @property
     def path_params(self) -> list[str]:
@@ -77,6 +79,7 @@ def _errors(route: Route) -> dict[str, Any]:
         codes["409"] = (
             "conflicts with the box's state (a name in use, a limit, the last administrator)"
         )
+    codes.update((str(status), text) for status, text in route.errors)
     return {code: {"description": text, "content": content} for code, text in codes.items()}
 
 
