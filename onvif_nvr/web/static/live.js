@@ -42,7 +42,8 @@ class Tile {
     this.video.muted = true; // the attribute alone does not mute for autoplay
     this.name = el("span", { class: "name" }, camera.name);
     this.stats = el("span", { class: "stats" });
-    this.badge = el("span", { class: "badge" });
+    this.badge = el("span", { class: "badge state" });
+    this.rec = el("span", { class: "badge bad rec", title: "Recording" }, "REC");
     this.overlay = el("div", { class: "overlay" });
     this.transport = el("span", { class: "transport" });
     this.node = el("div", {
@@ -55,7 +56,7 @@ class Tile {
       onkeydown: (e) => {
         if (e.key === "Enter") navigate(`#/timeline/${encodeURIComponent(camera.token)}`);
       },
-    }, this.video, el("div", { class: "caption" }, this.name, this.badge, this.stats), this.overlay, this.transport);
+    }, this.video, el("div", { class: "caption" }, this.name, this.badge, this.rec, this.stats), this.overlay, this.transport);
     this.update(camera);
   }
 
@@ -64,9 +65,9 @@ class Tile {
     this.name.textContent = camera.name;
     const s = camera.stats;
     this.stats.textContent = online(camera) ? `${formatBitrate(s.bitrate_bps)} · ${formatFps(s.fps)}` : "";
-    this.badge.textContent = s.recording ? "REC" : s.state;
-    this.badge.className = `badge ${s.recording ? "bad" : online(camera) ? "ok" : "warn"}`;
-    this.badge.title = s.recording ? "Recording" : `State: ${s.state}`;
+    this.badge.textContent = s.state;
+    this.badge.className = `badge state ${online(camera) ? "ok" : "warn"}`;
+    this.rec.hidden = !s.recording;
     if (online(camera)) {
       if (!this.player) this.play();
     } else {
