@@ -190,6 +190,12 @@ def test_logout_returns_to_the_login_page(browser: Any, webbox: WebBox) -> None:
 def test_live_wall_plays_over_mse(page: Any, webbox: WebBox) -> None:
     page.goto(webbox.base + "/?transport=mse#/live")
     _assert_playing(page, webbox.camera, "mse")
+    # It plays at the live edge of what it buffered (the player jumps there past 1.5 s).
+    behind = page.evaluate(
+        f"""() => {{ const v = document.querySelector('.tile[data-camera="{webbox.camera}"] video');
+        return v.buffered.end(v.buffered.length - 1) - v.currentTime; }}"""
+    )
+    assert 0 <= behind < 3, behind
     assert page.page_errors == []
 
 
