@@ -240,6 +240,29 @@ def test_add_a_camera_it_shows_and_records_then_remove_it(page: Any, webbox: Web
         assert camera["recording"] in recordings
 
 
+def test_edit_a_camera_retention(page: Any, webbox: WebBox) -> None:
+    page.goto(webbox.base + "/#/cameras")
+    page.reload()
+    row = f'tr[data-camera="{webbox.camera}"]'
+    page.click(f"{row} button.edit")
+    assert page.input_value("#camera-url") == webbox.camera_url
+    assert page.input_value("#camera-password") == ""  # never sent to the page
+    page.fill("#camera-retention_days", "5")
+    page.click("#camera-edit-form button[type=submit]")
+    page.wait_for_selector("#camera-edit-form", state="detached")
+    page.wait_for_function(
+        "(sel) => document.querySelector(sel).textContent.includes('5 d')", arg=row
+    )
+    with webbox.admin() as c:
+        camera = c.get(f"/api/v1/cameras/{webbox.camera}").json()
+        assert camera["retention_s"] == 5 * 86400 and camera["url"] == webbox.camera_url
+        recording = c.get("/api/v1/recordings").json()["recordings"]
+        (mine,) = [r for r in recording if r["token"] == camera["recording"]]
+        assert mine["max_retention_s"] == 5 * 86400
+        # Still recording: only the retention was sent.
+        assert camera["stats"]["recording"] is True
+
+
 def test_a_discovered_device_fills_the_add_form(page: Any, webbox: WebBox) -> None:
     # What `onvif-nvr discover` stores (discovery/inventory.py), written as it would be:
     # the probe itself sends multicast, which tests do not.
