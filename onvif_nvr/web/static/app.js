@@ -158,16 +158,6 @@ function renderLogin() {
   user.focus();
 }
 
-/** Show a short message at the bottom of the screen. */
-export function toast(text, kind = "info") {
-  const box = document.getElementById("toast");
-  box.textContent = text;
-  box.className = `toast ${kind}`;
-  box.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { box.hidden = true; }, 4000);
-}
-
 function closeMenu() {
   document.getElementById("nav").classList.remove("open");
   document.getElementById("menu-toggle").setAttribute("aria-expanded", "false");

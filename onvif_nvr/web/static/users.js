@@ -53,7 +53,7 @@ export async function render(root, ctx) {
       }
       try {
         await ctx.api("users", { method: "POST", body: { username: name.value.trim(), password: pass.value, level: level.value } });
-        say(el("p", { class: "notice", role: "status" }, `User "${name.value.trim()}" added.`));
+        say(el("p", { class: "notice ok-notice", role: "status" }, `User "${name.value.trim()}" added.`));
         form.reset();
         await refresh();
       } catch (err) {
@@ -105,7 +105,7 @@ export async function render(root, ctx) {
       }
       try {
         await ctx.api(`users/${encodeURIComponent(user.username)}`, { method: "PATCH", body });
-        say(el("p", { class: "notice", role: "status" }, `User "${user.username}" saved.`));
+        say(el("p", { class: "notice ok-notice", role: "status" }, `User "${user.username}" saved.`));
         await refresh();
       } catch (err) {
         say(errorBox(`Could not change "${user.username}": ${err.message}`));
@@ -115,7 +115,7 @@ export async function render(root, ctx) {
       if (!(await confirmDialog(`Delete user "${user.username}"? They can no longer log in, here or over ONVIF.`, "Delete"))) return;
       try {
         await ctx.api(`users/${encodeURIComponent(user.username)}`, { method: "DELETE" });
-        say(el("p", { class: "notice", role: "status" }, `User "${user.username}" deleted.`));
+        say(el("p", { class: "notice ok-notice", role: "status" }, `User "${user.username}" deleted.`));
         await refresh();
       } catch (err) {
         const why = err.status === 409 ? `${err.message} (the box keeps at least one Administrator)` : err.message;
