@@ -470,6 +470,12 @@ def test_the_ui_is_served_with_a_strict_policy(webbox: WebBox) -> None:
         assert again.status_code == 304
         assert c.get("/ui/..%2Fapi%2F__init__.py").status_code == 404
         assert c.get("/ui/__init__.py").status_code == 404
+        # A page's fetch() gets no Digest challenge (the browser would open its own
+        # login dialog over the UI's); other clients still do.
+        fetched = c.get("/api/v1/session", headers={"Sec-Fetch-Mode": "cors"})
+        assert fetched.status_code == 401 and "www-authenticate" not in fetched.headers
+        plain = c.get("/api/v1/session")
+        assert plain.status_code == 401 and plain.headers["www-authenticate"].startswith("Digest")
 
 
 # -- phone width ------------------------------------------------------------------------------
