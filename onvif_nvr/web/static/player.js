@@ -87,37 +87,59 @@ export class LivePlayer {
     }
   }
 
-  /** Resolves when a picture was decoded; a later failure or stall restarts via `fail`. */
+  /**
+   * Resolves when a picture was decoded; a later failure or stall restarts via `fail`.
+   * A hidden tab renders nothing (no frame callbacks): time spent hidden does not count.
+   */
   watchFrames(gen, firstFrameMs, fail) {
     return new Promise((resolve, reject) => {
       const video = this.video;
       let last = performance.now();
+      let waited = 0;
       let seen = false;
       let handle = 0;
-      const onFrame = () => {
+      let frames = 0;
+      const frame = () => {
         last = performance.now();
         if (!seen) {
           seen = true;
-          clearTimeout(first);
           resolve();
         }
+      };
+      // requestVideoFrameCallback where there is one; else decoded-frame counts.
+      const rvfc = "requestVideoFrameCallback" in HTMLVideoElement.prototype;
+      const onFrame = () => {
+        frame();
         if (gen === this.generation) handle = video.requestVideoFrameCallback(onFrame);
       };
-      handle = video.requestVideoFrameCallback(onFrame);
-      const first = setTimeout(() => {
-        if (!seen) reject(new PlayError(`no picture within ${firstFrameMs / 1000} s`));
-      }, firstFrameMs);
-      const stall = setInterval(() => {
-        if (gen !== this.generation) return clearInterval(stall);
-        if (seen && performance.now() - last > STALL_MS) {
-          clearInterval(stall);
+      if (rvfc) handle = video.requestVideoFrameCallback(onFrame);
+      const tick = setInterval(() => {
+        if (gen !== this.generation) return clearInterval(tick);
+        if (!rvfc && video.getVideoPlaybackQuality) {
+          const n = video.getVideoPlaybackQuality().totalVideoFrames;
+          if (n > frames) {
+            frames = n;
+            frame();
+          }
+        }
+        if (document.hidden) {
+          last = performance.now();
+          return;
+        }
+        if (!seen) {
+          waited += 250;
+          if (waited >= firstFrameMs) {
+            clearInterval(tick);
+            reject(new PlayError(`no picture within ${firstFrameMs / 1000} s`));
+          }
+        } else if (performance.now() - last > STALL_MS) {
+          clearInterval(tick);
           fail(new PlayError(`no picture for ${STALL_MS / 1000} s`, false));
         }
-      }, 1000);
+      }, 250);
       this.addTeardown(() => {
-        clearTimeout(first);
-        clearInterval(stall);
-        video.cancelVideoFrameCallback(handle);
+        clearInterval(tick);
+        if (rvfc) video.cancelVideoFrameCallback(handle);
       });
     });
   }
