@@ -37,7 +37,7 @@ from onvif_nvr.db import models
 from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import NoRecording
 from onvif_nvr.mp4.boxes import TrackSpec
-from onvif_nvr.mp4.reader import iter_boxes, read_init
+from onvif_nvr.mp4.reader import fragment_header, iter_boxes, read_init
 from onvif_nvr.rtsp import h264, h265
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 NS_PER_MS = 1_000_000
 #: Bytes read per ``pread`` (several 1 s fragments of a 4 Mbit/s stream).
 READ_BYTES = 1 << 20
+#: Enough of a fragment for its ``moof`` and the ``mdat`` header (~1 s of samples).
+HEAD_BYTES = 16 << 10
 _READABLE = ("writing", "closed")
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
@@ -217,24 +219,27 @@ async def plan(
     segments, candidates = await db.run(_plan_rows, db, token, start_ns, end_ns)
     served = _window(candidates, start_ns, end_ns)
     first = served[0]
-    origin_ms = (origin_ns if origin_ns is not None else first.start_wall_ns) // NS_PER_MS
-    if first.start_wall_ns < origin_ms * NS_PER_MS:
+    if origin_ns is not None and first.start_wall_ns < origin_ns // NS_PER_MS * NS_PER_MS:
         raise OriginTooLate(
             f"the first fragment served starts at {first.start_wall_ns // NS_PER_MS} ms, "
-            f"before the origin ({origin_ms} ms)"
+            f"before the origin ({origin_ns // NS_PER_MS} ms)"
         )
     try:
-        init = await asyncio.to_thread(_read_init, segments[first.segment])
-    except (OSError, ValueError) as exc:
+        init, tracks, lead_ns = await asyncio.to_thread(_head, segments[first.segment], first)
+    except (OSError, ValueError, struct.error) as exc:
         log.debug("mse playback: segment %s unreadable: %s", first.segment, exc)
         raise NoData("the recording's file is gone") from None
+    if origin_ns is None:
+        # Audio recorded a little before the first picture must not land before media
+        # time 0 (it would be clamped there, out of step with the video).
+        origin_ns = first.start_wall_ns - lead_ns
     used = {f.segment for f in served}
     return Plan(
         {sid: s for sid, s in segments.items() if sid in used},
         served,
-        origin_ms,
+        origin_ns // NS_PER_MS,
         init,
-        read_init(init),
+        tracks,
     )
 
 
@@ -249,14 +254,28 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
     return data
 
 
-def _read_init(segment: _Segment) -> bytes:
-    if segment.init_size <= 0:
-        raise ValueError(f"segment {segment.id} has no init segment indexed")
-    fd = os.open(segment.path, os.O_RDONLY)
+def _head(segment: _Segment, first: _Fragment) -> tuple[bytes, list[TrackSpec], int]:
+    """The first file's init segment, its tracks, and how long before the first fragment's
+    video its other tracks start (ns, 0 when they do not), from that fragment's ``moof``."""
+    fd, init = _open(segment)
     try:
-        return _pread(fd, segment.init_size, 0)
+        tracks = read_init(init)
+        video = _video(tracks)
+        if len(tracks) == 1:
+            return init, tracks, 0
+        head = _pread(fd, min(first.size, HEAD_BYTES), first.offset)
     finally:
         os.close(fd)
+    runs = {run.track_id: run for run in fragment_header(head).tracks}
+    if video.track_id not in runs:
+        raise ValueError("the first fragment has no video")
+    video_ns = runs[video.track_id].base_decode_time * 10**9 // video.timescale
+    lead = 0
+    for track in tracks:
+        run = runs.get(track.track_id)
+        if run is not None and track is not video:
+            lead = max(lead, video_ns - run.base_decode_time * 10**9 // track.timescale)
+    return init, tracks, lead
 
 
 def _open(segment: _Segment) -> tuple[int, bytes]:
