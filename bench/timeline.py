@@ -203,9 +203,9 @@ async def run(path: Path, recordings: int, repeat: int, naive_repeat: int) -> di
             "naive": await measure(naive(second), naive_repeat),
         },
     }
-    # Diagnosis, not the API as it runs: the same with the heap built so far frozen out of
-    # the cyclic GC (gc.freeze). The p99 above is mostly a full collection landing in a
-    # request (~6,000 rows make ~30,000 tracked objects).
+    # The API as the box runs it: the box freezes its start-up heap out of the cyclic GC
+    # (app.py, gc.freeze), as here the heap built so far. Unfrozen, the p99 above is mostly
+    # a full collection walking that heap in a request (~6,000 rows make ~30,000 objects).
     gc.collect()
     gc.freeze()
     for label, name, res in (("px", "day, 1000 px (86.4 s)", pixel), ("s", "day, 1 s", second)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import gc
 import logging
 import mimetypes
 import weakref
@@ -460,6 +461,12 @@ class NvrApp:
         )
         if settings.discovery.enabled:
             await self._start_discovery()
+        # What start-up built lives as long as the box (the parsed WSDLs and schemas are
+        # hundreds of thousands of objects): out of the cyclic collector's way, so that a
+        # full collection landing in a request does not walk it (docs/design/api.md). No
+        # gc.collect() first: it would hold the loop for a second; the little start-up
+        # garbage frozen with the rest is never freed, once.
+        gc.freeze()
 
     # -- demo ------------------------------------------------------------------------------
     async def _start_demo(self, count: int) -> None:
