@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.searchutil import latest_recorded, recorded_until
 from tests.test_recording_control_service import recording_client
@@ -22,7 +23,7 @@ from tests.webui import DESKTOP, PHONE, WebBox, browser, page, screenshot, webbo
 GRID = (40, 30)
 FRAME_MS = 1000 / 25  # tests/webui.py's camera: 25 fps
 
-_HOOK = "document.querySelector('.tl-page').timeline"
+_HOOK = "(document.querySelector('.tl-page') || {}).timeline"
 _IDLE = """() => {
   const page = document.querySelector('.tl-page');
   const p = page && page.timeline && page.timeline.player;
@@ -50,6 +51,18 @@ _GRAB = f"""() => {{
   const p = {_HOOK}.player;
   return {{ grid: out.map((s) => s / n), wall: p.wallMs, origin: p.originMs }};
 }}"""
+_PLAYER_STATE = """() => {
+  const p = document.querySelector('.tl-page').timeline.player;
+  const v = p.video;
+  const b = v.buffered;
+  return {
+    wall: p.wallMs, origin: p.originMs, t: v.currentTime, nextMs: p.nextMs,
+    exhausted: p.exhausted, fetching: p.fetching, loading: p.loading, paused: v.paused,
+    readyState: v.readyState, rate: v.playbackRate,
+    error: document.querySelector('.tl-error').textContent,
+    buffered: Array.from({ length: b.length }, (_, i) => [b.start(i), b.end(i)]),
+  };
+}"""
 _ADVANCE = """async ([advance, limitMs]) => {
   const v = document.querySelector('.tl-video');
   const t0 = v.currentTime;
@@ -246,7 +259,10 @@ def test_seeks_in_the_buffer_in_a_new_window_and_before_the_origin(
     late = _ranges(gapped)[-1][1] - 3000
     # Opened at a late instant (?t=): the origin is there, in the second stretch.
     page.evaluate(f"location.hash = '#/timeline/{gapped.camera}?t={late}'")
-    page.wait_for_function(f"() => {_HOOK} && {_HOOK}.state.lastSeekMs === {late}")
+    # The router swaps the page in: until then there is no .tl-page (or the old one).
+    page.wait_for_function(
+        f"() => {{ const t = {_HOOK}; return t && t.state.lastSeekMs === {late}; }}"
+    )
     page.wait_for_function(_IDLE)
     load = f"{_HOOK}.player.lastLoad"
     steps = [
@@ -327,6 +343,32 @@ def test_playback_jumps_the_gap(page: Any, gapped: WebBox) -> None:  # noqa: F81
     page.wait_for_function("() => document.querySelector('.tl-video').paused")
     wall = page.evaluate(f"{_HOOK}.player.wallMs")
     assert second[0] <= wall < second[1] + 1000, (second, wall)
+
+
+def test_playback_chains_windows_on_one_origin(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    first = _ranges(gapped)[0]
+    recorded_until(gapped.nvr, gapped.recording, 32)
+    _seek(page, first[0] + 500)
+    origin = page.evaluate(f"{_HOOK}.player.originMs")
+    page.select_option(".tl-speed", "8")
+    page.click(".tl-play")
+    # Past the first 20 s window and the gap: later windows were fetched ahead and appended
+    # on the same timeline, without a reload.
+    try:
+        page.wait_for_function(
+            f"() => {_HOOK}.player.wallMs >= {first[0] + 26_000}", timeout=40_000
+        )
+    except PlaywrightTimeout:
+        pytest.fail(f"playback stuck: {page.evaluate(_PLAYER_STATE)}")
+    page.click(".tl-play")
+    page.select_option(".tl-speed", "1")
+    assert page.evaluate(f"{_HOOK}.player.originMs") == origin
+    ranges = page.evaluate(
+        """() => { const b = document.querySelector('.tl-video').buffered;
+          return Array.from({length: b.length}, (_, i) => [b.start(i), b.end(i)]); }"""
+    )
+    assert len(ranges) >= 2, ranges  # the gap is a gap in the buffer too
 
 
 def test_frame_steps(page: Any, gapped: WebBox) -> None:  # noqa: F811

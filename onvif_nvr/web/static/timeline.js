@@ -16,6 +16,9 @@ const CHUNK_S = 20; // media.mp4 duration_s per request
 const AHEAD_S = 45; // media seconds kept buffered ahead of the play head (at 1x)
 const MAX_AHEAD_S = 150;
 const PAUSED_AHEAD_S = 10;
+const GAP_NEAR_S = 0.15; // a play head this close to a buffered range's end jumps the gap
+const GAP_STALL_MS = 400; // ... or this long without moving,
+const GAP_NEAR_STALLED_S = 1.5; // ... this close to the end
 const BEHIND_S = 30; // media seconds kept behind it (frame steps back stay local)
 const EVENT_PAGES = 4; // event pages (keyset) per window before markers are cut off
 const EVENT_LIMIT = 250;
@@ -108,6 +111,8 @@ class Player {
     // How the last seek was served: 'buffered' (currentTime only), 'window' (the buffer
     // emptied and refilled on the same timeline) or 'new' (a new MediaSource and origin).
     this.lastLoad = null;
+    this.lastT = 0; // play head at the previous tick, and when it last moved (stall check)
+    this.movedAt = 0;
     this.onTick = () => this.tick();
     this.timer = setInterval(this.onTick, 200);
     video.addEventListener('waiting', this.onTick);
@@ -342,10 +347,19 @@ class Player {
     const v = this.video;
     const t = v.currentTime;
     const b = v.buffered;
-    // Gap: the play head sits at the end of one buffered range and a later one exists.
+    // Gap: the play head is at the end of one buffered range and a later one exists. Chromium
+    // may stall a few frames before the range's end (seen at 8x: 0.18 s before it), so a
+    // play head that has not moved for GAP_STALL_MS near the end counts as there too.
+    const now = performance.now();
+    if (t !== this.lastT || v.paused || v.seeking) {
+      this.lastT = t;
+      this.movedAt = now;
+    }
+    const stalled = !v.paused && now - this.movedAt > GAP_STALL_MS;
     if (!v.paused || v.readyState < 3) {
       for (let i = 0; i < b.length - 1; i += 1) {
-        if (t >= b.end(i) - 0.15 && t < b.start(i + 1)) {
+        const near = stalled ? GAP_NEAR_STALLED_S : GAP_NEAR_S;
+        if (t >= b.end(i) - near && t < b.start(i + 1)) {
           v.currentTime = b.start(i + 1);
           break;
         }
