@@ -682,7 +682,9 @@ export async function render(root, ctx) {
     // Ticks on local clock boundaries (the offset of local time from UTC, whole minutes).
     const offsetMs = -new Date(state.viewMs).getTimezoneOffset() * 60_000;
     let t = Math.ceil((state.viewMs + offsetMs) / step) * step - offsetMs;
-    for (; t <= state.viewMs + state.spanMs; t += step) {
+    // No label that would be cut by the bar's right edge (~40 px of text).
+    const lastMs = state.viewMs + state.spanMs * (1 - 40 / width);
+    for (; t <= lastMs; t += step) {
       const node = el('span', { class: 'tl-tick', text: localTime(t, false).slice(0, step < 60_000 ? 8 : 5) });
       node.style.left = pct(t);
       ticks.push(node);
