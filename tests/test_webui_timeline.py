@@ -394,6 +394,40 @@ def test_frame_steps(page: Any, gapped: WebBox) -> None:  # noqa: F811
     assert _distance(page.evaluate(_GRAB)["grid"], before) < 1.0
 
 
+def test_frame_step_back_out_of_the_buffer_refetches(page: Any, gapped: WebBox) -> None:  # noqa: F811
+    _open(page, gapped)
+    first = _ranges(gapped)[0]
+    recorded_until(gapped.nvr, gapped.recording, 32)
+    late = _ranges(gapped)[-1][1] - 3000
+    _seek(page, first[0] + 1200)
+    _seek(page, late)
+    # The first picture of the buffer (the keyframe the window starts with) ...
+    start = page.evaluate(
+        f"""() => {{
+      const p = {_HOOK}.player;
+      const b = p.video.buffered;
+      for (let i = 0; i < b.length; i += 1) {{
+        if (b.start(i) <= p.video.currentTime && p.video.currentTime < b.end(i)) {{
+          return Math.ceil(p.originMs + b.start(i) * 1000) + 1;
+        }}
+      }}
+      return null;
+    }}"""
+    )
+    assert start is not None
+    _seek(page, start)
+    assert page.evaluate(f"{_HOOK}.player.lastLoad") == "buffered"
+    shown = _shown_ms(page)
+    # ... one frame back is outside the buffer: fetched again from the keyframe before it.
+    page.click(".tl-step-back")
+    page.wait_for_function(f"() => +document.querySelector('.tl-time').dataset.wallMs !== {shown}")
+    page.wait_for_function(_IDLE)
+    assert page.evaluate(f"{_HOOK}.player.lastLoad") in ("window", "new")
+    back = _shown_ms(page)
+    assert 0.5 * FRAME_MS <= shown - back <= 1.5 * FRAME_MS, (shown, back)
+    _assert_frame_at(page, gapped, back)
+
+
 def test_a_day_without_recordings_says_so(page: Any, gapped: WebBox) -> None:  # noqa: F811
     _open(page, gapped)
     page.click(".tl-prev-day")
