@@ -7,9 +7,9 @@
 
 const DAY_MS = 86_400_000;
 const ZOOMS = [
-  { label: 'Day', ms: DAY_MS },
-  { label: 'Hour', ms: 3_600_000 },
-  { label: '10 min', ms: 600_000 },
+  { label: "Day", ms: DAY_MS },
+  { label: "Hour", ms: 3_600_000 },
+  { label: "10 min", ms: 600_000 },
 ];
 const SPEEDS = [0.25, 0.5, 1, 2, 4, 8];
 const CHUNK_S = 20; // media.mp4 duration_s per request
@@ -30,16 +30,16 @@ const TICKS_MS = [
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
-    if (key === 'class') node.className = value;
-    else if (key === 'text') node.textContent = value;
-    else if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value);
   }
   for (const child of children) if (child != null) node.append(child);
   return node;
 }
 
-const pad = (n, w = 2) => String(n).padStart(w, '0');
+const pad = (n, w = 2) => String(n).padStart(w, "0");
 
 /** Local midnight at or before `ms` (days follow the viewer's time zone, DST included). */
 function dayStartOf(ms) {
@@ -115,23 +115,23 @@ class Player {
     this.movedAt = 0;
     this.onTick = () => this.tick();
     this.timer = setInterval(this.onTick, 200);
-    video.addEventListener('waiting', this.onTick);
-    video.addEventListener('timeupdate', this.onTick);
+    video.addEventListener("waiting", this.onTick);
+    video.addEventListener("timeupdate", this.onTick);
     this.onVideoError = () => {
       const e = video.error;
       if (e) onError(new Error(`the browser stopped decoding: ${e.message || `code ${e.code}`}`));
     };
-    video.addEventListener('error', this.onVideoError);
+    video.addEventListener("error", this.onVideoError);
   }
 
   destroy() {
     clearInterval(this.timer);
-    this.video.removeEventListener('waiting', this.onTick);
-    this.video.removeEventListener('timeupdate', this.onTick);
-    this.video.removeEventListener('error', this.onVideoError);
+    this.video.removeEventListener("waiting", this.onTick);
+    this.video.removeEventListener("timeupdate", this.onTick);
+    this.video.removeEventListener("error", this.onVideoError);
     this.gen += 1;
     if (this.abort) this.abort.abort();
-    this.video.removeAttribute('src');
+    this.video.removeAttribute("src");
     this.video.load();
     if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
   }
@@ -163,7 +163,7 @@ class Player {
     if (this.sb && this.originMs !== null && wallMs >= this.originMs) {
       const t = this.mediaOf(wallMs);
       if (this.bufferedAt(t)) {
-        this.lastLoad = 'buffered';
+        this.lastLoad = "buffered";
         this.video.currentTime = t;
         this.onState();
         return;
@@ -200,7 +200,7 @@ class Player {
           // Nothing in the window: start at the next recorded time after it, if any.
           const next = await this.nextRecordedAfter(wallMs);
           if (gen !== this.gen) return;
-          if (next === null) throw new Error('nothing recorded at or after this time');
+          if (next === null) throw new Error("nothing recorded at or after this time");
           chunk = await this.fetchChunk(next, fresh ? null : this.originMs);
           wallMs = next;
         } else {
@@ -208,8 +208,8 @@ class Player {
         }
       }
       if (gen !== this.gen) return;
-      this.lastLoad = fresh || !this.sb || chunk.mime !== this.mime ? 'new' : 'window';
-      if (this.lastLoad === 'new') {
+      this.lastLoad = fresh || !this.sb || chunk.mime !== this.mime ? "new" : "window";
+      if (this.lastLoad === "new") {
         await this.openSource(chunk.mime, gen);
         this.originMs = chunk.originMs;
       } else if (this.video.buffered.length) {
@@ -222,7 +222,7 @@ class Player {
       this.video.currentTime = Math.max(this.mediaOf(wallMs), this.mediaOf(chunk.firstFrameMs));
       if (wasPlaying) this.play();
     } catch (err) {
-      if (gen === this.gen && err.name !== 'AbortError') this.onError(err);
+      if (gen === this.gen && err.name !== "AbortError") this.onError(err);
     } finally {
       if (gen === this.gen) {
         this.loading = false;
@@ -245,7 +245,7 @@ class Player {
     this.video.src = this.objectUrl;
     return new Promise((resolve, reject) => {
       ms.addEventListener(
-        'sourceopen',
+        "sourceopen",
         () => {
           if (gen !== this.gen) {
             resolve();
@@ -268,22 +268,22 @@ class Player {
     const sb = this.sb;
     const run = () =>
       new Promise((resolve, reject) => {
-        if (!sb || this.ms.readyState !== 'open' || sb !== this.sb) {
+        if (!sb || this.ms.readyState !== "open" || sb !== this.sb) {
           resolve();
           return;
         }
         const done = () => {
-          sb.removeEventListener('updateend', done);
-          sb.removeEventListener('error', fail);
+          sb.removeEventListener("updateend", done);
+          sb.removeEventListener("error", fail);
           resolve();
         };
         const fail = () => {
-          sb.removeEventListener('updateend', done);
-          sb.removeEventListener('error', fail);
-          reject(new Error('the browser could not decode the recording'));
+          sb.removeEventListener("updateend", done);
+          sb.removeEventListener("error", fail);
+          reject(new Error("the browser could not decode the recording"));
         };
-        sb.addEventListener('updateend', done);
-        sb.addEventListener('error', fail);
+        sb.addEventListener("updateend", done);
+        sb.addEventListener("error", fail);
         try {
           op();
         } catch (err) {
@@ -299,7 +299,7 @@ class Player {
     try {
       await this.enqueue(() => this.sb.appendBuffer(data));
     } catch (err) {
-      if (err.name !== 'QuotaExceededError' || gen !== this.gen) throw err;
+      if (err.name !== "QuotaExceededError" || gen !== this.gen) throw err;
       // Full: drop everything behind the play head and try once more.
       const t = this.video.currentTime;
       if (t > 1) await this.enqueue(() => this.sb.remove(0, t - 1));
@@ -309,12 +309,12 @@ class Player {
 
   async fetchChunk(startMs, originMs) {
     const q = new URLSearchParams({ start: rfc3339(startMs), duration_s: String(CHUNK_S) });
-    if (originMs !== null) q.set('origin', rfc3339(originMs));
+    if (originMs !== null) q.set("origin", rfc3339(originMs));
     const url = `/api/v1/recordings/${encodeURIComponent(this.recording)}/media.mp4?${q}`;
     this.abort = new AbortController();
-    const r = await fetch(url, { credentials: 'same-origin', signal: this.abort.signal });
+    const r = await fetch(url, { credentials: "same-origin", signal: this.abort.signal });
     if (!r.ok) {
-      let code = '';
+      let code = "";
       let message = `${r.status} ${r.statusText}`;
       try {
         const body = await r.json();
@@ -323,7 +323,7 @@ class Player {
       } catch {
         // not the API's JSON error: keep the status line
       }
-      if (r.status === 404 && code === 'NoData') throw new NoData(message);
+      if (r.status === 404 && code === "NoData") throw new NoData(message);
       if (r.status === 422 && originMs !== null) throw new OriginTooLate(message);
       throw new Error(`media: ${message}`);
     }
@@ -334,10 +334,10 @@ class Player {
     const data = await r.arrayBuffer();
     return {
       data,
-      mime: r.headers.get('Content-Type'),
-      originMs: num('X-Wall-Origin-Ms'),
-      firstFrameMs: num('X-First-Frame-Ms') ?? startMs,
-      endMs: num('X-End-Ms') ?? startMs + CHUNK_S * 1000,
+      mime: r.headers.get("Content-Type"),
+      originMs: num("X-Wall-Origin-Ms"),
+      firstFrameMs: num("X-First-Frame-Ms") ?? startMs,
+      endMs: num("X-End-Ms") ?? startMs + CHUNK_S * 1000,
     };
   }
 
@@ -404,7 +404,7 @@ class Player {
       if (gen !== this.gen) return;
       if (chunk.mime !== this.mime) {
         // A codec change mid-recording; switch the buffer when the browser can.
-        if (!this.sb.changeType) throw new Error('the codec changes here: seek past it');
+        if (!this.sb.changeType) throw new Error("the codec changes here: seek past it");
         await this.enqueue(() => this.sb.changeType(chunk.mime));
         this.mime = chunk.mime;
       }
@@ -413,7 +413,7 @@ class Player {
       this.exhausted = false;
       this.nextMs = Math.max(chunk.endMs, this.nextMs + 1);
     } catch (err) {
-      if (gen === this.gen && err.name !== 'AbortError') this.onError(err);
+      if (gen === this.gen && err.name !== "AbortError") this.onError(err);
     } finally {
       if (gen === this.gen) this.fetching = false;
     }
@@ -454,65 +454,65 @@ export async function render(root, ctx) {
   // (#/timeline/<camera>); the documented contract named it params.camera.
   const camera = Array.isArray(ctx.params) ? ctx.params[0] : ctx.params.camera;
   // #/timeline/<camera>?t=<RFC 3339 or Unix ms> opens at that instant.
-  const startParam = ctx.query && ctx.query.get ? ctx.query.get('t') : null;
+  const startParam = ctx.query && ctx.query.get ? ctx.query.get("t") : null;
   ensureStylesheet();
 
-  const errorBox = el('div', { class: 'tl-error', role: 'alert', hidden: '' });
-  const title = el('h2', { class: 'tl-title', text: camera });
-  const liveLink = el('a', { class: 'tl-live', href: '#/live', text: 'Go live' });
-  const dayInput = el('input', { type: 'date', class: 'tl-day', 'aria-label': 'Day' });
-  const prevDay = el('button', { type: 'button', class: 'tl-prev-day', text: '◀ Day' });
-  const nextDay = el('button', { type: 'button', class: 'tl-next-day', text: 'Day ▶' });
+  const errorBox = el("div", { class: "tl-error", role: "alert", hidden: "" });
+  const title = el("h2", { class: "tl-title", text: camera });
+  const liveLink = el("a", { class: "tl-live", href: "#/live", text: "Go live" });
+  const dayInput = el("input", { type: "date", class: "tl-day", "aria-label": "Day" });
+  const prevDay = el("button", { type: "button", class: "tl-prev-day", text: "◀ Day" });
+  const nextDay = el("button", { type: "button", class: "tl-next-day", text: "Day ▶" });
   const zoomButtons = ZOOMS.map((z, i) =>
-    el('button', { type: 'button', class: 'tl-zoom', 'data-zoom': String(i), text: z.label }),
+    el("button", { type: "button", class: "tl-zoom", "data-zoom": String(i), text: z.label }),
   );
-  const panLeft = el('button', { type: 'button', class: 'tl-pan', 'aria-label': 'Earlier', text: '‹' });
-  const panRight = el('button', { type: 'button', class: 'tl-pan', 'aria-label': 'Later', text: '›' });
-  const axis = el('div', { class: 'tl-axis', title: 'Drag to pan' });
-  const ranges = el('div', { class: 'tl-ranges' });
-  const events = el('div', { class: 'tl-events' });
-  const cursor = el('div', { class: 'tl-cursor', hidden: '' });
-  const hover = el('div', { class: 'tl-hover', hidden: '' });
+  const panLeft = el("button", { type: "button", class: "tl-pan", "aria-label": "Earlier", text: "‹" });
+  const panRight = el("button", { type: "button", class: "tl-pan", "aria-label": "Later", text: "›" });
+  const axis = el("div", { class: "tl-axis", title: "Drag to pan" });
+  const ranges = el("div", { class: "tl-ranges" });
+  const events = el("div", { class: "tl-events" });
+  const cursor = el("div", { class: "tl-cursor", hidden: "" });
+  const hover = el("div", { class: "tl-hover", hidden: "" });
   const track = el(
-    'div',
-    { class: 'tl-track', role: 'slider', tabindex: '0', 'aria-label': 'Recorded time; click to seek' },
+    "div",
+    { class: "tl-track", role: "slider", tabindex: "0", "aria-label": "Recorded time; click to seek" },
     ranges,
     events,
     cursor,
     hover,
   );
-  const empty = el('div', { class: 'tl-empty', hidden: '', text: 'Nothing recorded on this day.' });
-  const hint = el('div', { class: 'tl-hint', hidden: '' });
-  const video = el('video', { class: 'tl-video', muted: '', playsinline: '', preload: 'auto' });
+  const empty = el("div", { class: "tl-empty", hidden: "", text: "Nothing recorded on this day." });
+  const hint = el("div", { class: "tl-hint", hidden: "" });
+  const video = el("video", { class: "tl-video", muted: "", playsinline: "", preload: "auto" });
   video.muted = true;
-  const spinner = el('div', { class: 'tl-loading', hidden: '', text: 'Loading…' });
-  const playBtn = el('button', { type: 'button', class: 'tl-play', text: 'Play' });
-  const backBtn = el('button', { type: 'button', class: 'tl-step-back', title: 'Previous frame (←)', text: '‹ Frame' });
-  const fwdBtn = el('button', { type: 'button', class: 'tl-step-fwd', title: 'Next frame (→)', text: 'Frame ›' });
+  const spinner = el("div", { class: "tl-loading", hidden: "", text: "Loading…" });
+  const playBtn = el("button", { type: "button", class: "tl-play", text: "Play" });
+  const backBtn = el("button", { type: "button", class: "tl-step-back", title: "Previous frame (←)", text: "‹ Frame" });
+  const fwdBtn = el("button", { type: "button", class: "tl-step-fwd", title: "Next frame (→)", text: "Frame ›" });
   const speed = el(
-    'select',
-    { class: 'tl-speed', 'aria-label': 'Speed' },
-    ...SPEEDS.map((s) => el('option', { value: String(s), text: `${s}×` })),
+    "select",
+    { class: "tl-speed", "aria-label": "Speed" },
+    ...SPEEDS.map((s) => el("option", { value: String(s), text: `${s}×` })),
   );
-  speed.value = '1';
-  const clockLocal = el('span', { class: 'tl-time-local', text: '--:--:--' });
-  const clockUtc = el('span', { class: 'tl-time-utc', text: '' });
-  const clock = el('div', { class: 'tl-time', 'aria-live': 'off' }, clockLocal, clockUtc);
+  speed.value = "1";
+  const clockLocal = el("span", { class: "tl-time-local", text: "--:--:--" });
+  const clockUtc = el("span", { class: "tl-time-utc", text: "" });
+  const clock = el("div", { class: "tl-time", "aria-live": "off" }, clockLocal, clockUtc);
 
   const page = el(
-    'section',
-    { class: 'tl-page' },
-    el('header', { class: 'tl-head' }, title, liveLink),
+    "section",
+    { class: "tl-page" },
+    el("header", { class: "tl-head" }, title, liveLink),
     errorBox,
-    el('div', { class: 'tl-stage' }, video, spinner),
-    el('div', { class: 'tl-controls' }, backBtn, playBtn, fwdBtn, speed, clock),
+    el("div", { class: "tl-stage" }, video, spinner),
+    el("div", { class: "tl-controls" }, backBtn, playBtn, fwdBtn, speed, clock),
     el(
-      'div',
-      { class: 'tl-nav' },
-      el('div', { class: 'tl-days' }, prevDay, dayInput, nextDay),
-      el('div', { class: 'tl-zooms' }, panLeft, ...zoomButtons, panRight),
+      "div",
+      { class: "tl-nav" },
+      el("div", { class: "tl-days" }, prevDay, dayInput, nextDay),
+      el("div", { class: "tl-zooms" }, panLeft, ...zoomButtons, panRight),
     ),
-    el('div', { class: 'tl-bar' }, track, axis),
+    el("div", { class: "tl-bar" }, track, axis),
     hint,
     empty,
   );
@@ -534,7 +534,7 @@ export async function render(root, ctx) {
   function showError(err) {
     if (!err) {
       errorBox.hidden = true;
-      errorBox.textContent = '';
+      errorBox.textContent = "";
       return;
     }
     errorBox.hidden = false;
@@ -559,12 +559,12 @@ export async function render(root, ctx) {
     // The camera names its recording once the API links them; until then the recording whose
     // source name is the camera's name (or token), or the only recording there is.
     const direct = cam.recording || cam.recording_token || (cam.links && cam.links.recording);
-    const list = (await api('/api/v1/recordings')).recordings;
+    const list = (await api("/api/v1/recordings")).recordings;
     if (direct) return list.find((r) => r.token === direct) || { token: direct };
     const named = list.filter((r) => r.source_name === cam.name || r.source_name === camera);
     if (named.length) return named[0];
     if (list.length === 1) return list[0];
-    throw new Error('no recording found for this camera');
+    throw new Error("no recording found for this camera");
   }
 
   // -- data -------------------------------------------------------------------------------
@@ -590,7 +590,7 @@ export async function render(root, ctx) {
         end: rfc3339(endMs),
         limit: String(EVENT_LIMIT),
       });
-      if (cursorKey) q.set('cursor', cursorKey);
+      if (cursorKey) q.set("cursor", cursorKey);
       const pageOf = await api(`/api/v1/events?${q}`);
       out.push(...pageOf.events);
       cursorKey = pageOf.next_cursor;
@@ -621,14 +621,14 @@ export async function render(root, ctx) {
     if (seq !== state.loadSeq) return;
     // After the bar is drawn, so the message and the bar never disagree.
     empty.hidden = found.length > 0;
-    page.classList.toggle('tl-is-empty', found.length === 0);
+    page.classList.toggle("tl-is-empty", found.length === 0);
   }
 
   async function loadView() {
     const seq = state.loadSeq;
     clampView();
     drawAxis();
-    zoomButtons.forEach((b, i) => b.classList.toggle('tl-active', i === state.zoom));
+    zoomButtons.forEach((b, i) => b.classList.toggle("tl-active", i === state.zoom));
     const width = Math.max(track.clientWidth, 100);
     const start = state.viewMs;
     const end = state.viewMs + state.spanMs;
@@ -639,10 +639,10 @@ export async function render(root, ctx) {
     if (seq !== state.loadSeq || start !== state.viewMs) return;
     ranges.replaceChildren(
       ...found.map(([s, e]) => {
-        const node = el('div', {
-          class: 'tl-range',
-          'data-start-ms': String(s),
-          'data-end-ms': String(e),
+        const node = el("div", {
+          class: "tl-range",
+          "data-start-ms": String(s),
+          "data-end-ms": String(e),
           title: `${localTime(s, false)} – ${localTime(e, false)}`,
         });
         node.style.left = pct(s);
@@ -652,12 +652,12 @@ export async function render(root, ctx) {
     );
     events.replaceChildren(
       ...evs.events.map((ev) => {
-        const node = el('button', {
-          type: 'button',
-          class: 'tl-event',
-          'data-ms': String(ev.utc_ms),
-          title: `${localTime(ev.utc_ms)} ${ev.topic}${ev.operation ? ` (${ev.operation})` : ''}`,
-          'aria-label': `Event ${ev.topic} at ${localTime(ev.utc_ms, false)}`,
+        const node = el("button", {
+          type: "button",
+          class: "tl-event",
+          "data-ms": String(ev.utc_ms),
+          title: `${localTime(ev.utc_ms)} ${ev.topic}${ev.operation ? ` (${ev.operation})` : ""}`,
+          "aria-label": `Event ${ev.topic} at ${localTime(ev.utc_ms, false)}`,
         });
         node.style.left = pct(ev.utc_ms);
         return node;
@@ -685,7 +685,7 @@ export async function render(root, ctx) {
     // No label that would be cut by the bar's right edge (~40 px of text).
     const lastMs = state.viewMs + state.spanMs * (1 - 40 / width);
     for (; t <= lastMs; t += step) {
-      const node = el('span', { class: 'tl-tick', text: localTime(t, false).slice(0, step < 60_000 ? 8 : 5) });
+      const node = el("span", { class: "tl-tick", text: localTime(t, false).slice(0, step < 60_000 ? 8 : 5) });
       node.style.left = pct(t);
       ticks.push(node);
     }
@@ -722,8 +722,8 @@ export async function render(root, ctx) {
     if (!realPlayer) return;
     if (state.seekingTo !== null && !realPlayer.loading) state.seekingTo = null;
     spinner.hidden = !realPlayer.loading;
-    playBtn.textContent = video.paused ? 'Play' : 'Pause';
-    playBtn.setAttribute('aria-pressed', String(!video.paused));
+    playBtn.textContent = video.paused ? "Play" : "Pause";
+    playBtn.setAttribute("aria-pressed", String(!video.paused));
     const paused = video.paused;
     backBtn.disabled = !paused;
     fwdBtn.disabled = !paused;
@@ -757,16 +757,16 @@ export async function render(root, ctx) {
 
   // -- input ------------------------------------------------------------------------------
   let drag = null;
-  track.addEventListener('pointerdown', (e) => {
-    if (e.button !== 0 || e.target.classList.contains('tl-event')) return;
+  track.addEventListener("pointerdown", (e) => {
+    if (e.button !== 0 || e.target.classList.contains("tl-event")) return;
     drag = { id: e.pointerId };
     track.setPointerCapture(e.pointerId);
     moveHover(e);
   });
-  track.addEventListener('pointermove', (e) => {
+  track.addEventListener("pointermove", (e) => {
     moveHover(e);
   });
-  track.addEventListener('pointerleave', () => {
+  track.addEventListener("pointerleave", () => {
     if (!drag) hover.hidden = true;
   });
   const endDrag = (e) => {
@@ -777,8 +777,8 @@ export async function render(root, ctx) {
     const x = Math.min(Math.max(e.clientX - rect.left, 0), rect.width);
     seekTo(Math.round(xToMs(x, rect.width)));
   };
-  track.addEventListener('pointerup', endDrag);
-  track.addEventListener('pointercancel', () => {
+  track.addEventListener("pointerup", endDrag);
+  track.addEventListener("pointercancel", () => {
     drag = null;
     hover.hidden = true;
   });
@@ -794,17 +794,17 @@ export async function render(root, ctx) {
       cursor.style.left = pct(ms);
     }
   }
-  events.addEventListener('click', (e) => {
-    const target = e.target.closest('.tl-event');
+  events.addEventListener("click", (e) => {
+    const target = e.target.closest(".tl-event");
     if (target) seekTo(Number(target.dataset.ms));
   });
 
   let pan = null;
-  axis.addEventListener('pointerdown', (e) => {
+  axis.addEventListener("pointerdown", (e) => {
     pan = { id: e.pointerId, x: e.clientX, viewMs: state.viewMs };
     axis.setPointerCapture(e.pointerId);
   });
-  axis.addEventListener('pointermove', (e) => {
+  axis.addEventListener("pointermove", (e) => {
     if (!pan || pan.id !== e.pointerId) return;
     const dx = e.clientX - pan.x;
     state.viewMs = pan.viewMs - (dx / axis.clientWidth) * state.spanMs;
@@ -817,16 +817,16 @@ export async function render(root, ctx) {
     following = false;
     reload(loadView);
   };
-  axis.addEventListener('pointerup', endPan);
-  axis.addEventListener('pointercancel', endPan);
+  axis.addEventListener("pointerup", endPan);
+  axis.addEventListener("pointercancel", endPan);
 
   function panBy(fraction) {
     following = false;
     state.viewMs += state.spanMs * fraction;
     reload(loadView);
   }
-  panLeft.addEventListener('click', () => panBy(-0.5));
-  panRight.addEventListener('click', () => panBy(0.5));
+  panLeft.addEventListener("click", () => panBy(-0.5));
+  panRight.addEventListener("click", () => panBy(0.5));
 
   function setZoom(i) {
     const ms = currentMs();
@@ -838,24 +838,22 @@ export async function render(root, ctx) {
     following = true;
     reload(loadView);
   }
-  zoomButtons.forEach((b, i) => b.addEventListener('click', () => setZoom(i)));
+  zoomButtons.forEach((b, i) => b.addEventListener("click", () => setZoom(i)));
 
   function setDay(dayMs) {
     // Same time of day on the other day: stepping back and forth keeps the view in place.
     const offsetMs = state.viewMs - state.dayMs;
     state.dayMs = dayMs;
     state.viewMs = dayMs + offsetMs;
-    if (state.zoom !== 0) {
-      state.spanMs = ZOOMS[state.zoom].ms;
-    }
+    state.spanMs = ZOOMS[state.zoom].ms; // clampView shortens it on a 23-hour day
     following = false;
     reload(loadDay);
   }
-  prevDay.addEventListener('click', () => setDay(prevDayStart(state.dayMs)));
-  nextDay.addEventListener('click', () => setDay(nextDayStart(state.dayMs)));
-  dayInput.addEventListener('change', () => {
+  prevDay.addEventListener("click", () => setDay(prevDayStart(state.dayMs)));
+  nextDay.addEventListener("click", () => setDay(nextDayStart(state.dayMs)));
+  dayInput.addEventListener("change", () => {
     if (!dayInput.value) return;
-    const [y, m, d] = dayInput.value.split('-').map(Number);
+    const [y, m, d] = dayInput.value.split("-").map(Number);
     setDay(new Date(y, m - 1, d).getTime());
   });
 
@@ -866,27 +864,27 @@ export async function render(root, ctx) {
     else realPlayer.pause();
     onPlayerState();
   }
-  playBtn.addEventListener('click', togglePlay);
-  backBtn.addEventListener('click', () => realPlayer && realPlayer.step(-1, state.fps));
-  fwdBtn.addEventListener('click', () => realPlayer && realPlayer.step(1, state.fps));
-  speed.addEventListener('change', () => {
+  playBtn.addEventListener("click", togglePlay);
+  backBtn.addEventListener("click", () => realPlayer && realPlayer.step(-1, state.fps));
+  fwdBtn.addEventListener("click", () => realPlayer && realPlayer.step(1, state.fps));
+  speed.addEventListener("change", () => {
     if (realPlayer) realPlayer.setRate(Number(speed.value));
   });
 
   const onKey = (e) => {
     if (e.defaultPrevented || e.altKey || e.ctrlKey || e.metaKey) return;
     const tag = e.target && e.target.tagName;
-    if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA') return;
-    if (e.key === ' ' || e.key === 'k') {
-      if (tag === 'BUTTON' && e.key === ' ') return; // the button's own click
+    if (tag === "INPUT" || tag === "SELECT" || tag === "TEXTAREA") return;
+    if (e.key === " " || e.key === "k") {
+      if (tag === "BUTTON" && e.key === " ") return; // the button's own click
       togglePlay();
-    } else if (e.key === 'ArrowRight' || e.key === 'ArrowLeft') {
-      const dir = e.key === 'ArrowRight' ? 1 : -1;
+    } else if (e.key === "ArrowRight" || e.key === "ArrowLeft") {
+      const dir = e.key === "ArrowRight" ? 1 : -1;
       if (!realPlayer || realPlayer.originMs === null) return;
       if (video.paused) realPlayer.step(dir, state.fps);
       else seekTo(realPlayer.wallMs + dir * (e.shiftKey ? 60_000 : 10_000));
-    } else if (e.key === 'ArrowUp' || e.key === 'ArrowDown') {
-      const i = SPEEDS.indexOf(Number(speed.value)) + (e.key === 'ArrowUp' ? 1 : -1);
+    } else if (e.key === "ArrowUp" || e.key === "ArrowDown") {
+      const i = SPEEDS.indexOf(Number(speed.value)) + (e.key === "ArrowUp" ? 1 : -1);
       if (i < 0 || i >= SPEEDS.length) return;
       speed.value = String(SPEEDS[i]);
       if (realPlayer) realPlayer.setRate(SPEEDS[i]);
@@ -895,18 +893,18 @@ export async function render(root, ctx) {
     }
     e.preventDefault();
   };
-  document.addEventListener('keydown', onKey);
+  document.addEventListener("keydown", onKey);
 
   const onResize = () => reload(loadView);
-  window.addEventListener('resize', onResize);
+  window.addEventListener("resize", onResize);
   // While the day shown is today the recording grows: refresh the bar now and then.
   const refresh = setInterval(() => {
     if (dayEnd() > Date.now() && !drag && !pan) reload(loadDay);
   }, 30_000);
 
   const cleanup = () => {
-    document.removeEventListener('keydown', onKey);
-    window.removeEventListener('resize', onResize);
+    document.removeEventListener("keydown", onKey);
+    window.removeEventListener("resize", onResize);
     clearInterval(refresh);
     if (realPlayer) realPlayer.destroy();
     delete page.timeline;
@@ -951,9 +949,9 @@ export async function render(root, ctx) {
 }
 
 function ensureStylesheet() {
-  const href = new URL('./timeline.css', import.meta.url).href;
+  const href = new URL("./timeline.css", import.meta.url).href;
   for (const link of document.querySelectorAll('link[rel="stylesheet"]')) {
     if (link.href === href) return;
   }
-  document.head.append(el('link', { rel: 'stylesheet', href }));
+  document.head.append(el("link", { rel: "stylesheet", href }));
 }
