@@ -295,7 +295,8 @@ def test_metrics_per_viewer_and_camera(box: Box) -> None:
     assert "# TYPE nvr_rtsp_viewer_packets_sent_total counter" in text
     assert "# TYPE nvr_rtsp_multicast_bytes_sent_total counter" in text
     assert "nvr_rtsp_slow_viewers_dropped_total " in text
-    (camera_bytes,) = _metric(text, "nvr_camera_bytes_total")  # one camera, one sample
+    # One camera, one recording: one sample, labelled with both.
+    (camera_bytes,) = _metric(text, "nvr_camera_bytes_total", recording=box.recording)
     assert camera_bytes > 0
     assert _metric(text, "nvr_camera_packets_lost_total") == [0.0]  # loopback loses nothing
     assert len(_metric(text, "nvr_camera_packets_dropped_total")) == 1

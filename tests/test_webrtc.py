@@ -176,7 +176,7 @@ async def _metric(http: httpx.AsyncClient, name: str) -> float:
 async def _consumers(http: httpx.AsyncClient, camera: str = "door") -> float:
     """The hub subscriptions of ``camera`` (its recorder's, RTSP's, WebRTC sessions')."""
     text = (await http.get("/metrics")).text
-    found = re.search(rf'^nvr_camera_consumers\{{camera="{camera}"\}} (\S+)$', text, re.M)
+    found = re.search(rf'^nvr_camera_consumers\{{camera="{camera}",[^}}]*\}} (\S+)$', text, re.M)
     assert found is not None, text
     return float(found.group(1))
 

@@ -946,9 +946,13 @@ class Endpoints:
         )
 
     async def metrics(self, call: Call) -> web.StreamResponse:
-        # live_streams names each recorder by its receiver and its recording token: once each.
-        unique = {id(r): r for r in self.d.live_streams().values()}
-        recorders = sorted(((r.camera.name, r) for r in unique.values()), key=lambda x: x[0])
+        recorders = sorted(
+            (
+                ({"camera": r.camera.name, "recording": token}, r)
+                for token, r in self.d.recording.by_recording()
+            ),
+            key=lambda x: (x[0]["camera"], x[0]["recording"]),
+        )
         per_camera: list[tuple[str, str, Callable[[CameraRecorder], int | float]]] = [
             ("nvr_camera_units_total", "counter", lambda r: r.hub.published),
             ("nvr_camera_bytes_total", "counter", _payload_bytes),
@@ -962,8 +966,8 @@ class Endpoints:
         ]
         lines = []
         for metric, kind, value in per_camera:
-            samples = [({"camera": name}, value(r)) for name, r in recorders]
-            lines += metric_family(metric, kind, samples, ("camera",))
+            samples = [(labels, value(r)) for labels, r in recorders]
+            lines += metric_family(metric, kind, samples, ("camera", "recording"))
         lines.append("# TYPE nvr_uptime_seconds gauge")
         lines.append(
             f"nvr_uptime_seconds {(self.d.clock.monotonic_ns() - self._started_ns) / 1e9:.3f}"

@@ -153,6 +153,15 @@ class RecordingManager:
     def running(self) -> Iterable[tuple[int, int]]:
         return list(self.recorders)
 
+    def by_recording(self) -> list[tuple[str, CameraRecorder]]:
+        """(recording token or "", recorder) of every running recorder: a camera recorded
+        by two recordings has two recorders (for /metrics, one series each)."""
+        return [
+            (spec.recording_token or "", recorder)
+            for key, spec in sorted(self._specs.items())
+            if (recorder := self.recorders.get(key)) is not None
+        ]
+
     def live_streams(self) -> dict[str, CameraRecorder]:
         """Running recorders by receiver token and by recording token (the live paths)."""
         streams: dict[str, CameraRecorder] = {}
