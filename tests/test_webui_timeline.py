@@ -226,6 +226,16 @@ def test_bar_shows_the_recorded_ranges_and_the_gap(page: Any, gapped: WebBox) ->
         page.eval_on_selector_all(".tl-event", "nodes => nodes.map(n => +n.dataset.ms)")
     )
     assert markers == stored
+    sizes = page.eval_on_selector_all(
+        ".tl-event", "ns => ns.map(n => n.getBoundingClientRect().width)"
+    )
+    assert all(w >= 8 for w in sizes), sizes  # visible, clickable
+    if markers:
+        page.evaluate(f"{_HOOK}.state.lastSeekMs = null")
+        page.click(".tl-event >> nth=0", force=True)  # markers may overlap: any one of them
+        page.wait_for_function(f"() => {_HOOK}.state.lastSeekMs !== null")
+        assert page.evaluate(f"{_HOOK}.state.lastSeekMs") in markers
+        page.wait_for_function(_IDLE)
 
 
 def test_click_on_the_bar_shows_the_frame_recorded_then(page: Any, gapped: WebBox) -> None:  # noqa: F811
