@@ -38,6 +38,7 @@ from onvif_nvr.db.engine import Database
 from onvif_nvr.errors import NoRecording
 from onvif_nvr.mp4.boxes import TrackSpec
 from onvif_nvr.mp4.reader import fragment_header, iter_boxes, read_init
+from onvif_nvr.replay.reader import pread_exact
 from onvif_nvr.rtsp import h264, h265
 
 log = logging.getLogger(__name__)
@@ -244,16 +245,6 @@ async def plan(
 
 
 # -- reading (worker threads) ------------------------------------------------------------------
-def _pread(fd: int, size: int, offset: int) -> bytes:
-    data = os.pread(fd, size, offset)
-    while len(data) < size:
-        more = os.pread(fd, size - len(data), offset + len(data))
-        if not more:
-            raise ValueError(f"file ends at {offset + len(data)}, {size - len(data)} bytes short")
-        data += more
-    return data
-
-
 def _head(segment: _Segment, first: _Fragment) -> tuple[bytes, list[TrackSpec], int]:
     """The first file's init segment, its tracks, and how long before the first fragment's
     video its other tracks start (ns, 0 when they do not), from that fragment's ``moof``."""
@@ -263,7 +254,7 @@ def _head(segment: _Segment, first: _Fragment) -> tuple[bytes, list[TrackSpec], 
         video = _video(tracks)
         if len(tracks) == 1:
             return init, tracks, 0
-        head = _pread(fd, min(first.size, HEAD_BYTES), first.offset)
+        head = pread_exact(fd, min(first.size, HEAD_BYTES), first.offset)
     finally:
         os.close(fd)
     runs = {run.track_id: run for run in fragment_header(head).tracks}
@@ -283,7 +274,7 @@ def _open(segment: _Segment) -> tuple[int, bytes]:
     try:
         if segment.init_size <= 0:
             raise ValueError(f"segment {segment.id} has no init segment indexed")
-        return fd, _pread(fd, segment.init_size, 0)
+        return fd, pread_exact(fd, segment.init_size, 0)
     except BaseException:
         os.close(fd)
         raise
@@ -336,7 +327,7 @@ def _read_run(
     one's media time is its wall time since the origin, in the video's timescale. A fragment
     that does not parse ends the list (with the reason)."""
     start = run[0].offset
-    data = bytearray(_pread(fd, run[-1].offset + run[-1].size - start, start))
+    data = bytearray(pread_exact(fd, run[-1].offset + run[-1].size - start, start))
     view = memoryview(data)
     out: list[memoryview] = []
     for fragment in run:

@@ -393,7 +393,8 @@ def _media_of(specs: Sequence[TrackSpec]) -> SegmentMedia:
     return SegmentMedia(video, audio, tracks)
 
 
-def _pread(fd: int, size: int, offset: int) -> bytes:
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes at ``offset`` (os.pread may return less); ValueError at a short file."""
     data = os.pread(fd, size, offset)
     while len(data) < size:
         more = os.pread(fd, size - len(data), offset + len(data))
@@ -406,7 +407,7 @@ def _pread(fd: int, size: int, offset: int) -> bytes:
 def _read_media(segment: _Segment) -> SegmentMedia:
     fd = os.open(segment.path, os.O_RDONLY)
     try:
-        return _media_of(read_init(_pread(fd, segment.init_size, 0)))
+        return _media_of(read_init(pread_exact(fd, segment.init_size, 0)))
     finally:
         os.close(fd)
 
@@ -416,7 +417,7 @@ def _open(segment: _Segment, init_size: int) -> tuple[int, SegmentMedia]:
     try:
         if init_size <= 0:
             raise ValueError(f"segment {segment.id} has no init segment indexed")
-        return fd, _media_of(read_init(_pread(fd, init_size, 0)))
+        return fd, _media_of(read_init(pread_exact(fd, init_size, 0)))
     except BaseException:
         os.close(fd)
         raise
@@ -461,7 +462,7 @@ def _read_fragments(
 ) -> list[list[TimedUnit]]:
     """The units of contiguous fragments (one read), per fragment, in recorded order."""
     first, last = fragments[0], fragments[-1]
-    data = _pread(fd, last.offset + last.size - first.offset, first.offset)
+    data = pread_exact(fd, last.offset + last.size - first.offset, first.offset)
     scan = scan_fragments(data)
     if len(scan.fragments) != len(fragments) or scan.stop_reason is not None:
         raise ValueError(
@@ -490,9 +491,11 @@ def _read_keyframe(
     fd: int, media: SegmentMedia, segment: _Segment, fragment: _Fragment
 ) -> TimedUnit | None:
     """The first video sample of a sync fragment, read from its moof (and no further)."""
-    head = _pread(fd, min(fragment.size, HEAD_BYTES), fragment.offset)
+    head = pread_exact(fd, min(fragment.size, HEAD_BYTES), fragment.offset)
     if len(head) >= 8 and int.from_bytes(head[:4], "big") + 16 > len(head):
-        head = _pread(fd, min(fragment.size, int.from_bytes(head[:4], "big") + 16), fragment.offset)
+        head = pread_exact(
+            fd, min(fragment.size, int.from_bytes(head[:4], "big") + 16), fragment.offset
+        )
     info = fragment_header(head)
     for run in info.tracks:
         known = media.tracks.get(run.track_id)
@@ -502,7 +505,7 @@ def _read_keyframe(
         if start + size <= len(head):
             data = head[start : start + size]
         else:
-            data = _pread(fd, size, fragment.offset + start)
+            data = pread_exact(fd, size, fragment.offset + start)
         return _unit(media, segment, fragment, run.track_id, run.base_decode_time, True, data)
     return None
 
