@@ -11,11 +11,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onvif_nvr import __version__
 from onvif_nvr.config import ConfigError, Settings, load_settings
 from onvif_nvr.system.logs import BufferHandler, LogBuffer
+
+if TYPE_CHECKING:
+    from onvif_nvr.db.engine import Database
 
 
 def _settings_from_args(args: argparse.Namespace) -> Settings:
@@ -287,9 +290,30 @@ async def _check(settings: Settings, repair: bool) -> int:
                 print(
                     f"{known.path}: not configured ({known.status}); {count} segments not checked"
                 )
+        problems += await _check_spans(db, repair)
     finally:
         await asyncio.to_thread(db.close)
     return 1 if problems and not repair else 0
+
+
+async def _check_spans(db: Database, repair: bool) -> int:
+    """The timeline's summary (recording_spans) against the segment rows; rebuilt on repair."""
+    from onvif_nvr.recording import spans
+
+    def work() -> list[tuple[int, int, int]]:
+        with db.engine.begin() as conn:
+            found = spans.mismatches(conn)
+            if found and repair:
+                spans.rebuild(conn)
+            return found
+
+    found = await db.run(work)
+    print(f"recording spans: {len(found)} recordings differ from their segments")
+    for rid, stored, expected in found:
+        print(f"  recording {rid}: {stored} spans stored, the segments give {expected}")
+    if found and repair:
+        print("  repaired: recording_spans rebuilt from the segments")
+    return len(found)
 
 
 def _host_port(text: str) -> tuple[str, int]:

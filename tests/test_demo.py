@@ -45,3 +45,18 @@ def test_demo_records_simulated_cameras(tmp_path):
         timeout=60,
     )
     assert check.returncode == 0 and "0 problems" in check.stdout, check.stdout
+    assert "recording spans: 0 recordings differ" in check.stdout, check.stdout
+    # The timeline's summary no longer matching the segments is found, then rebuilt.
+    with sqlite3.connect(data / "nvr.sqlite3") as db:
+        assert db.execute("UPDATE recording_spans SET end_ns = end_ns + 5000000000").rowcount
+
+    def run_check(*extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "onvif_nvr", "check", "--data-dir", str(data), *extra]
+        return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    damaged = run_check()
+    assert damaged.returncode == 1 and "recording spans: 2 recordings differ" in damaged.stdout
+    repaired = run_check("--repair")
+    assert "recording_spans rebuilt" in repaired.stdout, repaired.stdout
+    again = run_check()
+    assert again.returncode == 0 and "recording spans: 0 recordings differ" in again.stdout

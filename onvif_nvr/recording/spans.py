@@ -248,3 +248,21 @@ def rebuild(conn: Connection) -> None:
     """The table from ``segments``, from scratch."""
     for statement in REBUILD:
         conn.execute(statement)
+
+
+def mismatches(conn: Connection) -> list[tuple[int, int, int]]:
+    """Per recording whose table rows differ from what its readable segments give:
+    (recording id, spans in the table, spans the segments give). ``onvif-nvr check``."""
+    expected: dict[int, set[tuple[int, int]]] = {}
+    for rid, start, end in conn.execute(text(_FROM_SEGMENTS.format(where="", join=JOIN_NS))):
+        expected.setdefault(rid, set()).add((start, end))
+    stored: dict[int, set[tuple[int, int]]] = {}
+    for rid, start, end in conn.execute(
+        text("SELECT recording_id, start_ns, end_ns FROM recording_spans")
+    ):
+        stored.setdefault(rid, set()).add((start, end))
+    return [
+        (rid, len(stored.get(rid, ())), len(expected.get(rid, ())))
+        for rid in sorted(expected.keys() | stored.keys())
+        if stored.get(rid, set()) != expected.get(rid, set())
+    ]
