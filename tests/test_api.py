@@ -165,6 +165,14 @@ def test_failed_logins_are_throttled_like_soap(box: Box) -> None:
         assert _error(r, 429)["code"] == "TooManyFailedLogins"
         assert int(r.headers["Retry-After"]) >= 1
     time.sleep(1.2)
+    # Guessing bearer tokens counts the same way, and locks out real tokens too.
+    token = _token(box.base, "admin", ADMIN_PASSWORD)
+    with httpx.Client(base_url=box.base, timeout=20) as c:
+        for guess in ("a", "b", "c"):
+            _error(c.get("/api/v1/system", headers={"Authorization": f"Bearer {guess}"}), 401)
+        r = c.get("/api/v1/system", headers={"Authorization": f"Bearer {token}"})
+        assert _error(r, 429)["code"] == "TooManyFailedLogins"
+    time.sleep(1.2)
 
 
 def test_user_level_reads_but_cannot_manage(box: Box) -> None:

@@ -358,8 +358,11 @@ class Gate:
                     raise ApiError(403, "CsrfTokenMissing", f"{CSRF_HEADER} is missing or wrong")
             return self._caller(grant.username, "session")
         if scheme == "bearer":
+            # Guessing tokens is guessing passwords: the same per-address throttle.
+            self._locked(remote)
             grant = await self._grant("token", authorization[7:].strip())
             if grant is None:
+                self.throttle.failure(remote)
                 raise self.challenge("unknown or expired token")
             return self._caller(grant.username, "bearer")
         if scheme == "digest":
