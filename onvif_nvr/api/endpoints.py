@@ -1126,6 +1126,10 @@ def route_table(e: Endpoints | None) -> list[Route]:
             body=WebRtcOffer,
             response=WebRtcAnswer,
             status=201,
+            errors=(
+                (501, "the camera's codec cannot pass through WebRTC (H.265): use live.mp4"),
+                (503, "the camera has no live stream yet, or every WebRTC session is taken"),
+            ),
         ),
         Route(
             "DELETE",
