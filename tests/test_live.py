@@ -125,7 +125,10 @@ class RawViewer:
     def _response(self) -> Response:
         while True:
             response = None
-            for message in self.parser.feed(self.sock.recv(65536)):
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            for message in self.parser.feed(data):
                 if isinstance(message, Response):
                     response = message
                 elif isinstance(message, Interleaved):  # media right after PLAY's answer
