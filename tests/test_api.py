@@ -31,6 +31,7 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.nvrproc import NvrProcess
 from tests.searchutil import recorded_until, search_client
 from tests.test_recording_control_service import job_config, recording_client, recording_config
+from tests.webui import bearer_token as _token
 
 ROOT = Path(__file__).resolve().parent.parent
 CAMERA = ("--codec", "h264", "--size", "320x240", "--fps", "25", "--gop", "25")
@@ -59,15 +60,6 @@ class Box:
         return httpx.Client(
             base_url=self.base, headers={"Authorization": f"Bearer {token}"}, timeout=20
         )
-
-
-def _token(base: str, user: str, password: str) -> str:
-    with httpx.Client(base_url=base, timeout=20) as c:
-        c.post("/api/v1/session", json={"username": user, "password": password}).raise_for_status()
-        csrf = c.get("/api/v1/session").json()["csrf_token"]
-        r = c.post("/api/v1/tokens", json={}, headers={"X-CSRF-Token": csrf})
-        r.raise_for_status()
-        return str(r.json()["token"])
 
 
 @pytest.fixture(scope="module")
